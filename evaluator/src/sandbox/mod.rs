@@ -1,0 +1,680 @@
+//! Fresh, single-use sandboxes, driven from a multi-threaded async server.
+//!
+//! [`Sandboxes::run`] validates a [`Job`] on the host, creates the sandbox's cgroup,
+//! spawns the helper (see `helper.rs`), places it in the cgroup before it runs
+//! anything, hands it the plan, streams stdout, stderr and driver events back as
+//! they come, enforces the wall-clock, CPU and output limits, and always ends with an
+//! [`Outcome`] and with nothing left behind: the cgroup is killed and removed on
+//! every path, including panics and a dropped future.
+
+pub mod cgroup;
+mod helper;
+pub mod plan;
+pub mod seccomp;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use helper::helper_main;
+use plan::{BindPlan, Plan, Report, RootPlan, Rlimits, MAX_CONTROL_MESSAGE};
+
+use crate::sys;
+
+/// Why a sandbox could not even be prepared on the host.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("creating the sandbox state directory {path}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("sandbox helper {0} is not an executable file")]
+    Helper(PathBuf),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+}
+
+/// Host-side settings shared by every sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Program that runs `helper_main` (this crate's `jsheets-sandbox`, or the service
+    /// binary re-executing itself with `helper_args`).
+    pub helper: PathBuf,
+    pub helper_args: Vec<String>,
+    /// Directory for the empty root mount point; created 0700.
+    pub state_dir: PathBuf,
+    /// Sandboxes run as uids `uid_base .. uid_base + uid_count`, one per sandbox in
+    /// turn, so that concurrent sandboxes never share a uid.
+    pub uid_base: u32,
+    pub uid_count: u32,
+    /// CPUs every sandbox is pinned to (cpuset syntax, e.g. "1" or "0-3").
+    pub cpuset: Option<String>,
+}
+
+impl SandboxConfig {
+    /// Defaults around a helper program.
+    pub fn with_helper(helper: impl Into<PathBuf>, helper_args: Vec<String>) -> Self {
+        SandboxConfig {
+            helper: helper.into(),
+            helper_args,
+            state_dir: PathBuf::from("/run/jsheets-runtime"),
+            uid_base: 200_000,
+            uid_count: 10_000,
+            cpuset: None,
+        }
+    }
+}
+
+/// Per-evaluation resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub wall_time: Duration,
+    pub cpu_time: Duration,
+    pub memory_bytes: u64,
+    pub max_processes: u64,
+    /// Cap of stdout and of stderr, each; the overflow is dropped and the sandbox stopped.
+    pub output_bytes: u64,
+    /// CPU bandwidth in millicores (1000 = one core).
+    pub cpu_millis: u64,
+    pub work_bytes: u64,
+    pub tmp_bytes: u64,
+    pub file_size_bytes: u64,
+    pub open_files: u64,
+    pub stack_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            wall_time: Duration::from_secs(10),
+            cpu_time: Duration::from_secs(10),
+            memory_bytes: 256 << 20,
+            max_processes: 64,
+            output_bytes: 1 << 20,
+            cpu_millis: 1000,
+            work_bytes: 64 << 20,
+            tmp_bytes: 64 << 20,
+            file_size_bytes: 64 << 20,
+            open_files: 256,
+            stack_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The filesystem a job sees.
+#[derive(Debug, Clone)]
+pub enum Filesystem {
+    /// A tmpfs root with these read-only binds (host source, absolute target).
+    Runtime(Vec<(PathBuf, PathBuf)>),
+    /// The host root read-only, with `writable` bound read-write at the same paths and
+    /// `hidden` covered by empty tmpfs. For runtime builds only.
+    HostReadOnly { writable: Vec<PathBuf>, hidden: Vec<PathBuf> },
+}
+
+/// One thing to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub filesystem: Filesystem,
+    /// Absolute program path inside the sandbox first.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Given to the payload on fd 3 (sealed, read-only).
+    pub input: Option<Vec<u8>>,
+    /// Whether the payload writes driver events (JSON lines) on fd 4.
+    pub events: bool,
+    pub stdin: Vec<u8>,
+    /// False only for runtime builds, which need the network (pip).
+    pub isolate_network: bool,
+    pub limits: Limits,
+}
+
+impl Job {
+    /// A job on a runtime's read-only mounts with the default limits.
+    pub fn new(mounts: Vec<(PathBuf, PathBuf)>, argv: Vec<String>) -> Self {
+        Job {
+            filesystem: Filesystem::Runtime(mounts),
+            argv,
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/work"),
+            input: None,
+            events: false,
+            stdin: Vec::new(),
+            isolate_network: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a sandbox streams while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// One line the payload's driver wrote on fd 4 (without the newline).
+    Driver(Vec<u8>),
+}
+
+/// How an evaluation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Ok,
+    ExitedNonZero,
+    Signaled,
+    WallTimeout,
+    CpuLimit,
+    MemoryLimit,
+    OutputLimit,
+    ProcessLimit,
+    Cancelled,
+    SetupFailed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::ExitedNonZero => "exited_nonzero",
+            Status::Signaled => "killed_by_signal",
+            Status::WallTimeout => "wall_timeout",
+            Status::CpuLimit => "cpu_limit",
+            Status::MemoryLimit => "memory_limit",
+            Status::OutputLimit => "output_limit",
+            Status::ProcessLimit => "process_limit",
+            Status::Cancelled => "cancelled",
+            Status::SetupFailed => "setup_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of every evaluation, whatever happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub wall_time: Duration,
+    pub cpu_time: Duration,
+    pub peak_memory: u64,
+    /// Time from the request to the payload's exec.
+    pub setup_time: Duration,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// For `SetupFailed`: the step and the OS error.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(start: Instant, error: String) -> Self {
+        Outcome {
+            status: Status::SetupFailed,
+            exit_code: None,
+            signal: None,
+            wall_time: start.elapsed(),
+            cpu_time: Duration::ZERO,
+            peak_memory: 0,
+            setup_time: Duration::ZERO,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: Some(error),
+        }
+    }
+}
+
+/// Creates and supervises sandboxes.
+#[derive(Debug)]
+pub struct Sandboxes {
+    config: SandboxConfig,
+    cgroups: cgroup::Manager,
+    root_dir: PathBuf,
+    seq: AtomicU64,
+}
+
+/// Largest line a driver may write on its event channel.
+const MAX_EVENT_LINE: usize = 4 << 20;
+/// How often CPU usage is checked against the limit.
+const CPU_POLL: Duration = Duration::from_millis(20);
+
+impl Sandboxes {
+    /// Prepares the state directory and the cgroup subtree.
+    pub fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !config.helper.is_file() {
+            return Err(SandboxError::Helper(config.helper.clone()));
+        }
+        let root_dir = config.state_dir.join("root");
+        let state = |path: &Path, source| SandboxError::StateDir { path: path.into(), source };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root_dir)
+            .map_err(|e| state(&root_dir, e))?;
+        std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| state(&config.state_dir, e))?;
+        let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
+        Ok(Sandboxes { config, cgroups, root_dir, seq: AtomicU64::new(0) })
+    }
+
+    pub fn cgroup_version(&self) -> cgroup::Version {
+        self.cgroups.version()
+    }
+
+    /// Runs `job` in a fresh sandbox, streaming output to `events`, until it ends, a
+    /// limit is hit or `cancel` fires. Dropping the returned future kills the sandbox.
+    pub async fn run(&self, job: Job, events: mpsc::Sender<Event>, cancel: CancellationToken) -> Outcome {
+        let start = Instant::now();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("sb-{}-{seq}", std::process::id());
+        let uid = self.config.uid_base + (seq % u64::from(self.config.uid_count.max(1))) as u32;
+        let plan = match self.plan(&job, uid) {
+            Ok(plan) => plan,
+            Err(e) => return Outcome::failed(start, e),
+        };
+        let limits = cgroup::CgroupLimits {
+            memory_bytes: job.limits.memory_bytes,
+            max_processes: job.limits.max_processes,
+            cpu_millis: job.limits.cpu_millis,
+            cpu_shares: 0,
+        };
+        let cg = match self.cgroups.create(&id, &limits) {
+            Ok(cg) => cg,
+            Err(e) => return Outcome::failed(start, format!("creating the cgroup: {}", error_chain(&e))),
+        };
+        let span = tracing::debug_span!("sandbox", %id);
+        let _enter = span.enter();
+        supervise(self, job, plan, cg, events, cancel, start).await
+    }
+
+    /// Validates the job on the host and turns it into the helper's plan.
+    fn plan(&self, job: &Job, uid: u32) -> Result<Plan, String> {
+        let program = job.argv.first().ok_or("argv is empty")?;
+        if !program.starts_with('/') {
+            return Err(format!("program {program:?} is not an absolute path"));
+        }
+        if job.argv.iter().chain(job.env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.contains('\0')) {
+            return Err("argv or environment contains a NUL byte".into());
+        }
+        if job.env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
+            return Err("environment variable names must be non-empty and contain no '='".into());
+        }
+        check_target(&job.cwd)?;
+        let (root, writable_binds, hidden) = match &job.filesystem {
+            Filesystem::Runtime(mounts) => {
+                let mut binds = Vec::new();
+                for (source, target) in mounts {
+                    check_target(target)?;
+                    if !source.is_absolute() || !source.exists() {
+                        return Err(format!("mount source {} does not exist", source.display()));
+                    }
+                    binds.push(BindPlan { source: source.clone(), target: target.clone() });
+                }
+                (RootPlan::Runtime { mounts: binds }, vec![], vec![])
+            }
+            Filesystem::HostReadOnly { writable, hidden } => {
+                for p in writable.iter().chain(hidden) {
+                    check_target(p)?;
+                }
+                (RootPlan::HostReadOnly, writable.clone(), hidden.clone())
+            }
+        };
+        let l = &job.limits;
+        Ok(Plan {
+            root_dir: self.root_dir.clone(),
+            root,
+            writable_binds,
+            hidden,
+            isolate_network: job.isolate_network,
+            hostname: "sandbox".into(),
+            uid,
+            gid: uid,
+            work_bytes: l.work_bytes,
+            tmp_bytes: l.tmp_bytes,
+            shm_bytes: l.tmp_bytes.min(64 << 20),
+            argv: job.argv.clone(),
+            env: job.env.clone(),
+            cwd: job.cwd.clone(),
+            rlimits: Rlimits {
+                cpu_seconds: l.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
+                file_size: l.file_size_bytes,
+                open_files: l.open_files,
+                stack: l.stack_bytes,
+            },
+            has_input: job.input.is_some(),
+            has_events: job.events,
+        })
+    }
+}
+
+/// Sandbox paths must be absolute and normalized: no `.`, `..` or empty components.
+fn check_target(path: &Path) -> Result<(), String> {
+    let ok = path.is_absolute()
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !path.as_os_str().as_encoded_bytes().windows(2).any(|w| w == b"//");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("sandbox path {} is not absolute and normalized", path.display()))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Why the supervisor stopped a sandbox itself.
+#[derive(Debug, Clone, Copy)]
+enum KillReason {
+    Wall,
+    Cpu,
+    Output,
+    Cancelled,
+}
+
+struct Streams {
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    events: Option<tokio::net::unix::pipe::Receiver>,
+    control: Option<tokio::net::UnixStream>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    sandboxes: &Sandboxes,
+    job: Job,
+    plan: Plan,
+    mut cg: cgroup::SandboxCgroup,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    start: Instant,
+) -> Outcome {
+    let spawn = || -> std::io::Result<(tokio::process::Child, OwnedFd, Option<tokio::net::unix::pipe::Receiver>)> {
+        let (parent_sock, child_sock) =
+            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+        let input = match &job.input {
+            Some(data) => sys::memfd_with("jsheets-input", data)?,
+            None => OwnedFd::from(std::fs::File::open("/dev/null")?),
+        };
+        let (ev_read, ev_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let child_sock = sys::dup_high(&child_sock)?;
+        let input = sys::dup_high(&input)?;
+        let ev_write = sys::dup_high(&ev_write)?;
+        let mut cmd = tokio::process::Command::new(&sandboxes.config.helper);
+        cmd.args(&sandboxes.config.helper_args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        sys::map_fds_on_spawn(
+            &mut cmd,
+            [
+                (child_sock.as_raw_fd(), plan::HELPER_CONTROL_FD),
+                (input.as_raw_fd(), plan::HELPER_INPUT_FD),
+                (ev_write.as_raw_fd(), plan::HELPER_EVENTS_FD),
+            ],
+        );
+        let child = cmd.spawn()?;
+        // Our copies of the child's ends go now, so EOF means the sandbox is done.
+        drop((child_sock, input, ev_write));
+        let ev_read = if job.events {
+            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(ev_read)?)
+        } else {
+            None
+        };
+        Ok((child, parent_sock, ev_read))
+    };
+    let (mut child, control, ev_read) = match spawn() {
+        Ok(x) => x,
+        Err(e) => return Outcome::failed(start, format!("spawning the sandbox helper: {e}")),
+    };
+    let Some(pid) = child.id() else {
+        return Outcome::failed(start, "the sandbox helper exited at once".into());
+    };
+    // Into the cgroup before the helper reads its plan, so every process it makes is
+    // counted and limited from the first instruction.
+    if let Err(e) = cg.add(pid) {
+        return Outcome::failed(start, format!("placing the helper in its cgroup: {}", error_chain(&e)));
+    }
+    let mut control = std::os::unix::net::UnixStream::from(control);
+    let sent = serde_json::to_vec(&plan).map_err(std::io::Error::other).and_then(|mut bytes| {
+        bytes.push(b'\n');
+        std::io::Write::write_all(&mut control, &bytes)
+    });
+    if let Err(e) = sent {
+        return Outcome::failed(start, format!("sending the plan: {e}"));
+    }
+    let control = match control.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(control)) {
+        Ok(fd) => fd,
+        Err(e) => return Outcome::failed(start, format!("watching the control socket: {e}")),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let data = job.stdin.clone();
+        tokio::spawn(async move {
+            // A payload that never reads stdin is fine: the write just stops.
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+    let mut streams = Streams {
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        events: ev_read,
+        control: Some(control),
+    };
+
+    let limits = &job.limits;
+    let deadline = tokio::time::Instant::from_std(start + limits.wall_time);
+    let mut cpu_tick = tokio::time::interval(CPU_POLL);
+    cpu_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut kill: Option<KillReason> = None;
+    let mut report: Option<Report> = None;
+    let mut setup_error: Option<String> = None;
+    let mut setup_time = Duration::ZERO;
+    let mut helper_done = false;
+    let (mut out_n, mut err_n) = (0u64, 0u64);
+    let (mut out_trunc, mut err_trunc) = (false, false);
+    let mut line = Vec::new();
+    let mut buf_out = vec![0u8; 64 * 1024];
+    let mut buf_err = vec![0u8; 64 * 1024];
+    let mut buf_ev = vec![0u8; 64 * 1024];
+    let mut buf_ctl = vec![0u8; 4096];
+    let mut ctl_pending = Vec::new();
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut receiver_gone = false;
+
+    loop {
+        let open = streams.stdout.is_some() || streams.stderr.is_some() || streams.events.is_some() || streams.control.is_some();
+        if helper_done && !open {
+            break;
+        }
+        if kill.is_some() && drain_deadline.is_none() {
+            if let Err(e) = cg.kill() {
+                tracing::error!(error = %e, "killing the sandbox");
+            }
+            // Pipes close as the processes die; never wait on them forever.
+            drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+        }
+        tokio::select! {
+            r = read_opt(&mut streams.stdout, &mut buf_out) => match r {
+                Some(chunk) => {
+                    if forward(chunk, &mut out_n, limits.output_bytes, &mut out_trunc, &events, Event::Stdout).await.is_err() { receiver_gone = true; }
+                    if out_trunc && kill.is_none() { kill = Some(KillReason::Output); }
+                }
+                None => streams.stdout = None,
+            },
+            r = read_opt(&mut streams.stderr, &mut buf_err) => match r {
+                Some(chunk) => {
+                    if forward(chunk, &mut err_n, limits.output_bytes, &mut err_trunc, &events, Event::Stderr).await.is_err() { receiver_gone = true; }
+                    if err_trunc && kill.is_none() { kill = Some(KillReason::Output); }
+                }
+                None => streams.stderr = None,
+            },
+            r = read_opt(&mut streams.events, &mut buf_ev) => match r {
+                Some(chunk) => {
+                    for &b in chunk {
+                        if b == b'\n' {
+                            if events.send(Event::Driver(std::mem::take(&mut line))).await.is_err() { receiver_gone = true; }
+                        } else if line.len() < MAX_EVENT_LINE {
+                            line.push(b);
+                        } else if kill.is_none() {
+                            kill = Some(KillReason::Output);
+                        }
+                    }
+                }
+                None => streams.events = None,
+            },
+            r = read_opt(&mut streams.control, &mut buf_ctl) => match r {
+                Some(chunk) => {
+                    ctl_pending.extend_from_slice(chunk);
+                    while let Some(pos) = ctl_pending.iter().position(|&b| b == b'\n') {
+                        let msg: Vec<u8> = ctl_pending.drain(..=pos).collect();
+                        match serde_json::from_slice::<Report>(&msg) {
+                            Ok(Report::Started) => setup_time = start.elapsed(),
+                            Ok(Report::SetupFailed { step, errno, detail }) => {
+                                setup_error = Some(format!("{step}: {detail} (errno {errno})"));
+                            }
+                            Ok(r) => report = Some(r),
+                            Err(e) => setup_error = Some(format!("unreadable report from the sandbox: {e}")),
+                        }
+                    }
+                    if ctl_pending.len() > MAX_CONTROL_MESSAGE {
+                        setup_error = Some("oversized report from the sandbox".into());
+                        streams.control = None;
+                    }
+                }
+                None => streams.control = None,
+            },
+            _ = child.wait(), if !helper_done => helper_done = true,
+            _ = tokio::time::sleep_until(deadline), if kill.is_none() => kill = Some(KillReason::Wall),
+            _ = cpu_tick.tick(), if kill.is_none() => {
+                if cg.cpu_time() >= limits.cpu_time { kill = Some(KillReason::Cpu); }
+            },
+            _ = cancel.cancelled(), if kill.is_none() => kill = Some(KillReason::Cancelled),
+            _ = sleep_opt(drain_deadline) => {
+                tracing::warn!("sandbox streams still open after the kill; closing them");
+                break;
+            }
+        }
+        if receiver_gone && kill.is_none() {
+            kill = Some(KillReason::Cancelled);
+        }
+    }
+    if !line.is_empty() {
+        let _ = events.send(Event::Driver(std::mem::take(&mut line))).await;
+    }
+    // Background processes of the payload die with its pid namespace; this also covers
+    // anything still alive when a limit stopped the run.
+    if let Err(e) = cg.kill() {
+        tracing::error!(error = %e, "killing the sandbox");
+    }
+    let usage = cg.usage();
+    if let Err(e) = cg.destroy() {
+        tracing::error!(error = %e, "removing the sandbox cgroup");
+    }
+    let (exit_code, signal) = match report {
+        Some(Report::Exited { code }) => (Some(code), None),
+        Some(Report::Signaled { signal }) => (None, Some(signal)),
+        _ => (None, None),
+    };
+    let status = if setup_error.is_some() {
+        Status::SetupFailed
+    } else if let Some(k) = kill {
+        match k {
+            KillReason::Wall => Status::WallTimeout,
+            KillReason::Cpu => Status::CpuLimit,
+            KillReason::Output => Status::OutputLimit,
+            KillReason::Cancelled => Status::Cancelled,
+        }
+    } else if usage.oom_kills > 0 {
+        Status::MemoryLimit
+    } else if signal == Some(libc::SIGXCPU) || (signal == Some(libc::SIGKILL) && usage.cpu_time >= limits.cpu_time) {
+        Status::CpuLimit
+    } else if usage.pids_limit_hits > 0 && exit_code != Some(0) {
+        Status::ProcessLimit
+    } else {
+        match (exit_code, signal) {
+            (Some(0), _) => Status::Ok,
+            (Some(_), _) => Status::ExitedNonZero,
+            (None, Some(_)) => Status::Signaled,
+            (None, None) => {
+                setup_error = Some("the sandbox ended without reporting the payload's status".into());
+                Status::SetupFailed
+            }
+        }
+    };
+    Outcome {
+        status,
+        exit_code,
+        signal,
+        wall_time: start.elapsed(),
+        cpu_time: usage.cpu_time,
+        peak_memory: usage.peak_memory,
+        setup_time,
+        stdout_bytes: out_n,
+        stderr_bytes: err_n,
+        stdout_truncated: out_trunc,
+        stderr_truncated: err_trunc,
+        error: setup_error,
+    }
+}
+
+/// Sends what fits under `cap` and records whether anything was dropped.
+async fn forward(
+    chunk: &[u8],
+    count: &mut u64,
+    cap: u64,
+    truncated: &mut bool,
+    events: &mpsc::Sender<Event>,
+    wrap: fn(Vec<u8>) -> Event,
+) -> Result<(), ()> {
+    let room = cap.saturating_sub(*count) as usize;
+    let keep = &chunk[..chunk.len().min(room)];
+    *count += keep.len() as u64;
+    if keep.len() < chunk.len() {
+        *truncated = true;
+    }
+    if keep.is_empty() {
+        return Ok(());
+    }
+    events.send(wrap(keep.to_vec())).await.map_err(|_| ())
+}
+
+async fn read_opt<'a, R: tokio::io::AsyncRead + Unpin>(r: &mut Option<R>, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    match r {
+        Some(r) => match r.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(&buf[..n]),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
