@@ -1,4 +1,5 @@
 //! Fresh single-use sandboxes, self-contained runtimes and language evaluators.
 
+pub mod evaluate;
 pub mod sandbox;
 mod sys;

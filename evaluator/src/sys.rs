@@ -229,7 +229,13 @@ pub fn drop_capabilities() -> io::Result<()> {
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
     unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
     }
     #[repr(C)]
     struct Header {
@@ -244,10 +250,24 @@ pub fn drop_capabilities() -> io::Result<()> {
         inheritable: u32,
     }
     const V3: u32 = 0x2008_0522;
-    let header = Header { version: V3, pid: 0 };
-    let mut data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let header = Header {
+        version: V3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capget writes two v3 data structs into the array we own.
-    if unsafe { libc::syscall(libc::SYS_capget, &header as *const Header, data.as_mut_ptr()) } < 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const Header,
+            data.as_mut_ptr(),
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     // Effective and permitted stay until setresuid to a non-root uid clears them (the

@@ -31,13 +31,20 @@ pub enum CgroupError {
     #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("writing {value:?} to {path}")]
-    Write { path: PathBuf, value: String, source: io::Error },
+    Write {
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
     #[error("cgroup v1 controller {0} is not mounted")]
     V1Missing(&'static str),
     #[error("cgroup v2 controller {0} cannot be delegated to {1}")]
     V2Controller(String, PathBuf),
     #[error("{op} failed")]
-    Cgroups { op: &'static str, source: cgroups_rs::fs::error::Error },
+    Cgroups {
+        op: &'static str,
+        source: cgroups_rs::fs::error::Error,
+    },
     #[error("cgroup {0} still has processes after being killed")]
     NotEmpty(PathBuf),
     #[error("cannot find the service's own cgroup in /proc/self/cgroup")]
@@ -90,7 +97,10 @@ impl Manager {
     pub fn start(cpuset: Option<String>) -> Result<Self> {
         let manager = if hierarchies::is_cgroup2_unified_mode() {
             let own = own_v2_path(&fs::read_to_string("/proc/self/cgroup").map_err(|source| {
-                CgroupError::Read { path: "/proc/self/cgroup".into(), source }
+                CgroupError::Read {
+                    path: "/proc/self/cgroup".into(),
+                    source,
+                }
             })?)
             .ok_or(CgroupError::OwnCgroup)?;
             let root = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT);
@@ -102,8 +112,13 @@ impl Manager {
                 cpuset,
             }
         } else {
-            let relative = cgroups_rs::fs::cgroup::get_cgroups_relative_paths()
-                .map_err(|source| CgroupError::Cgroups { op: "reading /proc/self/cgroup", source })?;
+            let relative =
+                cgroups_rs::fs::cgroup::get_cgroups_relative_paths().map_err(|source| {
+                    CgroupError::Cgroups {
+                        op: "reading /proc/self/cgroup",
+                        source,
+                    }
+                })?;
             let v1 = V1::new();
             let mut dirs = HashMap::new();
             for (name, controller) in [
@@ -114,16 +129,25 @@ impl Manager {
                 ("freezer", Controllers::Freezer),
                 ("cpuset", Controllers::CpuSet),
             ] {
-                let (mount, root) =
-                    v1.get_mount_point(controller).ok_or(CgroupError::V1Missing(name))?;
+                let (mount, root) = v1
+                    .get_mount_point(controller)
+                    .ok_or(CgroupError::V1Missing(name))?;
                 let own = relative.get(name).map(String::as_str).unwrap_or("/");
                 let own = own.strip_prefix(root.to_str().unwrap_or("")).unwrap_or(own);
                 let dir = mount.join(own.trim_start_matches('/')).join(SUBTREE);
-                fs::create_dir_all(&dir)
-                    .map_err(|source| CgroupError::Write { path: dir.clone(), value: "mkdir".into(), source })?;
+                fs::create_dir_all(&dir).map_err(|source| CgroupError::Write {
+                    path: dir.clone(),
+                    value: "mkdir".into(),
+                    source,
+                })?;
                 dirs.insert(name, dir);
             }
-            Manager { version: Version::V1, relative, dirs, cpuset }
+            Manager {
+                version: Version::V1,
+                relative,
+                dirs,
+                cpuset,
+            }
         };
         manager.sweep();
         Ok(manager)
@@ -149,13 +173,14 @@ impl Manager {
                     Some(controllers),
                 )
             }
-            Version::V1 => Cgroup::new_with_relative_paths(
-                Box::new(V1::new()),
-                &path,
-                self.relative.clone(),
-            ),
+            Version::V1 => {
+                Cgroup::new_with_relative_paths(Box::new(V1::new()), &path, self.relative.clone())
+            }
         }
-        .map_err(|source| CgroupError::Cgroups { op: "creating the sandbox cgroup", source })?;
+        .map_err(|source| CgroupError::Cgroups {
+            op: "creating the sandbox cgroup",
+            source,
+        })?;
         let sandbox = SandboxCgroup {
             cg,
             version: self.version,
@@ -168,14 +193,19 @@ impl Manager {
 
     /// Kills and removes every sandbox cgroup in our subtree (left by a crashed run).
     fn sweep(&self) {
-        let Some(dir) = self.dirs.get(if self.version == Version::V2 { "unified" } else { "memory" })
-        else {
+        let Some(dir) = self.dirs.get(if self.version == Version::V2 {
+            "unified"
+        } else {
+            "memory"
+        }) else {
             return;
         };
-        let Ok(entries) = fs::read_dir(dir) else { return };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == SERVICE_LEAF || !entry.path().is_dir() {
+            if name == SERVICE_LEAF || !entry.path().is_dir() || owner_alive(&name) {
                 continue;
             }
             tracing::warn!(cgroup = %name, "removing a sandbox cgroup left by an earlier run");
@@ -183,6 +213,19 @@ impl Manager {
                 let _ = cg.destroy();
             }
         }
+    }
+}
+
+/// Sandbox cgroups are named `sb-<service pid>-<n>`: several services (or test
+/// processes) may share the subtree, and each leaves the others' sandboxes alone.
+fn owner_alive(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("sb-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) => pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
     }
 }
 
@@ -201,8 +244,14 @@ impl SandboxCgroup {
             r.map_err(|source| CgroupError::Cgroups { op, source })
         };
         if limits.memory_bytes > 0 {
-            let mem: &MemController = self.cg.controller_of().ok_or(CgroupError::V1Missing("memory"))?;
-            cg("setting the memory limit", mem.set_limit(limits.memory_bytes as i64))?;
+            let mem: &MemController = self
+                .cg
+                .controller_of()
+                .ok_or(CgroupError::V1Missing("memory"))?;
+            cg(
+                "setting the memory limit",
+                mem.set_limit(limits.memory_bytes as i64),
+            )?;
             match self.version {
                 Version::V2 => {
                     write(&self.dirs["unified"].join("memory.swap.max"), "0")?;
@@ -213,7 +262,10 @@ impl SandboxCgroup {
                     // keeps the sandbox from being swapped out instead of limited.
                     let memsw = self.dirs["memory"].join("memory.memsw.limit_in_bytes");
                     if memsw.exists() {
-                        cg("setting the memory+swap limit", mem.set_memswap_limit(limits.memory_bytes as i64))?;
+                        cg(
+                            "setting the memory+swap limit",
+                            mem.set_memswap_limit(limits.memory_bytes as i64),
+                        )?;
                     } else {
                         let _ = mem.set_swappiness(0);
                     }
@@ -221,14 +273,26 @@ impl SandboxCgroup {
             }
         }
         if limits.max_processes > 0 {
-            let pids: &PidController = self.cg.controller_of().ok_or(CgroupError::V1Missing("pids"))?;
-            cg("setting the process limit", pids.set_pid_max(MaxValue::Value(limits.max_processes as i64)))?;
+            let pids: &PidController = self
+                .cg
+                .controller_of()
+                .ok_or(CgroupError::V1Missing("pids"))?;
+            cg(
+                "setting the process limit",
+                pids.set_pid_max(MaxValue::Value(limits.max_processes as i64)),
+            )?;
         }
-        let cpu: &CpuController = self.cg.controller_of().ok_or(CgroupError::V1Missing("cpu"))?;
+        let cpu: &CpuController = self
+            .cg
+            .controller_of()
+            .ok_or(CgroupError::V1Missing("cpu"))?;
         if limits.cpu_millis > 0 {
             let period = 100_000u64;
             let quota = (limits.cpu_millis * period / 1000).max(1000) as i64;
-            cg("setting the CPU quota", cpu.set_cfs_quota_and_period(Some(quota), Some(period)))?;
+            cg(
+                "setting the CPU quota",
+                cpu.set_cfs_quota_and_period(Some(quota), Some(period)),
+            )?;
         }
         if limits.cpu_shares > 0 {
             cg("setting the CPU shares", cpu.set_shares(limits.cpu_shares))?;
@@ -236,8 +300,14 @@ impl SandboxCgroup {
         if self.version == Version::V1 {
             // A new v1 cpuset starts with no CPUs and no memory nodes: copy the parent's
             // (or the configured set) or no task could join it.
-            let set: &CpuSetController = self.cg.controller_of().ok_or(CgroupError::V1Missing("cpuset"))?;
-            let parent = self.dirs["cpuset"].parent().map(Path::to_path_buf).unwrap_or_default();
+            let set: &CpuSetController = self
+                .cg
+                .controller_of()
+                .ok_or(CgroupError::V1Missing("cpuset"))?;
+            let parent = self.dirs["cpuset"]
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             let cpus = match cpuset {
                 Some(c) => c.to_string(),
                 None => read(&parent.join("cpuset.cpus"))?.trim().to_string(),
@@ -255,7 +325,10 @@ impl SandboxCgroup {
     pub fn add(&self, pid: u32) -> Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|source| CgroupError::Cgroups { op: "adding the helper to its cgroup", source })
+            .map_err(|source| CgroupError::Cgroups {
+                op: "adding the helper to its cgroup",
+                source,
+            })
     }
 
     /// Kills every process in the cgroup and waits until it is empty.
@@ -352,7 +425,10 @@ impl SandboxCgroup {
                     return Ok(());
                 }
                 Err(source) if attempt >= 200 => {
-                    return Err(CgroupError::Cgroups { op: "removing the sandbox cgroup", source })
+                    return Err(CgroupError::Cgroups {
+                        op: "removing the sandbox cgroup",
+                        source,
+                    })
                 }
                 Err(_) => attempt += 1,
             }
@@ -370,7 +446,10 @@ impl Drop for SandboxCgroup {
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -415,13 +494,20 @@ fn prepare_v2_subtree(root: &Path, own: &str, self_pid: u32) -> Result<PathBuf> 
                 return Err(CgroupError::V2Controller(c.to_string(), dir.into()));
             }
         }
-        let value = V2_CONTROLLERS.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+        let value = V2_CONTROLLERS
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         write(&dir.join("cgroup.subtree_control"), &value)
     };
     if enable(&own_dir).is_err() {
         let leaf = own_dir.join(SERVICE_LEAF);
-        fs::create_dir_all(&leaf)
-            .map_err(|source| CgroupError::Write { path: leaf.clone(), value: "mkdir".into(), source })?;
+        fs::create_dir_all(&leaf).map_err(|source| CgroupError::Write {
+            path: leaf.clone(),
+            value: "mkdir".into(),
+            source,
+        })?;
         // Move every process of our cgroup (ours and, in a container, its init).
         let procs = read(&own_dir.join("cgroup.procs")).unwrap_or_default();
         let mut pids: Vec<String> = procs.lines().map(str::to_string).collect();
@@ -434,8 +520,11 @@ fn prepare_v2_subtree(root: &Path, own: &str, self_pid: u32) -> Result<PathBuf> 
         enable(&own_dir)?;
     }
     let sub = own_dir.join(SUBTREE);
-    fs::create_dir_all(&sub)
-        .map_err(|source| CgroupError::Write { path: sub.clone(), value: "mkdir".into(), source })?;
+    fs::create_dir_all(&sub).map_err(|source| CgroupError::Write {
+        path: sub.clone(),
+        value: "mkdir".into(),
+        source,
+    })?;
     enable(&sub)?;
     Ok(sub)
 }
@@ -451,7 +540,10 @@ fn kill_v2(dir: &Path) -> Result<()> {
             // Kernels before 5.14: freeze, signal every task, thaw.
             let _ = write(&dir.join("cgroup.freeze"), "1");
             for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let _ = write(&dir.join("cgroup.freeze"), "0");
         }
@@ -491,7 +583,11 @@ mod tests {
     fn fake_v2(root: &Path, own: &str) -> PathBuf {
         let dir = root.join(own);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma\n").unwrap();
+        fs::write(
+            dir.join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids rdma\n",
+        )
+        .unwrap();
         fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
         fs::write(dir.join("cgroup.procs"), "42\n").unwrap();
         dir
@@ -503,11 +599,21 @@ mod tests {
         let own = fake_v2(tmp.path(), "system.slice/app.service");
         // The fake subtree needs its own controllers file before `enable` reads it.
         fs::create_dir_all(own.join(SUBTREE)).unwrap();
-        fs::write(own.join(SUBTREE).join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        fs::write(
+            own.join(SUBTREE).join("cgroup.controllers"),
+            "cpu memory pids\n",
+        )
+        .unwrap();
         let sub = prepare_v2_subtree(tmp.path(), "/system.slice/app.service", 42).unwrap();
         assert_eq!(sub, own.join(SUBTREE));
-        assert_eq!(fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(), "+cpu +memory +pids");
-        assert_eq!(fs::read_to_string(sub.join("cgroup.subtree_control")).unwrap(), "+cpu +memory +pids");
+        assert_eq!(
+            fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids"
+        );
+        assert_eq!(
+            fs::read_to_string(sub.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids"
+        );
     }
 
     #[test]
@@ -516,20 +622,36 @@ mod tests {
         let own = fake_v2(tmp.path(), "a");
         fs::write(own.join("cgroup.controllers"), "cpu memory\n").unwrap();
         let err = prepare_v2_subtree(tmp.path(), "/a", 42).unwrap_err();
-        assert!(matches!(err, CgroupError::V2Controller(ref c, _) if c == "pids"), "{err}");
+        assert!(
+            matches!(err, CgroupError::V2Controller(ref c, _) if c == "pids"),
+            "{err}"
+        );
     }
 
     #[test]
     fn v2_usage_is_read_from_its_files() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        fs::write(d.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n").unwrap();
+        fs::write(
+            d.join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )
+        .unwrap();
         fs::write(d.join("memory.peak"), "1048576\n").unwrap();
-        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n").unwrap();
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
         fs::write(d.join("pids.events"), "max 7\n").unwrap();
         assert_eq!(
             usage_v2(d),
-            Usage { cpu_time: Duration::from_micros(1500), peak_memory: 1 << 20, oom_kills: 1, pids_limit_hits: 7 }
+            Usage {
+                cpu_time: Duration::from_micros(1500),
+                peak_memory: 1 << 20,
+                oom_kills: 1,
+                pids_limit_hits: 7
+            }
         );
     }
 
@@ -542,7 +664,10 @@ mod tests {
 
     #[test]
     fn own_path_is_parsed() {
-        assert_eq!(own_v2_path("0::/user.slice/x.scope\n").as_deref(), Some("/user.slice/x.scope"));
+        assert_eq!(
+            own_v2_path("0::/user.slice/x.scope\n").as_deref(),
+            Some("/user.slice/x.scope")
+        );
         assert_eq!(own_v2_path("4:memory:/a\n"), None);
     }
 }

@@ -30,7 +30,7 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, pivot_root, setgroups, setresgid, setresuid, sethostname, Gid, Pid, Uid};
+use nix::unistd::{chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
 
 use super::plan::{
     Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
@@ -55,7 +55,11 @@ impl<T, E: Into<io::Error>> Step<T> for Result<T, E> {
     fn step(self, step: impl Into<String>) -> Result<T, StepError> {
         self.map_err(|e| {
             let e: io::Error = e.into();
-            StepError { step: step.into(), errno: e.raw_os_error().unwrap_or(0), detail: e.to_string() }
+            StepError {
+                step: step.into(),
+                errno: e.raw_os_error().unwrap_or(0),
+                detail: e.to_string(),
+            }
         })
     }
 }
@@ -86,7 +90,14 @@ pub fn helper_main() -> ! {
     let code = match run(&control) {
         Ok(code) => code,
         Err(e) => {
-            report(&control, &Report::SetupFailed { step: e.step, errno: e.errno, detail: e.detail });
+            report(
+                &control,
+                &Report::SetupFailed {
+                    step: e.step,
+                    errno: e.errno,
+                    detail: e.detail,
+                },
+            );
             1
         }
     };
@@ -109,7 +120,11 @@ fn receive_plan(control: &OwnedFd) -> Result<Plan, StepError> {
     while !buf.ends_with(b"\n") {
         let n = nix::unistd::read(control, &mut chunk).nstep("reading the plan")?;
         if n == 0 || buf.len() + n > MAX_CONTROL_MESSAGE {
-            return Err(StepError { step: "reading the plan".into(), errno: libc::EINVAL, detail: "truncated or oversized".into() });
+            return Err(StepError {
+                step: "reading the plan".into(),
+                errno: libc::EINVAL,
+                detail: "truncated or oversized".into(),
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -122,8 +137,16 @@ fn receive_plan(control: &OwnedFd) -> Result<Plan, StepError> {
 
 fn run(control: &OwnedFd) -> Result<i32, StepError> {
     let plan = receive_plan(control)?;
-    let input = plan.has_input.then(|| sys::inherited_fd(HELPER_INPUT_FD)).transpose().step("taking the input fd")?;
-    let events = plan.has_events.then(|| sys::inherited_fd(HELPER_EVENTS_FD)).transpose().step("taking the events fd")?;
+    let input = plan
+        .has_input
+        .then(|| sys::inherited_fd(HELPER_INPUT_FD))
+        .transpose()
+        .step("taking the input fd")?;
+    let events = plan
+        .has_events
+        .then(|| sys::inherited_fd(HELPER_EVENTS_FD))
+        .transpose()
+        .step("taking the events fd")?;
 
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -140,7 +163,14 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
             let code = match init(&plan, control, input, events) {
                 Ok(code) => code,
                 Err(e) => {
-                    report(control, &Report::SetupFailed { step: e.step, errno: e.errno, detail: e.detail });
+                    report(
+                        control,
+                        &Report::SetupFailed {
+                            step: e.step,
+                            errno: e.errno,
+                            detail: e.detail,
+                        },
+                    );
                     1
                 }
             };
@@ -193,7 +223,11 @@ fn init(
             detail: "contains a NUL byte".into(),
         })
     };
-    let argv = plan.argv.iter().map(|a| cstr(a, "argv")).collect::<Result<Vec<_>, _>>()?;
+    let argv = plan
+        .argv
+        .iter()
+        .map(|a| cstr(a, "argv"))
+        .collect::<Result<Vec<_>, _>>()?;
     let env = plan
         .env
         .iter()
@@ -208,12 +242,21 @@ fn init(
     let mut sigchld = SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigchld), None).nstep("blocking SIGCHLD")?;
-    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).nstep("creating the exec pipe")?;
+    let (err_read, err_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).nstep("creating the exec pipe")?;
 
     let payload = match sys::fork_single_threaded().step("forking the payload")? {
         sys::Fork::Child => {
             drop(err_read);
-            let e = payload_exec(plan, input.as_ref(), events.as_ref(), &filter, &program, &argv, &env);
+            let e = payload_exec(
+                plan,
+                input.as_ref(),
+                events.as_ref(),
+                &filter,
+                &program,
+                &argv,
+                &env,
+            );
             let msg = format!("{}\0{}\0{}", e.step, e.errno, e.detail);
             let _ = nix::unistd::write(&err_write, msg.as_bytes());
             std::process::exit(127);
@@ -225,7 +268,9 @@ fn init(
     drop(events);
 
     let mut failure = Vec::new();
-    File::from(err_read).read_to_end(&mut failure).step("reading the exec pipe")?;
+    File::from(err_read)
+        .read_to_end(&mut failure)
+        .step("reading the exec pipe")?;
     if !failure.is_empty() {
         let text = String::from_utf8_lossy(&failure);
         let mut parts = text.splitn(3, '\0');
@@ -233,7 +278,11 @@ fn init(
         let errno = parts.next().and_then(|e| e.parse().ok()).unwrap_or(0);
         let detail = parts.next().unwrap_or("").to_string();
         let _ = waitpid(payload, None);
-        return Err(StepError { step, errno, detail });
+        return Err(StepError {
+            step,
+            errno,
+            detail,
+        });
     }
     report(control, &Report::Started);
 
@@ -243,8 +292,18 @@ fn init(
         sys::dup_onto(null.as_raw_fd(), fd).step("detaching init's stdio")?;
     }
     drop(null);
-    setresgid(Gid::from_raw(plan.gid), Gid::from_raw(plan.gid), Gid::from_raw(plan.gid)).nstep("init setresgid")?;
-    setresuid(Uid::from_raw(plan.uid), Uid::from_raw(plan.uid), Uid::from_raw(plan.uid)).nstep("init setresuid")?;
+    setresgid(
+        Gid::from_raw(plan.gid),
+        Gid::from_raw(plan.gid),
+        Gid::from_raw(plan.gid),
+    )
+    .nstep("init setresgid")?;
+    setresuid(
+        Uid::from_raw(plan.uid),
+        Uid::from_raw(plan.uid),
+        Uid::from_raw(plan.uid),
+    )
+    .nstep("init setresuid")?;
 
     let status = reap_until(payload, control)?;
     // Whatever the payload left running ends with it.
@@ -263,7 +322,9 @@ fn reap_until(payload: Pid, control: &OwnedFd) -> Result<Report, StepError> {
         // Reap first: the payload may have exited before the signalfd existed.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == payload => return Ok(Report::Exited { code }),
+                Ok(WaitStatus::Exited(pid, code)) if pid == payload => {
+                    return Ok(Report::Exited { code })
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == payload => {
                     return Ok(Report::Signaled { signal: sig as i32 })
                 }
@@ -303,11 +364,15 @@ fn payload_exec(
     let run = || -> Result<std::convert::Infallible, StepError> {
         // fd 3 is the control socket until here: replace or close it.
         match input {
-            Some(fd) => sys::dup_onto(fd.as_raw_fd(), PAYLOAD_INPUT_FD).step("passing the input fd")?,
+            Some(fd) => {
+                sys::dup_onto(fd.as_raw_fd(), PAYLOAD_INPUT_FD).step("passing the input fd")?
+            }
             None => nix::unistd::close(PAYLOAD_INPUT_FD).nstep("closing the control socket")?,
         }
         match events {
-            Some(fd) => sys::dup_onto(fd.as_raw_fd(), PAYLOAD_EVENTS_FD).step("passing the events fd")?,
+            Some(fd) => {
+                sys::dup_onto(fd.as_raw_fd(), PAYLOAD_EVENTS_FD).step("passing the events fd")?
+            }
             None => {
                 let _ = nix::unistd::close(PAYLOAD_EVENTS_FD);
             }
@@ -315,9 +380,20 @@ fn payload_exec(
         sys::cloexec_from(PAYLOAD_EVENTS_FD as u32 + 1).step("closing inherited fds")?;
 
         let limits = &plan.rlimits;
-        setrlimit(Resource::RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1).nstep("setrlimit cpu")?;
-        setrlimit(Resource::RLIMIT_FSIZE, limits.file_size, limits.file_size).nstep("setrlimit fsize")?;
-        setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files).nstep("setrlimit nofile")?;
+        setrlimit(
+            Resource::RLIMIT_CPU,
+            limits.cpu_seconds,
+            limits.cpu_seconds + 1,
+        )
+        .nstep("setrlimit cpu")?;
+        setrlimit(Resource::RLIMIT_FSIZE, limits.file_size, limits.file_size)
+            .nstep("setrlimit fsize")?;
+        setrlimit(
+            Resource::RLIMIT_NOFILE,
+            limits.open_files,
+            limits.open_files,
+        )
+        .nstep("setrlimit nofile")?;
         setrlimit(Resource::RLIMIT_CORE, 0, 0).nstep("setrlimit core")?;
         setrlimit(Resource::RLIMIT_STACK, limits.stack, limits.stack).nstep("setrlimit stack")?;
 
@@ -329,7 +405,8 @@ fn payload_exec(
         setresuid(uid, uid, uid).nstep("setresuid")?;
         nix::sys::prctl::set_no_new_privs().nstep("setting no_new_privs")?;
         chdir(&plan.cwd).nstep(format!("chdir {}", plan.cwd.display()))?;
-        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).nstep("unblocking signals")?;
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .nstep("unblocking signals")?;
         // Seccomp last: everything above needs syscalls the filter denies.
         seccomp::install(filter).map_err(|e| StepError {
             step: "installing the seccomp filter".into(),
@@ -347,14 +424,21 @@ fn payload_exec(
 /// Builds the sandbox's root filesystem and switches into it. Any failure aborts.
 fn build_root(plan: &Plan) -> Result<(), StepError> {
     let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).nstep("making mounts private")?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .nstep("making mounts private")?;
     let root = &plan.root_dir;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
     match &plan.root {
         RootPlan::Runtime { mounts } => {
-            mount(Some("tmpfs"), root, Some("tmpfs"), nosuid_nodev, Some("size=1m,mode=0755"))
-                .nstep("mounting the root tmpfs")?;
+            mount(
+                Some("tmpfs"),
+                root,
+                Some("tmpfs"),
+                nosuid_nodev,
+                Some("size=1m,mode=0755"),
+            )
+            .nstep("mounting the root tmpfs")?;
             let mut mounts = mounts.clone();
             // Parents before children, so nested targets land on top.
             mounts.sort_by_key(|m| m.target.components().count());
@@ -362,24 +446,49 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
                 let target = inside(root, &m.target)?;
                 bind_readonly(&m.source, &target, &m.target)?;
             }
-            tmpfs(root, "/work", plan.work_bytes, "0700", Some((plan.uid, plan.gid)))?;
+            tmpfs(
+                root,
+                "/work",
+                plan.work_bytes,
+                "0700",
+                Some((plan.uid, plan.gid)),
+            )?;
         }
         RootPlan::HostReadOnly => {
-            mount(Some("/"), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none).nstep("binding the host root")?;
+            mount(
+                Some("/"),
+                root,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .nstep("binding the host root")?;
             sys::make_tree_readonly(root).step("making the host root read-only")?;
             for path in &plan.hidden {
                 let target = inside(root, path)?;
                 if target.exists() {
-                    mount(Some("tmpfs"), &target, Some("tmpfs"), nosuid_nodev | MsFlags::MS_RDONLY, Some("size=4k,mode=0755"))
-                        .nstep(format!("hiding {}", path.display()))?;
+                    mount(
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        nosuid_nodev | MsFlags::MS_RDONLY,
+                        Some("size=4k,mode=0755"),
+                    )
+                    .nstep(format!("hiding {}", path.display()))?;
                 }
             }
             for path in &plan.writable_binds {
                 let target = inside(root, path)?;
                 mount(Some(path), &target, none, MsFlags::MS_BIND, none)
                     .nstep(format!("binding {} writable", path.display()))?;
-                mount(none, &target, none, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid_nodev, none)
-                    .nstep(format!("remounting {}", path.display()))?;
+                mount(
+                    none,
+                    &target,
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid_nodev,
+                    none,
+                )
+                .nstep(format!("remounting {}", path.display()))?;
             }
         }
     }
@@ -387,7 +496,14 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
     build_dev(root, plan.shm_bytes)?;
     let proc_dir = inside(root, Path::new("/proc"))?;
     fs::create_dir_all(&proc_dir).step("creating /proc")?;
-    mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, none).nstep("mounting /proc")?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .nstep("mounting /proc")?;
 
     // pivot_root rather than chroot: the old root becomes unreachable once detached.
     chdir(root).nstep("entering the new root")?;
@@ -395,8 +511,14 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
     umount2(".", MntFlags::MNT_DETACH).nstep("detaching the old root")?;
     chdir("/").nstep("chdir /")?;
     if matches!(plan.root, RootPlan::Runtime { .. }) {
-        mount(none, "/", none, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev, none)
-            .nstep("making the root read-only")?;
+        mount(
+            none,
+            "/",
+            none,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
+            none,
+        )
+        .nstep("making the root read-only")?;
     }
     Ok(())
 }
@@ -433,26 +555,43 @@ fn bind_readonly(source: &Path, target: &Path, shown: &Path) -> Result<(), StepE
         }
         File::create(target).step(format!("creating mount point {}", shown.display()))?;
     }
-    mount(Some(source), target, none, MsFlags::MS_BIND, none).nstep(format!("binding {}", shown.display()))?;
+    mount(Some(source), target, none, MsFlags::MS_BIND, none)
+        .nstep(format!("binding {}", shown.display()))?;
     mount(
         none,
         target,
         none,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
         none,
     )
     .nstep(format!("making {} read-only", shown.display()))
 }
 
-fn tmpfs(root: &Path, at: &str, bytes: u64, mode: &str, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+fn tmpfs(
+    root: &Path,
+    at: &str,
+    bytes: u64,
+    mode: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StepError> {
     let target = inside(root, Path::new(at))?;
     fs::create_dir_all(&target).step(format!("creating {at}"))?;
     let mut opts = format!("size={bytes},mode={mode}");
     if let Some((uid, gid)) = owner {
         opts.push_str(&format!(",uid={uid},gid={gid}"));
     }
-    mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
-        .nstep(format!("mounting {at}"))
+    mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .nstep(format!("mounting {at}"))
 }
 
 /// A minimal `/dev`: the harmless character devices bound from the host, a fresh
@@ -461,15 +600,28 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
     let none: Option<&str> = None;
     let dev = inside(root, Path::new("/dev"))?;
     fs::create_dir_all(&dev).step("creating /dev")?;
-    mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=0755"))
-        .nstep("mounting /dev")?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
+    .nstep("mounting /dev")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         File::create(&target).step(format!("creating /dev/{name}"))?;
         let source = Path::new("/dev").join(name);
-        mount(Some(&source), &target, none, MsFlags::MS_BIND, none).nstep(format!("binding /dev/{name}"))?;
-        mount(none, &target, none, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, none)
-            .nstep(format!("remounting /dev/{name}"))?;
+        mount(Some(&source), &target, none, MsFlags::MS_BIND, none)
+            .nstep(format!("binding /dev/{name}"))?;
+        mount(
+            none,
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            none,
+        )
+        .nstep(format!("remounting /dev/{name}"))?;
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -491,8 +643,14 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
     )
     .nstep("mounting /dev/shm")?;
     // Nothing may be added to /dev afterwards.
-    mount(none, &dev, none, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=0755"))
-        .nstep("making /dev read-only")
+    mount(
+        none,
+        &dev,
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
+    .nstep("making /dev read-only")
 }
 
 #[allow(dead_code)]

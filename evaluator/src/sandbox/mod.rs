@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use helper::helper_main;
-use plan::{BindPlan, Plan, Report, RootPlan, Rlimits, MAX_CONTROL_MESSAGE};
+use plan::{BindPlan, Plan, Report, Rlimits, RootPlan, MAX_CONTROL_MESSAGE};
 
 use crate::sys;
 
@@ -32,7 +32,10 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("creating the sandbox state directory {path}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("sandbox helper {0} is not an executable file")]
     Helper(PathBuf),
     #[error(transparent)]
@@ -113,7 +116,10 @@ pub enum Filesystem {
     Runtime(Vec<(PathBuf, PathBuf)>),
     /// The host root read-only, with `writable` bound read-write at the same paths and
     /// `hidden` covered by empty tmpfs. For runtime builds only.
-    HostReadOnly { writable: Vec<PathBuf>, hidden: Vec<PathBuf> },
+    HostReadOnly {
+        writable: Vec<PathBuf>,
+        hidden: Vec<PathBuf>,
+    },
 }
 
 /// One thing to run.
@@ -258,7 +264,10 @@ impl Sandboxes {
             return Err(SandboxError::Helper(config.helper.clone()));
         }
         let root_dir = config.state_dir.join("root");
-        let state = |path: &Path, source| SandboxError::StateDir { path: path.into(), source };
+        let state = |path: &Path, source| SandboxError::StateDir {
+            path: path.into(),
+            source,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -267,7 +276,12 @@ impl Sandboxes {
         std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| state(&config.state_dir, e))?;
         let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
-        Ok(Sandboxes { config, cgroups, root_dir, seq: AtomicU64::new(0) })
+        Ok(Sandboxes {
+            config,
+            cgroups,
+            root_dir,
+            seq: AtomicU64::new(0),
+        })
     }
 
     pub fn cgroup_version(&self) -> cgroup::Version {
@@ -276,11 +290,19 @@ impl Sandboxes {
 
     /// Runs `job` in a fresh sandbox, streaming output to `events`, until it ends, a
     /// limit is hit or `cancel` fires. Dropping the returned future kills the sandbox.
-    pub async fn run(&self, job: Job, events: mpsc::Sender<Event>, cancel: CancellationToken) -> Outcome {
+    pub async fn run(
+        &self,
+        job: Job,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let start = Instant::now();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let id = format!("sb-{}-{seq}", std::process::id());
-        let uid = self.config.uid_base + (seq % u64::from(self.config.uid_count.max(1))) as u32;
+        // Offset by the pid so that two services sharing a host do not reuse uids in step.
+        let slot =
+            (u64::from(std::process::id()) * 7919 + seq) % u64::from(self.config.uid_count.max(1));
+        let uid = self.config.uid_base + slot as u32;
         let plan = match self.plan(&job, uid) {
             Ok(plan) => plan,
             Err(e) => return Outcome::failed(start, e),
@@ -293,7 +315,9 @@ impl Sandboxes {
         };
         let cg = match self.cgroups.create(&id, &limits) {
             Ok(cg) => cg,
-            Err(e) => return Outcome::failed(start, format!("creating the cgroup: {}", error_chain(&e))),
+            Err(e) => {
+                return Outcome::failed(start, format!("creating the cgroup: {}", error_chain(&e)))
+            }
         };
         let span = tracing::debug_span!("sandbox", %id);
         let _enter = span.enter();
@@ -306,7 +330,12 @@ impl Sandboxes {
         if !program.starts_with('/') {
             return Err(format!("program {program:?} is not an absolute path"));
         }
-        if job.argv.iter().chain(job.env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.contains('\0')) {
+        if job
+            .argv
+            .iter()
+            .chain(job.env.iter().flat_map(|(k, v)| [k, v]))
+            .any(|s| s.contains('\0'))
+        {
             return Err("argv or environment contains a NUL byte".into());
         }
         if job.env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
@@ -321,7 +350,10 @@ impl Sandboxes {
                     if !source.is_absolute() || !source.exists() {
                         return Err(format!("mount source {} does not exist", source.display()));
                     }
-                    binds.push(BindPlan { source: source.clone(), target: target.clone() });
+                    binds.push(BindPlan {
+                        source: source.clone(),
+                        target: target.clone(),
+                    });
                 }
                 (RootPlan::Runtime { mounts: binds }, vec![], vec![])
             }
@@ -363,12 +395,21 @@ impl Sandboxes {
 /// Sandbox paths must be absolute and normalized: no `.`, `..` or empty components.
 fn check_target(path: &Path) -> Result<(), String> {
     let ok = path.is_absolute()
-        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && !path.as_os_str().as_encoded_bytes().windows(2).any(|w| w == b"//");
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !path
+            .as_os_str()
+            .as_encoded_bytes()
+            .windows(2)
+            .any(|w| w == b"//");
     if ok {
         Ok(())
     } else {
-        Err(format!("sandbox path {} is not absolute and normalized", path.display()))
+        Err(format!(
+            "sandbox path {} is not absolute and normalized",
+            path.display()
+        ))
     }
 }
 
@@ -456,17 +497,25 @@ async fn supervise(
     // Into the cgroup before the helper reads its plan, so every process it makes is
     // counted and limited from the first instruction.
     if let Err(e) = cg.add(pid) {
-        return Outcome::failed(start, format!("placing the helper in its cgroup: {}", error_chain(&e)));
+        return Outcome::failed(
+            start,
+            format!("placing the helper in its cgroup: {}", error_chain(&e)),
+        );
     }
     let mut control = std::os::unix::net::UnixStream::from(control);
-    let sent = serde_json::to_vec(&plan).map_err(std::io::Error::other).and_then(|mut bytes| {
-        bytes.push(b'\n');
-        std::io::Write::write_all(&mut control, &bytes)
-    });
+    let sent = serde_json::to_vec(&plan)
+        .map_err(std::io::Error::other)
+        .and_then(|mut bytes| {
+            bytes.push(b'\n');
+            std::io::Write::write_all(&mut control, &bytes)
+        });
     if let Err(e) = sent {
         return Outcome::failed(start, format!("sending the plan: {e}"));
     }
-    let control = match control.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(control)) {
+    let control = match control
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(control))
+    {
         Ok(fd) => fd,
         Err(e) => return Outcome::failed(start, format!("watching the control socket: {e}")),
     };
@@ -505,7 +554,10 @@ async fn supervise(
     let mut receiver_gone = false;
 
     loop {
-        let open = streams.stdout.is_some() || streams.stderr.is_some() || streams.events.is_some() || streams.control.is_some();
+        let open = streams.stdout.is_some()
+            || streams.stderr.is_some()
+            || streams.events.is_some()
+            || streams.control.is_some();
         if helper_done && !open {
             break;
         }
@@ -516,7 +568,10 @@ async fn supervise(
             // Pipes close as the processes die; never wait on them forever.
             drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
         }
+        // Biased: output first. The driver flushes stdout and stderr before it writes an
+        // event, so reading them first keeps output attributed to the right component.
         tokio::select! {
+            biased;
             r = read_opt(&mut streams.stdout, &mut buf_out) => match r {
                 Some(chunk) => {
                     if forward(chunk, &mut out_n, limits.output_bytes, &mut out_trunc, &events, Event::Stdout).await.is_err() { receiver_gone = true; }
@@ -609,7 +664,9 @@ async fn supervise(
         }
     } else if usage.oom_kills > 0 {
         Status::MemoryLimit
-    } else if signal == Some(libc::SIGXCPU) || (signal == Some(libc::SIGKILL) && usage.cpu_time >= limits.cpu_time) {
+    } else if signal == Some(libc::SIGXCPU)
+        || (signal == Some(libc::SIGKILL) && usage.cpu_time >= limits.cpu_time)
+    {
         Status::CpuLimit
     } else if usage.pids_limit_hits > 0 && exit_code != Some(0) {
         Status::ProcessLimit
@@ -619,7 +676,8 @@ async fn supervise(
             (Some(_), _) => Status::ExitedNonZero,
             (None, Some(_)) => Status::Signaled,
             (None, None) => {
-                setup_error = Some("the sandbox ended without reporting the payload's status".into());
+                setup_error =
+                    Some("the sandbox ended without reporting the payload's status".into());
                 Status::SetupFailed
             }
         }
@@ -661,7 +719,10 @@ async fn forward(
     events.send(wrap(keep.to_vec())).await.map_err(|_| ())
 }
 
-async fn read_opt<'a, R: tokio::io::AsyncRead + Unpin>(r: &mut Option<R>, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+async fn read_opt<'a, R: tokio::io::AsyncRead + Unpin>(
+    r: &mut Option<R>,
+    buf: &'a mut [u8],
+) -> Option<&'a [u8]> {
     match r {
         Some(r) => match r.read(buf).await {
             Ok(0) | Err(_) => None,
@@ -677,4 +738,3 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
-

@@ -74,10 +74,18 @@ pub struct Rlimits {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Report {
     /// A setup step failed; the payload never ran.
-    SetupFailed { step: String, errno: i32, detail: String },
+    SetupFailed {
+        step: String,
+        errno: i32,
+        detail: String,
+    },
     /// The payload was exec'd.
     Started,
     /// The payload ended.
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
 }

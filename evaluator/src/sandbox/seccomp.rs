@@ -89,13 +89,19 @@ const NAMESPACE_FLAGS: &[i32] = &[
 ];
 
 /// Socket families the payload may not open.
-const DENIED_FAMILIES: &[i32] = &[libc::AF_VSOCK, libc::AF_PACKET, libc::AF_KEY, libc::AF_BLUETOOTH];
+const DENIED_FAMILIES: &[i32] = &[
+    libc::AF_VSOCK,
+    libc::AF_PACKET,
+    libc::AF_KEY,
+    libc::AF_BLUETOOTH,
+];
 
 /// Compiles the filter for the running architecture.
 pub fn payload_filter() -> Result<BpfProgram, SeccompError> {
     let arch = std::env::consts::ARCH;
     let target = arch.try_into().map_err(|_| SeccompError::Arch(arch))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr, vec![])).collect();
 
     let cond = |arg: u8, op: SeccompCmpOp, value: u64| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(SeccompError::Build)
@@ -169,7 +175,12 @@ fn deny_clone3_and_foreign_abis() -> BpfProgram {
     const AUDIT_ARCH: u32 = 0xC000_003E;
     #[cfg(target_arch = "aarch64")]
     const AUDIT_ARCH: u32 = 0xC000_00B7;
-    let stmt = |code, k| sock_filter { code, jt: 0, jf: 0, k };
+    let stmt = |code, k| sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
     let jump = |code, k, jt, jf| sock_filter { code, jt, jf, k };
     vec![
         stmt(LD_W_ABS, OFF_ARCH),
@@ -191,6 +202,10 @@ mod tests {
     fn filter_compiles_for_this_machine() {
         let program = payload_filter().expect("filter");
         // Prologue plus at least one instruction per denied syscall.
-        assert!(program.len() > DENIED.len() + 8, "program too short: {}", program.len());
+        assert!(
+            program.len() > DENIED.len() + 8,
+            "program too short: {}",
+            program.len()
+        );
     }
 }

@@ -1,0 +1,662 @@
+"""jsheets Python driver (runs inside the sandbox, Python 3.11).
+
+Started as ``/usr/bin/python3.11 -I -c BOOTSTRAP`` (see python_bootstrap.py).
+The bootstrap reads one JSON document from fd 3 (until EOF) and exec()s the
+"driver" member (this file) with the globals
+
+    {"__name__": "__jsheets_driver__", "__builtins__": builtins,
+     "__jsheets_input__": <the parsed JSON document>}
+
+Input (fd 3, one JSON object, the host closes its end after writing it):
+
+    {"driver": "<this source>",
+     "components": [{"id": "c1", "code": "..."}, ...],
+     "max_value_chars": 10000,          # optional, default 10000
+     "max_traceback_chars": 20000,      # optional, default 20000
+     "traceback_frames": "user",        # optional: "user" (default) | "all"
+     "prelude": "<python code>"}        # optional
+
+Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
+
+    {"event":"start","id":ID}
+    {"event":"syntax_error","id":ID,"type":"SyntaxError","message":M,
+     "line":L,"column":C,"end_line":EL,"end_column":EC,"start":S,"end":E}
+    {"event":"value","id":ID,"repr":R,"truncated":BOOL}
+    {"event":"exception","id":ID,"type":T,"message":M,"traceback":TB,"line":L}
+    {"event":"exit","id":ID,"code":STATUS}
+    {"event":"end","id":ID,"ok":BOOL}
+    {"event":"done"}
+    {"event":"internal","message":M}
+
+Every "start" is followed by exactly one "end".  After "exit" + "end" the
+process exits with STATUS and no "done" follows.  After "done" the process
+exits 0.  "internal" means the driver itself failed (bad input, prelude
+error, ...); the process then exits 70.  sys.stdout and sys.stderr are
+flushed before each event is written.
+
+This protocol is not a trust boundary: user code runs in this same process
+and can, with some effort, find the event descriptor.  The host must treat
+the event stream as untrusted input.
+"""
+
+import os
+import sys
+
+# --- Take over the protocol descriptors before anything opens a file. -------
+# The bootstrap opened fd 3 with closefd=False, so it is still open here and
+# dup(4) cannot land on it.  os.dup() returns a non-inheritable descriptor.
+_INPUT = globals().pop("__jsheets_input__", None)
+try:
+    _EVENTS_FD = os.dup(4)
+except OSError as _exc:
+    try:
+        os.write(2, b"jsheets driver: event descriptor 4 is not open\n")
+    finally:
+        os._exit(70)
+for _fd in (3, 4):
+    try:
+        os.close(_fd)
+    except OSError:
+        pass
+del _fd
+
+import __future__
+import ast
+import builtins
+import json
+import linecache
+import re
+import traceback
+import types
+
+# Pin the builtins the driver uses, so user code that monkeypatches the
+# builtins module (builtins.repr = ..., builtins.len = ...) cannot change the
+# driver's behaviour.  Names defined below shadow these where they collide.
+globals().update(
+    (_k, _v) for _k, _v in vars(builtins).items() if not _k.startswith("_")
+)
+
+EX_SOFTWARE = 70
+DRIVER_FILENAME = "<jsheets-driver>"  # must match python_bootstrap.py
+PRELUDE_FILENAME = "<jsheets-prelude>"
+DEFAULT_MAX_VALUE_CHARS = 10000
+DEFAULT_MAX_TRACEBACK_CHARS = 20000
+TRUNCATION_MARKER = "... [truncated]"
+
+_FUTURE_MASK = 0
+for _name in __future__.all_feature_names:
+    _FUTURE_MASK |= getattr(__future__, _name).compiler_flag
+del _name
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line end
+_TracebackException = traceback.TracebackException
+_StackSummary = traceback.StackSummary
+_linecache_cache = linecache.cache
+_os_write = os.write
+_os_exit = os._exit
+_getpid = os.getpid
+
+# Original stdio objects (user code may rebind sys.stdout & co.).
+_ORIG_STDIO = (sys.stdout, sys.stderr)
+
+
+# --- Events ------------------------------------------------------------------
+
+_state = {"forked": False}
+
+
+def _after_fork_in_child():
+    # A forked child must never speak the protocol; if it ever returns into
+    # the driver it exits silently at the next event (see _emit).
+    _state["forked"] = True
+    try:
+        os.close(_EVENTS_FD)
+    except OSError:
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flush_stdio():
+    seen = []
+    for stream in (sys.stdout, sys.stderr) + _ORIG_STDIO:
+        if stream is None or any(stream is s for s in seen):
+            continue
+        seen.append(stream)
+        try:
+            stream.flush()
+        except BaseException:  # user-supplied stream objects may do anything
+            pass
+
+
+def _clean(value):
+    # Lone surrogates cannot be encoded as UTF-8 and are rejected by strict
+    # JSON parsers when escaped; spell them out as visible text instead.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _emit(event):
+    _flush_stdio()
+    if _state["forked"]:
+        _os_exit(0)
+    line = _ENCODER.encode({k: _clean(v) for k, v in event.items()}) + "\n"
+    view = memoryview(line.encode("utf-8"))
+    while view:
+        try:
+            written = _os_write(_EVENTS_FD, view)
+        except OSError:
+            _os_exit(EX_SOFTWARE)  # nobody is listening any more
+        view = view[written:]
+
+
+def _finish(status):
+    _flush_stdio()
+    _os_exit(status)
+
+
+class _Internal(Exception):
+    pass
+
+
+def _internal(message):
+    try:
+        _emit({"event": "internal", "message": _truncate(message, 20000)})
+    finally:
+        _finish(EX_SOFTWARE)
+
+
+# --- Small helpers -------------------------------------------------------------
+
+def _truncate(text, limit):
+    if len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATION_MARKER
+
+
+def _truncate_middle(text, limit):
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return "%s\n... [%d characters truncated] ...\n%s" % (
+        text[:head], omitted, text[len(text) - tail:])
+
+
+def _safe_str(obj):
+    try:
+        return str(obj)
+    except BaseException:
+        return "<exception str() failed>"
+
+
+def _type_name(cls):
+    try:
+        qualname = cls.__qualname__
+        module = cls.__module__
+    except BaseException:
+        return "<unknown>"
+    if not isinstance(qualname, str):
+        return "<unknown>"
+    if not isinstance(module, str) or module in ("builtins", "__main__"):
+        return qualname
+    return module + "." + qualname
+
+
+def _split_lines(code):
+    lines = []
+    pos = 0
+    for match in _NEWLINE.finditer(code):
+        lines.append(code[pos:match.end()])
+        pos = match.end()
+    if pos < len(code):
+        lines.append(code[pos:])
+    return lines
+
+
+# Sources of all components, kept so linecache (tracebacks, inspect,
+# warnings) can show user lines even if user code clears linecache.
+_SOURCES = {}
+
+
+def _register_sources():
+    for filename, entry in _SOURCES.items():
+        # mtime None: linecache.checkcache() never evicts the entry.
+        _linecache_cache[filename] = entry
+
+
+def _add_source(filename, code):
+    lines = _split_lines(code)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    _SOURCES[filename] = (len(code), None, lines, filename)
+    _register_sources()
+
+
+# --- Bounded repr --------------------------------------------------------------
+
+class _Full(Exception):
+    pass
+
+
+_RECURSION_REPR = {
+    list: "[...]", tuple: "(...)", dict: "{...}",
+    set: "set(...)", frozenset: "frozenset(...)",
+}
+
+
+def _bounded_repr(value, limit):
+    """repr(value) cut to `limit` characters, as (text, truncated).
+
+    Plain list/tuple/dict/set/frozenset and str/bytes/bytearray are rendered
+    incrementally, so a huge container or string is never fully rendered.
+    Anything else goes through repr() and is cut afterwards.
+    """
+    parts = []
+    size = [0]
+    active = set()
+
+    def put(text):
+        parts.append(text)
+        size[0] += len(text)
+        if size[0] > limit:
+            raise _Full
+
+    def items(iterable, separator=", "):
+        first = True
+        for item in iterable:
+            if not first:
+                put(separator)
+            first = False
+            walk(item)
+
+    def walk(obj):
+        cls = type(obj)
+        if cls is str or cls is bytes:
+            put(repr(obj if len(obj) <= limit else obj[:limit + 1]))
+        elif cls is bytearray and len(obj) > limit:
+            put("bytearray(")
+            put(repr(bytes(obj[:limit + 1])))
+        elif cls in _RECURSION_REPR:
+            key = id(obj)
+            if key in active:
+                put(_RECURSION_REPR[cls])
+                return
+            active.add(key)
+            try:
+                if cls is list:
+                    put("[")
+                    items(obj)
+                    put("]")
+                elif cls is tuple:
+                    put("(")
+                    items(obj)
+                    put(",)" if len(obj) == 1 else ")")
+                elif cls is dict:
+                    put("{")
+                    first = True
+                    for k, v in obj.items():
+                        if not first:
+                            put(", ")
+                        first = False
+                        walk(k)
+                        put(": ")
+                        walk(v)
+                    put("}")
+                else:
+                    name = "set" if cls is set else "frozenset"
+                    if not obj:
+                        put(name + "()")
+                    else:
+                        put("{" if cls is set else "frozenset({")
+                        items(obj)
+                        put("}" if cls is set else "})")
+            finally:
+                active.discard(key)
+        else:
+            put(repr(obj))
+
+    try:
+        walk(value)
+        return "".join(parts), False
+    except _Full:
+        return "".join(parts)[:limit], True
+    except RecursionError:
+        pass
+    # The walk uses more stack per level than the builtin repr; let the
+    # builtin decide whether deeply nested data is printable.  (Outside the
+    # except block, so a failure is not chained to the walk's error.)
+    del parts[:]
+    text = repr(value)
+    if len(text) > limit:
+        return text[:limit], True
+    return text, False
+
+
+# --- Syntax errors -------------------------------------------------------------
+
+class _SyntaxProblem(Exception):
+    def __init__(self, info):
+        Exception.__init__(self)
+        self.info = info
+
+
+def _positive_int(value):
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _syntax_info(exc, code, byte_columns):
+    """Describe a SyntaxError; S/E are character offsets into `code`."""
+    starts = [0] + [m.end() for m in _NEWLINE.finditer(code)]
+    n = len(code)
+
+    def line_bounds(lineno):
+        begin = starts[lineno - 1]
+        stop = starts[lineno] if lineno < len(starts) else n
+        content_end = begin + len(_NEWLINE.sub("", code[begin:stop]))
+        return begin, content_end
+
+    def to_chars(lineno, col):
+        # Compiler/symtable errors report UTF-8 byte columns (from the AST);
+        # parser errors already report character columns.
+        if not byte_columns or lineno is None or col is None or lineno > len(starts):
+            return col
+        begin, end = line_bounds(lineno)
+        prefix = code[begin:end].encode("utf-8", "surrogatepass")[:col - 1]
+        return len(prefix.decode("utf-8", "ignore")) + 1
+
+    def offset(lineno, col):
+        if lineno > len(starts):
+            return n
+        begin, end = line_bounds(lineno)
+        return min(begin + (col or 1) - 1, end)
+
+    line = _positive_int(getattr(exc, "lineno", None))
+    column = _positive_int(getattr(exc, "offset", None))
+    end_line = _positive_int(getattr(exc, "end_lineno", None))
+    end_column = _positive_int(getattr(exc, "end_offset", None))
+    column = to_chars(line, column)
+    end_column = to_chars(end_line, end_column)
+
+    if line is None and "\0" in code:
+        # "source code string cannot contain null bytes" carries no location.
+        pos = code.index("\0")
+        line = max(i for i, s in enumerate(starts) if s <= pos) + 1
+        column = pos - starts[line - 1] + 1
+        end_line, end_column = line, column + 1
+
+    if line is None:
+        start = end = 0
+    else:
+        start = offset(line, column)
+        end = None
+        text = getattr(exc, "text", None)
+        if isinstance(text, str) and line <= len(starts):
+            begin, stop = line_bounds(line)
+            if _NEWLINE.sub("", text) != code[begin:stop]:
+                # Python reported a position in some other text (3.11 does
+                # this for errors inside f-string replacement fields): mark
+                # the whole line.
+                start, end = begin, stop
+        if end is None and end_line is not None and end_column is not None:
+            end = offset(end_line, end_column)
+        if end is None or end <= start:
+            end = min(start + 1, n)
+    return {
+        "type": _type_name(type(exc)),
+        "message": _safe_str(getattr(exc, "msg", None) or exc),
+        "line": line,
+        "column": column,
+        "end_line": end_line,
+        "end_column": end_column,
+        "start": start,
+        "end": max(start, end),
+    }
+
+
+def _compile_component(code, filename):
+    """Return (exec_code or None, eval_code or None, line of the trailing expression)."""
+    try:
+        tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        # e.g. ValueError for NUL characters (3.11.2; later 3.11s raise
+        # SyntaxError), RecursionError for absurdly nested code.
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
+    try:
+        body = tree.body
+        last = body[-1] if body and isinstance(body[-1], ast.Expr) else None
+        head = body[:-1] if last is not None else body
+        exec_code = None
+        if head:
+            exec_code = compile(ast.Module(body=head, type_ignores=[]), filename,
+                                "exec", dont_inherit=True)
+        eval_code = None
+        if last is not None:
+            flags = exec_code.co_flags & _FUTURE_MASK if exec_code is not None else 0
+            eval_code = compile(ast.Expression(body=last.value), filename, "eval",
+                                flags, dont_inherit=True)
+    except SyntaxError as exc:
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=True))
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
+    return exec_code, eval_code, (last.lineno if last is not None else None)
+
+
+# --- Exceptions ----------------------------------------------------------------
+
+def _format_traceback(exc, keep_frame, limit):
+    try:
+        _register_sources()
+        root = _TracebackException(type(exc), exc, exc.__traceback__,
+                                   lookup_lines=False, compact=True)
+        todo = [root]
+        seen = set()
+        while todo:
+            te = todo.pop()
+            if te is None or id(te) in seen:
+                continue
+            seen.add(id(te))
+            te.stack = _StackSummary.from_list(
+                [f for f in te.stack if keep_frame(f.filename)])
+            todo.append(te.__cause__)
+            todo.append(te.__context__)
+            todo.extend(getattr(te, "exceptions", None) or ())
+        text = "".join(root.format())
+    except BaseException:
+        text = "%s: %s\n" % (_type_name(type(exc)), _safe_str(exc))
+    return _truncate_middle(text, limit)
+
+
+def _innermost_line(exc, filename):
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _exit_status(code):
+    """Mirror CPython's handling of SystemExit.code."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(_safe_str(code) + "\n")
+    except BaseException:
+        pass
+    return 1
+
+
+# --- Running -------------------------------------------------------------------
+
+def _parse_input(data):
+    if not isinstance(data, dict):
+        raise _Internal("input must be a JSON object")
+    components = data.get("components")
+    if not isinstance(components, list):
+        raise _Internal("'components' must be a list")
+    parsed = []
+    for comp in components:
+        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
+                and isinstance(comp.get("code"), str)):
+            raise _Internal("each component needs string 'id' and 'code'")
+        parsed.append((comp["id"], comp["code"]))
+
+    def limit(key, default):
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _Internal("%r must be a positive integer" % key)
+        return value
+
+    frames = data.get("traceback_frames", "user")
+    if frames not in ("user", "all"):
+        raise _Internal("'traceback_frames' must be 'user' or 'all'")
+    prelude = data.get("prelude")
+    if prelude is not None and not isinstance(prelude, str):
+        raise _Internal("'prelude' must be a string")
+    return {
+        "components": parsed,
+        "max_value_chars": limit("max_value_chars", DEFAULT_MAX_VALUE_CHARS),
+        "max_traceback_chars": limit("max_traceback_chars", DEFAULT_MAX_TRACEBACK_CHARS),
+        "traceback_frames": frames,
+        "prelude": prelude,
+    }
+
+
+def _setup_stdio():
+    for name, errors in (("stdin", "surrogateescape"), ("stdout", "surrogateescape"),
+                         ("stderr", "backslashreplace")):
+        stream = getattr(sys, name, None)
+        if stream is None:
+            continue
+        try:
+            stream.reconfigure(encoding="utf-8", errors=errors)
+        except BaseException:
+            pass
+        if name != "stdin":
+            try:
+                stream.reconfigure(line_buffering=True, write_through=True)
+            except BaseException:
+                pass
+
+
+def _run_prelude(source):
+    namespace = {"__name__": "__jsheets_prelude__", "__builtins__": builtins}
+    try:
+        exec(compile(source, PRELUDE_FILENAME, "exec", dont_inherit=True), namespace)
+    except BaseException as exc:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _internal("prelude failed: " + detail)
+
+
+def _run_component(cid, code, namespace, cfg, keep_frame):
+    """Run one component; return an exit status if it raised SystemExit."""
+    filename = "<%s>" % cid
+    _emit({"event": "start", "id": cid})
+    _add_source(filename, code)
+    ok = True
+    value_event = None
+    exit_status = None
+    expr_line = None
+    in_repr = False
+    try:
+        exec_code, eval_code, expr_line = _compile_component(code, filename)
+        if exec_code is not None:
+            exec(exec_code, namespace)
+        if eval_code is not None:
+            value = eval(eval_code, namespace)
+            if value is not None:
+                in_repr = True
+                builtins._ = None  # like sys.displayhook
+                text, truncated = _bounded_repr(value, cfg["max_value_chars"])
+                builtins._ = value
+                if truncated:
+                    text += TRUNCATION_MARKER
+                value_event = {"event": "value", "id": cid, "repr": text,
+                               "truncated": truncated}
+            value = None
+    except _SyntaxProblem as problem:
+        ok = False
+        event = {"event": "syntax_error", "id": cid}
+        event.update(problem.info)
+        _emit(event)
+    except SystemExit as exc:
+        exit_status = _exit_status(exc.code)
+    except BaseException as exc:
+        ok = False
+        line = _innermost_line(exc, filename)
+        if line is None and in_repr:
+            line = expr_line
+        _emit({
+            "event": "exception",
+            "id": cid,
+            "type": _type_name(type(exc)),
+            "message": _truncate(_safe_str(exc), cfg["max_value_chars"]),
+            "traceback": _format_traceback(exc, keep_frame, cfg["max_traceback_chars"]),
+            "line": line,
+        })
+    if exit_status is not None:
+        _emit({"event": "exit", "id": cid, "code": exit_status})
+        _emit({"event": "end", "id": cid, "ok": exit_status == 0})
+        return exit_status
+    if value_event is not None:
+        _emit(value_event)
+    _emit({"event": "end", "id": cid, "ok": ok})
+    return None
+
+
+def _main():
+    data = _INPUT
+    try:
+        cfg = _parse_input(data)
+    finally:
+        if isinstance(data, dict):
+            data.clear()  # the bootstrap still references it; drop the payload
+
+    _setup_stdio()
+    if cfg["prelude"] is not None:
+        _run_prelude(cfg["prelude"])
+
+    user_files = {"<%s>" % cid for cid, _ in cfg["components"]}
+    if cfg["traceback_frames"] == "user":
+        keep_frame = user_files.__contains__
+    else:
+        hidden = {DRIVER_FILENAME, PRELUDE_FILENAME}
+        keep_frame = lambda filename: filename not in hidden  # noqa: E731
+
+    # A fresh module registered as __main__, so pickle, dataclasses, typing
+    # and friends can resolve classes defined by components.
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__["__builtins__"] = builtins
+    _state["previous_main"] = sys.modules.get("__main__")
+    sys.modules["__main__"] = main_module
+    namespace = main_module.__dict__
+
+    for cid, code in cfg["components"]:
+        status = _run_component(cid, code, namespace, cfg, keep_frame)
+        if status is not None:
+            _finish(status)
+    _emit({"event": "done"})
+    _finish(0)
+
+
+try:
+    _main()
+except _Internal as _exc:
+    _internal(str(_exc))
+except BaseException as _exc:
+    _internal("driver error: %s: %s" % (_type_name(type(_exc)), _safe_str(_exc)))

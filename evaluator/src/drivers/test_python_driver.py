@@ -1,0 +1,514 @@
+"""Tests for the jsheets Python driver.
+
+Run with either of
+    /usr/bin/python3.11 /work/main/evaluator/src/drivers/test_python_driver.py
+    cd /work/main && python3.11 -m unittest evaluator/src/drivers/test_python_driver.py
+
+The interpreter under test is /usr/bin/python3.11 (override with
+JSHEETS_TEST_PYTHON).  Each test starts it exactly as the runtime does,
+``python3.11 -I -c BOOTSTRAP``, with the input JSON on fd 3 and the event
+pipe on fd 4.
+"""
+
+import fcntl
+import json
+import os
+import runpy
+import selectors
+import subprocess
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = os.environ.get("JSHEETS_TEST_PYTHON", "/usr/bin/python3.11")
+with open(os.path.join(HERE, "python_driver.py"), encoding="utf-8") as _f:
+    DRIVER_SOURCE = _f.read()
+BOOTSTRAP = runpy.run_path(os.path.join(HERE, "python_bootstrap.py"))["BOOTSTRAP"]
+
+
+class Result:
+    def __init__(self, events, raw_events, stdout, stderr, returncode, stdout_at):
+        self.events = events            # parsed event objects, in order
+        self.raw_events = raw_events    # the raw lines (bytes)
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = returncode
+        self.stdout_at = stdout_at      # stdout received before each event
+
+    def of(self, cid, kind=None):
+        return [e for e in self.events
+                if e.get("id") == cid and (kind is None or e["event"] == kind)]
+
+    def one(self, cid, kind):
+        found = self.of(cid, kind)
+        assert len(found) == 1, (cid, kind, self.events, self.stderr)
+        return found[0]
+
+    def kinds(self):
+        return [(e["event"], e.get("id")) for e in self.events]
+
+
+def _child_fds(input_fd, events_fd):
+    # Runs in the child between fork and exec: put the pipe ends on 3 and 4.
+    # (pass_fds keeps descriptor numbers, it cannot renumber them, so the
+    # renumbering happens here; the originals are O_CLOEXEC and vanish at exec.)
+    a = fcntl.fcntl(input_fd, fcntl.F_DUPFD, 10)
+    b = fcntl.fcntl(events_fd, fcntl.F_DUPFD, 10)
+    os.dup2(a, 3)
+    os.dup2(b, 4)
+    os.close(a)
+    os.close(b)
+
+
+def run_driver(components, stdin=b"", timeout=60, **options):
+    """Run the driver on [(id, code), ...]; options go into the input JSON."""
+    doc = {"driver": DRIVER_SOURCE,
+           "components": [{"id": cid, "code": code} for cid, code in components]}
+    doc.update(options)
+    payload = json.dumps(doc).encode("utf-8")
+
+    in_r, in_w = os.pipe()
+    ev_r, ev_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [PYTHON, "-I", "-c", BOOTSTRAP],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            close_fds=False,
+            preexec_fn=lambda: _child_fds(in_r, ev_w),
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        os.close(in_r)
+        os.close(ev_w)
+
+    def feed(fd_or_file, data):
+        try:
+            if isinstance(fd_or_file, int):
+                with open(fd_or_file, "wb") as f:
+                    f.write(data)
+            else:
+                with fd_or_file:
+                    fd_or_file.write(data)
+        except (BrokenPipeError, OSError):
+            pass
+
+    writers = [threading.Thread(target=feed, args=(in_w, payload), daemon=True),
+               threading.Thread(target=feed, args=(proc.stdin, stdin), daemon=True)]
+    for w in writers:
+        w.start()
+
+    out, err, ev = bytearray(), bytearray(), bytearray()
+    sel = selectors.DefaultSelector()
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, ev_r: ev}
+    for fd in streams:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    lines, stdout_at = [], []
+    deadline = time.monotonic() + timeout
+
+    def drain(fd):
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            streams[fd].extend(chunk)
+
+    open_fds = set(streams)
+    try:
+        while open_fds:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                proc.kill()
+                raise AssertionError("driver timed out; stderr: %r" % bytes(err))
+            for key, _ in sel.select(remaining):
+                fd = key.fd
+                if fd == ev_r:
+                    # Drain stdout/stderr first: anything the driver flushed
+                    # before writing an event is already in those pipes.
+                    for other in (proc.stdout.fileno(), proc.stderr.fileno()):
+                        if other in open_fds and not drain(other):
+                            sel.unregister(other)
+                            open_fds.discard(other)
+                alive = drain(fd)
+                if fd == ev_r:
+                    while b"\n" in ev:
+                        line, _, rest = bytes(ev).partition(b"\n")
+                        ev[:] = rest
+                        lines.append(line)
+                        stdout_at.append(bytes(out))
+                if not alive and fd in open_fds:
+                    sel.unregister(fd)
+                    open_fds.discard(fd)
+    finally:
+        sel.close()
+        os.close(ev_r)
+        proc.stdout.close()
+        proc.stderr.close()
+    returncode = proc.wait(timeout=timeout)
+    for w in writers:
+        w.join(timeout)
+    assert not ev, "partial event line: %r" % bytes(ev)
+    events = [json.loads(line.decode("utf-8")) for line in lines]
+    return Result(events, lines, bytes(out), bytes(err), returncode, stdout_at)
+
+
+class DriverTest(unittest.TestCase):
+    maxDiff = None
+
+    def assertDone(self, result):
+        self.assertEqual(result.events[-1], {"event": "done"}, result.stderr)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    # --- basics -------------------------------------------------------------
+
+    def test_print_output(self):
+        r = run_driver([("c1", "print('hello')\nprint('wörld', 42)")])
+        self.assertEqual(r.stdout, "hello\nwörld 42\n".encode("utf-8"))
+        self.assertEqual(r.kinds(), [("start", "c1"), ("end", "c1"), ("done", None)])
+        self.assertTrue(r.one("c1", "end")["ok"])
+        self.assertDone(r)
+
+    def test_output_is_flushed_before_each_event(self):
+        r = run_driver([("c1", "import sys\nsys.stdout.write('no newline')"),
+                        ("c2", "print('x', end='')\n1 + 1")])
+        end1 = r.events.index(r.one("c1", "end"))
+        self.assertIn(b"no newline", r.stdout_at[end1])
+        value2 = r.events.index(r.one("c2", "value"))
+        self.assertEqual(r.stdout_at[value2], b"no newlinex")
+
+    def test_trailing_expression_value(self):
+        r = run_driver([
+            ("c1", "x = 6\nx * 7"),
+            ("c2", "None"),
+            ("c3", "print('side effect')"),
+            ("c4", "x = 1"),
+            ("c5", "'text'"),
+            ("c6", "_ + '!'"),  # builtins._ holds the last displayed value
+        ])
+        self.assertEqual(r.one("c1", "value")["repr"], "42")
+        self.assertFalse(r.one("c1", "value")["truncated"])
+        for cid in ("c2", "c3", "c4"):
+            self.assertEqual(r.of(cid, "value"), [])
+            self.assertTrue(r.one(cid, "end")["ok"])
+        self.assertEqual(r.one("c5", "value")["repr"], "'text'")
+        self.assertEqual(r.one("c6", "value")["repr"], "'text!'")
+        # the value event sits between start and end
+        self.assertEqual([k for k, i in r.kinds() if i == "c1"], ["start", "value", "end"])
+        self.assertDone(r)
+
+    def test_state_shared_across_components(self):
+        r = run_driver([
+            ("a", "import math\ncounter = 1\ndef bump(n):\n    global counter\n    counter += n"),
+            ("b", "bump(41)"),
+            ("c", "counter, math.floor(2.5)"),
+        ])
+        self.assertEqual(r.one("c", "value")["repr"], "(42, 2)")
+        self.assertDone(r)
+
+    def test_class_defined_in_one_component_used_in_next(self):
+        r = run_driver([
+            ("c1", "class Point:\n"
+                   "    def __init__(self, x, y):\n"
+                   "        self.x, self.y = x, y\n"
+                   "    def __repr__(self):\n"
+                   "        return f'Point({self.x}, {self.y})'\n"),
+            ("c2", "p = Point(1, 2)\np"),
+            ("c3", "import pickle\npickle.loads(pickle.dumps(p)).y, isinstance(p, Point), __name__"),
+        ])
+        self.assertEqual(r.one("c2", "value")["repr"], "Point(1, 2)")
+        self.assertEqual(r.one("c3", "value")["repr"], "(2, True, '__main__')")
+        self.assertDone(r)
+
+    def test_stdin(self):
+        r = run_driver([("c1", "first = input()\nfirst"),
+                        ("c2", "import sys\nrest = sys.stdin.read()\nrest")],
+                       stdin="héllo\nworld\nmore\n".encode("utf-8"))
+        self.assertEqual(r.one("c1", "value")["repr"], "'héllo'")
+        self.assertEqual(r.one("c2", "value")["repr"], repr("world\nmore\n"))
+        self.assertDone(r)
+
+    # --- syntax errors ----------------------------------------------------------
+
+    def test_syntax_error_in_second_component(self):
+        code = "x = 1\ny = 2 +* 3\nz = 3\n"
+        r = run_driver([("c1", "a = 1\na"), ("c2", code), ("c3", "a + 1")])
+        err = r.one("c2", "syntax_error")
+        self.assertEqual(err["type"], "SyntaxError")
+        self.assertEqual(err["message"], "invalid syntax")
+        self.assertEqual((err["line"], err["column"], err["end_line"], err["end_column"]),
+                         (2, 8, 2, 9))
+        self.assertEqual((err["start"], err["end"]), (13, 14))
+        self.assertEqual(code[err["start"]:err["end"]], "*")
+        self.assertFalse(r.one("c2", "end")["ok"])
+        self.assertEqual(r.of("c2", "value"), [])
+        # nothing of c2 ran, the next component did
+        self.assertEqual(r.one("c3", "value")["repr"], "2")
+        self.assertDone(r)
+
+    def test_syntax_error_kinds_and_offsets(self):
+        comps = [
+            ("colon", "total = 0\nfor i in range(3)\n    total += i\n"),
+            ("indent", "a = 1\n  b = 2\n"),
+            # compiler-stage error: Python reports UTF-8 byte columns here,
+            # the driver converts them to characters.
+            ("utf8", "é = 1; return é"),
+            ("crlf", "x = 1\r\ny = (é +\r\n"),
+            ("eof", "if True:"),
+            ("nul", "x = 1\ny = '\0'\n"),
+            ("fstring", "x = 1\ny = f'{x x}'\n"),
+        ]
+        r = run_driver(comps)
+        code = dict(comps)
+
+        def info(cid):
+            e = r.one(cid, "syntax_error")
+            self.assertLessEqual(0, e["start"])
+            self.assertLessEqual(e["start"], e["end"])
+            self.assertLessEqual(e["end"], len(code[cid]))
+            return e
+
+        e = info("colon")
+        self.assertEqual((e["message"], e["line"], e["column"]), ("expected ':'", 2, 18))
+        self.assertEqual(e["start"], code["colon"].index("\n    "))
+
+        e = info("indent")
+        self.assertEqual((e["type"], e["line"]), ("IndentationError", 2))
+
+        e = info("utf8")
+        self.assertEqual((e["message"], e["line"], e["column"], e["end_column"]),
+                         ("'return' outside function", 1, 8, 16))
+        self.assertEqual(code["utf8"][e["start"]:e["end"]], "return é")
+
+        e = info("crlf")
+        self.assertEqual((e["line"], e["column"]), (2, 5))
+        self.assertEqual(code["crlf"][e["start"]], "(")
+
+        e = info("eof")
+        self.assertEqual(e["type"], "IndentationError")
+
+        e = info("nul")
+        self.assertEqual(code["nul"][e["start"]:e["end"]], "\0")
+        self.assertEqual((e["line"], e["column"]), (2, 6))
+
+        e = info("fstring")
+        self.assertEqual(e["line"], 2)
+        self.assertEqual(code["fstring"][e["start"]:e["end"]], "y = f'{x x}'")
+        self.assertDone(r)
+
+    # --- exceptions --------------------------------------------------------------
+
+    def test_exception_traceback_has_only_user_frames(self):
+        r = run_driver([
+            ("c1", "def inner(d):\n    return 1 / d\n\ndef outer():\n    return inner(0)\n"),
+            ("c2", "x = 1\nouter()\nprint('not reached')"),
+        ])
+        exc = r.one("c2", "exception")
+        self.assertEqual(exc["type"], "ZeroDivisionError")
+        self.assertEqual(exc["message"], "division by zero")
+        self.assertEqual(exc["line"], 2)
+        tb = exc["traceback"]
+        self.assertTrue(tb.startswith("Traceback (most recent call last):\n"), tb)
+        self.assertIn('File "<c2>", line 2, in <module>\n    outer()', tb)
+        self.assertIn('File "<c1>", line 5, in outer\n    return inner(0)', tb)
+        self.assertIn('File "<c1>", line 2, in inner\n    return 1 / d', tb)
+        self.assertTrue(tb.endswith("ZeroDivisionError: division by zero\n"), tb)
+        self.assertEqual(tb.count('File "'), 3, tb)
+        self.assertNotIn("jsheets", tb)
+        self.assertNotIn("python_driver", tb)
+        self.assertNotIn(b"not reached", r.stdout)
+        self.assertFalse(r.one("c2", "end")["ok"])
+        self.assertDone(r)  # exit status 0 although a component raised
+
+    def test_chained_exception_and_custom_type(self):
+        r = run_driver([
+            ("c1", "import json\n"
+                   "class MyError(Exception):\n    pass\n"
+                   "try:\n"
+                   "    json.loads('{')\n"
+                   "except ValueError as e:\n"
+                   "    raise MyError('bad input') from e\n"),
+            ("c2", "import json\njson.loads('[')"),
+        ])
+        exc = r.one("c1", "exception")
+        self.assertEqual((exc["type"], exc["message"], exc["line"]), ("MyError", "bad input", 7))
+        tb = exc["traceback"]
+        self.assertIn("json.decoder.JSONDecodeError", tb)
+        self.assertIn("direct cause", tb)
+        self.assertIn('File "<c1>", line 5', tb)
+        self.assertIn('File "<c1>", line 7', tb)
+        self.assertNotIn("json/decoder.py", tb)   # library frames hidden by default
+        self.assertNotIn("jsheets", tb)
+        exc = r.one("c2", "exception")
+        self.assertEqual(exc["type"], "json.decoder.JSONDecodeError")
+        self.assertEqual(exc["line"], 2)
+
+    def test_traceback_frames_all_keeps_library_frames(self):
+        r = run_driver([("c1", "import json\njson.loads('[')")], traceback_frames="all")
+        tb = r.one("c1", "exception")["traceback"]
+        self.assertIn('File "<c1>", line 2', tb)
+        self.assertIn("decoder.py", tb)
+        self.assertNotIn("jsheets", tb)
+
+    def test_later_components_run_after_exception(self):
+        r = run_driver([
+            ("c1", "value = 10"),
+            ("c2", "undefined_name + 1"),
+            ("c3", "raise KeyboardInterrupt"),
+            ("c4", "value + 1"),
+        ])
+        exc = r.one("c2", "exception")
+        self.assertEqual((exc["type"], exc["line"]), ("NameError", 1))
+        self.assertEqual(r.one("c3", "exception")["type"], "KeyboardInterrupt")
+        self.assertEqual(r.one("c4", "value")["repr"], "11")
+        self.assertTrue(r.one("c4", "end")["ok"])
+        self.assertDone(r)
+
+    def test_repr_failure_is_an_exception(self):
+        r = run_driver([
+            ("c1", "class Bad:\n    def __repr__(self):\n        raise RuntimeError('nope')\n\nBad()"),
+            ("c2", "10 ** 5000"),
+            ("c3", "'still running'"),
+        ])
+        exc = r.one("c1", "exception")
+        self.assertEqual((exc["type"], exc["message"], exc["line"]), ("RuntimeError", "nope", 3))
+        self.assertEqual(r.of("c1", "value"), [])
+        self.assertIn('File "<c1>", line 3, in __repr__', exc["traceback"])
+        exc = r.one("c2", "exception")
+        self.assertEqual((exc["type"], exc["line"]), ("ValueError", 1))
+        self.assertEqual(r.one("c3", "value")["repr"], "'still running'")
+
+    def test_system_exit_stops_evaluation(self):
+        r = run_driver([
+            ("c1", "print('before')"),
+            ("c2", "import sys\nprint('exiting')\nsys.exit(3)\nprint('after')"),
+            ("c3", "print('never')"),
+        ])
+        self.assertEqual(r.returncode, 3)
+        self.assertEqual(r.stdout, b"before\nexiting\n")
+        self.assertEqual(r.one("c2", "exit")["code"], 3)
+        self.assertFalse(r.one("c2", "end")["ok"])
+        self.assertEqual(r.of("c3"), [])
+        self.assertNotIn({"event": "done"}, r.events)
+        self.assertEqual(r.events[-1], {"event": "end", "id": "c2", "ok": False})
+
+    def test_system_exit_variants(self):
+        r = run_driver([("c1", "raise SystemExit")])
+        self.assertEqual((r.one("c1", "exit")["code"], r.returncode), (0, 0))
+        self.assertTrue(r.one("c1", "end")["ok"])
+        r = run_driver([("c1", "import sys\nsys.exit('fatal problem')")])
+        self.assertEqual((r.one("c1", "exit")["code"], r.returncode), (1, 1))
+        self.assertIn(b"fatal problem", r.stderr)
+
+    # --- values --------------------------------------------------------------------
+
+    def test_large_repr_truncated(self):
+        r = run_driver([
+            ("list", "list(range(10 ** 6))"),
+            ("str", "'x' * (10 ** 8)"),
+            ("custom", "class Big:\n    def __repr__(self):\n        return 'B' * 50000\nBig()"),
+            ("small", "[1, 2, 3]"),
+        ], max_value_chars=1000)
+        marker = "... [truncated]"
+        v = r.one("list", "value")
+        self.assertTrue(v["truncated"])
+        self.assertEqual(v["repr"], repr(list(range(1000)))[:1000] + marker)
+        v = r.one("str", "value")
+        self.assertTrue(v["truncated"])
+        self.assertEqual(v["repr"], ("'" + "x" * 999) + marker)
+        v = r.one("custom", "value")
+        self.assertEqual(v["repr"], "B" * 1000 + marker)
+        v = r.one("small", "value")
+        self.assertEqual((v["repr"], v["truncated"]), ("[1, 2, 3]", False))
+        self.assertDone(r)
+
+    def test_incremental_repr_matches_builtin_repr(self):
+        setup = ("import collections\n"
+                 "a = [1, 'two', b'three', 4.5, None, True, (1,), (), [], {}, set(), frozenset(),\n"
+                 "     {3, 1}, frozenset({2}), {'k': [1, {'n': (2, 3)}]}, bytearray(b'xy'),\n"
+                 "     collections.OrderedDict(a=1), 'quote\\'s', \"dq\\\"\", '\\u00e9\\n']\n"
+                 "a.append(a)\n"
+                 "d = {'self': None}\nd['self'] = d\n"
+                 "t = ([],)\nt[0].append(t)\n"
+                 "values = [a, d, t, (a, d), {1: a}]\n")
+        comps = [("setup", setup)]
+        for i in range(5):
+            comps.append(("v%d" % i, "values[%d]" % i))
+            comps.append(("r%d" % i, "repr(values[%d])" % i))
+        r = run_driver(comps)
+        for i in range(5):
+            shown = r.one("v%d" % i, "value")["repr"]
+            expected = eval(r.one("r%d" % i, "value")["repr"])
+            self.assertEqual(shown, expected)
+
+    # --- isolation ---------------------------------------------------------------
+
+    def test_namespace_and_descriptors_are_clean(self):
+        r = run_driver([
+            ("c1", "sorted(globals())"),
+            ("c2", "import os\n"
+                   "def is_open(fd):\n"
+                   "    try:\n        os.fstat(fd)\n        return True\n"
+                   "    except OSError:\n        return False\n"
+                   "is_open(3), is_open(4)"),
+            ("c3", "import sys\nsys.argv, '__jsheets_input__' in vars(sys.modules['__main__'])"),
+        ])
+        self.assertEqual(
+            r.one("c1", "value")["repr"],
+            repr(sorted(["__builtins__", "__doc__", "__loader__", "__name__",
+                         "__package__", "__spec__"])))
+        self.assertEqual(r.one("c2", "value")["repr"], "(False, False)")
+        self.assertIn("False", r.one("c3", "value")["repr"])
+
+    def test_replacing_stdout_does_not_break_events(self):
+        r = run_driver([
+            ("c1", "import io, sys\nsys.stdout = io.StringIO()\nprint('captured')"),
+            ("c2", "print('also captured')\nsys.stdout.getvalue()"),
+            ("c3", "sys.stdout = sys.__stdout__\nprint('visible')"),
+        ])
+        self.assertEqual(r.one("c2", "value")["repr"], repr("captured\nalso captured\n"))
+        self.assertEqual(r.stdout, b"visible\n")
+        self.assertDone(r)
+
+    def test_unencodable_text_in_events(self):
+        r = run_driver([("c1", "raise ValueError('\\ud800 lone surrogate')"), ("c2", "'\\ud800'")])
+        for line in r.raw_events:
+            line.decode("utf-8")  # strict
+            self.assertNotIn(b"\\ud800\"", line)
+        self.assertEqual(r.one("c1", "exception")["message"], "\\ud800 lone surrogate")
+        self.assertEqual(r.one("c2", "value")["repr"], "'\\ud800'")
+
+    def test_forked_child_does_not_emit_events(self):
+        r = run_driver([("c1", "import os\npid = os.fork()\nif pid:\n    os.waitpid(pid, 0)\npid > 0"),
+                        ("c2", "'after'")])
+        self.assertEqual(r.one("c1", "value")["repr"], "True")
+        self.assertEqual(len(r.of("c1", "end")), 1)
+        self.assertEqual(r.one("c2", "value")["repr"], "'after'")
+        self.assertDone(r)
+
+    # --- prelude / input -------------------------------------------------------------
+
+    def test_prelude_runs_privately_first(self):
+        r = run_driver([("c1", "'secret' in globals(), PRELUDE_RAN")],
+                       prelude="import builtins\nsecret = 1\nbuiltins.PRELUDE_RAN = True\n")
+        self.assertEqual(r.one("c1", "value")["repr"], "(False, True)")
+        self.assertDone(r)
+
+    def test_prelude_error_is_internal(self):
+        r = run_driver([("c1", "print('never')")], prelude="1 / 0")
+        self.assertEqual(r.returncode, 70)
+        self.assertEqual([e["event"] for e in r.events], ["internal"])
+        self.assertIn("ZeroDivisionError", r.events[0]["message"])
+        self.assertEqual(r.stdout, b"")
+
+    def test_bad_input_is_internal(self):
+        r = run_driver([("c1", "1")], max_value_chars="lots")
+        self.assertEqual(r.returncode, 70)
+        self.assertEqual([e["event"] for e in r.events], ["internal"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,364 @@
+//! Language evaluation on top of the sandbox: turns a list of code components into a
+//! sandbox job for the runtime's evaluator kind, and the driver's event stream back
+//! into per-component results.
+//!
+//! Components run in order in one sandbox and share state (jsheets semantics). The
+//! driver inside the sandbox reports on fd 4 (JSON lines); everything it says is
+//! untrusted and parsed defensively: an unreadable line becomes an `internal` error,
+//! never a panic.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes};
+
+/// The Python driver, run inside the sandbox by `python -I -c BOOTSTRAP`.
+const PYTHON_DRIVER: &str = include_str!("drivers/python_driver.py");
+const PYTHON_BOOTSTRAP: &str = include_str!("drivers/python_bootstrap.txt");
+
+/// Largest rendering of an expression value sent back.
+const MAX_VALUE_CHARS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("the snippet has no code components")]
+    Empty,
+    #[error("evaluator kind {0} is not supported for snippets")]
+    Unsupported(String),
+    #[error("encoding the snippet for the sandbox")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// How a runtime runs snippets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Python,
+    Jshell,
+    Node,
+    /// `program [args] -c CODE`, all components joined (shell-like runtimes).
+    Command,
+}
+
+/// What the sandbox needs from a runtime.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub kind: Kind,
+    pub program: String,
+    pub args: Vec<String>,
+    /// (host source, sandbox target), all read-only.
+    pub mounts: Vec<(PathBuf, PathBuf)>,
+    pub environment: Vec<(String, String)>,
+}
+
+/// One code component of a snippet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub id: String,
+    pub code: String,
+}
+
+/// Results streamed while the snippet runs, attributed to a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout {
+        component: String,
+        data: Vec<u8>,
+    },
+    Stderr {
+        component: String,
+        data: Vec<u8>,
+    },
+    /// Value of a trailing expression.
+    Value {
+        component: String,
+        text: String,
+    },
+    /// A compile-time diagnostic; `start..end` are character offsets into the component.
+    Diagnostic {
+        component: String,
+        kind: String,
+        message: String,
+        line: u32,
+        column: u32,
+        start: u64,
+        end: u64,
+    },
+    /// An uncaught exception with the snippet's own frames.
+    Exception {
+        component: String,
+        kind: String,
+        message: String,
+        traceback: String,
+        line: Option<u32>,
+    },
+    /// The driver reported a problem of its own.
+    Internal {
+        component: String,
+        message: String,
+    },
+}
+
+/// A driver event, as the driver writes it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum DriverEvent {
+    Start {
+        id: String,
+    },
+    Value {
+        id: String,
+        repr: String,
+    },
+    SyntaxError {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        message: String,
+        line: Option<u32>,
+        column: Option<u32>,
+        start: Option<u64>,
+        end: Option<u64>,
+    },
+    Exception {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        message: String,
+        traceback: String,
+        line: Option<u32>,
+    },
+    Exit {},
+    End {},
+    Done {},
+    Internal {
+        message: String,
+    },
+}
+
+/// Builds the sandbox job for `components` on `launch`.
+pub fn job(
+    launch: &Launch,
+    components: &[Component],
+    stdin: Vec<u8>,
+    limits: Limits,
+) -> Result<Job, EvaluateError> {
+    if components.is_empty() {
+        return Err(EvaluateError::Empty);
+    }
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), "/work".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    // The runtime's environment overrides the fixed minimum; the host's never enters.
+    for (k, v) in &launch.environment {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let mut argv = vec![launch.program.clone()];
+    argv.extend(launch.args.iter().cloned());
+    let (input, events) = match launch.kind {
+        Kind::Python => {
+            argv.extend(["-I".into(), "-c".into(), PYTHON_BOOTSTRAP.trim().into()]);
+            let doc = serde_json::json!({
+                "driver": PYTHON_DRIVER,
+                "components": components.iter().map(|c| serde_json::json!({"id": c.id, "code": c.code})).collect::<Vec<_>>(),
+                "max_value_chars": MAX_VALUE_CHARS,
+            });
+            (
+                Some(serde_json::to_vec(&doc).map_err(EvaluateError::Encode)?),
+                true,
+            )
+        }
+        Kind::Command => {
+            let code = components
+                .iter()
+                .map(|c| c.code.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            argv.extend(["-c".into(), code]);
+            (None, false)
+        }
+        Kind::Jshell => return Err(EvaluateError::Unsupported("jshell".into())),
+        Kind::Node => return Err(EvaluateError::Unsupported("node".into())),
+    };
+    Ok(Job {
+        filesystem: crate::sandbox::Filesystem::Runtime(launch.mounts.clone()),
+        argv,
+        env,
+        cwd: PathBuf::from("/work"),
+        input,
+        events,
+        stdin,
+        isolate_network: true,
+        limits,
+    })
+}
+
+/// Runs `components` in a fresh sandbox of `launch`, streaming [`Output`]s.
+pub async fn evaluate(
+    sandboxes: &Sandboxes,
+    launch: &Launch,
+    components: &[Component],
+    stdin: Vec<u8>,
+    limits: Limits,
+    out: mpsc::Sender<Output>,
+    cancel: CancellationToken,
+) -> Result<Outcome, EvaluateError> {
+    let job = job(launch, components, stdin, limits)?;
+    let first = components[0].id.clone();
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let translate = async move {
+        let mut current = first;
+        while let Some(event) = rx.recv().await {
+            let output = match event {
+                Event::Stdout(data) => Some(Output::Stdout {
+                    component: current.clone(),
+                    data,
+                }),
+                Event::Stderr(data) => Some(Output::Stderr {
+                    component: current.clone(),
+                    data,
+                }),
+                Event::Driver(line) => driver_output(&line, &mut current),
+            };
+            if let Some(o) = output {
+                if out.send(o).await.is_err() {
+                    // The caller went away: dropping rx makes the sandbox cancel itself.
+                    return;
+                }
+            }
+        }
+    };
+    let (outcome, ()) = tokio::join!(sandboxes.run(job, tx, cancel), translate);
+    Ok(outcome)
+}
+
+fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
+    let event: DriverEvent = match serde_json::from_slice(line) {
+        Ok(e) => e,
+        Err(e) => {
+            return Some(Output::Internal {
+                component: current.clone(),
+                message: format!("unreadable driver event: {e}"),
+            })
+        }
+    };
+    match event {
+        DriverEvent::Start { id } => {
+            *current = id;
+            None
+        }
+        DriverEvent::Value { id, repr } => Some(Output::Value {
+            component: id,
+            text: repr,
+        }),
+        DriverEvent::SyntaxError {
+            id,
+            kind,
+            message,
+            line,
+            column,
+            start,
+            end,
+        } => Some(Output::Diagnostic {
+            component: id,
+            kind,
+            message,
+            line: line.unwrap_or(0),
+            column: column.unwrap_or(0),
+            start: start.unwrap_or(0),
+            end: end.unwrap_or(0),
+        }),
+        DriverEvent::Exception {
+            id,
+            kind,
+            message,
+            traceback,
+            line,
+        } => Some(Output::Exception {
+            component: id,
+            kind,
+            message,
+            traceback,
+            line,
+        }),
+        DriverEvent::Internal { message } => Some(Output::Internal {
+            component: current.clone(),
+            message,
+        }),
+        DriverEvent::Exit {} | DriverEvent::End {} | DriverEvent::Done {} => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_events_are_translated() {
+        let mut current = "a".to_string();
+        assert_eq!(
+            driver_output(br#"{"event":"start","id":"b"}"#, &mut current),
+            None
+        );
+        assert_eq!(current, "b");
+        assert_eq!(
+            driver_output(br#"{"event":"value","id":"b","repr":"2"}"#, &mut current),
+            Some(Output::Value {
+                component: "b".into(),
+                text: "2".into()
+            })
+        );
+        assert_eq!(
+            driver_output(br#"{"event":"end","id":"b","ok":true}"#, &mut current),
+            None
+        );
+        assert_eq!(
+            driver_output(br#"{"event":"exit","id":"b","code":3}"#, &mut current),
+            None
+        );
+        let bad = driver_output(b"{not json", &mut current);
+        assert!(
+            matches!(bad, Some(Output::Internal { ref component, .. }) if component == "b"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn empty_snippet_is_refused() {
+        let launch = Launch {
+            kind: Kind::Python,
+            program: "/usr/bin/python3".into(),
+            args: vec![],
+            mounts: vec![],
+            environment: vec![],
+        };
+        assert!(matches!(
+            job(&launch, &[], vec![], Limits::default()),
+            Err(EvaluateError::Empty)
+        ));
+    }
+
+    #[test]
+    fn host_environment_never_enters() {
+        let launch = Launch {
+            kind: Kind::Command,
+            program: "/bin/sh".into(),
+            args: vec![],
+            mounts: vec![],
+            environment: vec![("LANG".into(), "C".into())],
+        };
+        let c = [Component {
+            id: "1".into(),
+            code: "true".into(),
+        }];
+        let job = job(&launch, &c, vec![], Limits::default()).unwrap();
+        assert!(job.env.contains(&("LANG".into(), "C".into())));
+        assert!(!job.env.iter().any(|(k, _)| k == "USER" || k == "CARGO"));
+        assert_eq!(job.argv, ["/bin/sh", "-c", "true"]);
+    }
+}
