@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::Runtime;
 use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes};
 
 /// The Python driver, run inside the sandbox by `python -I -c BOOTSTRAP`.
@@ -32,15 +33,7 @@ pub enum EvaluateError {
     Encode(#[source] serde_json::Error),
 }
 
-/// How a runtime runs snippets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Python,
-    Jshell,
-    Node,
-    /// `program [args] -c CODE`, all components joined (shell-like runtimes).
-    Command,
-}
+pub use crate::runtime::EvaluatorKind as Kind;
 
 /// What the sandbox needs from a runtime.
 #[derive(Debug, Clone)]
@@ -108,6 +101,11 @@ enum DriverEvent {
     Start {
         id: String,
     },
+    /// Python-level stdout/stderr, base64, in order with the other events.
+    Output {
+        stream: String,
+        data: String,
+    },
     Value {
         id: String,
         repr: String,
@@ -136,6 +134,67 @@ enum DriverEvent {
     Internal {
         message: String,
     },
+}
+
+impl Runtime {
+    /// What the sandbox needs to run snippets on this runtime.
+    pub fn launch(&self) -> Launch {
+        let e = self.evaluator();
+        Launch {
+            kind: e.kind,
+            program: e.program.clone(),
+            args: e.args.clone(),
+            mounts: self.mount_pairs(),
+            environment: self
+                .environment()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// A snippet that proves the runtime works, and the stdout it must print.
+    pub fn smoke_test(&self) -> (&'static str, &'static str) {
+        match self.evaluator().kind {
+            Kind::Python => ("print(1 + 1)", "2\n"),
+            Kind::Command => ("echo $((1 + 1))", "2\n"),
+            Kind::Jshell => ("System.out.println(1 + 1);", "2\n"),
+            Kind::Node => ("console.log(1 + 1)", "2\n"),
+        }
+    }
+
+    /// Human-readable summary for `runtime info`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "name: {}\nversion: {}\nlanguage: {}\ndescription: {}\nevaluator: {} ({})\ndirectory: {}\n",
+            self.name(),
+            self.version(),
+            self.language(),
+            self.description(),
+            self.evaluator().kind,
+            self.evaluator().program,
+            self.dir().display()
+        );
+        if let Some(list) = self.access_list() {
+            s.push_str(&format!("access list: {list}\n"));
+        }
+        s.push_str("mounts (read-only):\n");
+        for m in self.mounts() {
+            s.push_str(&format!(
+                "  {} -> {}\n",
+                m.source.display(),
+                m.target.display()
+            ));
+        }
+        s.push_str("environment:\n");
+        for (k, v) in self.environment() {
+            s.push_str(&format!("  {k}={v}\n"));
+        }
+        if !self.packages().is_empty() {
+            s.push_str(&format!("packages: {}\n", self.packages().join(", ")));
+        }
+        s
+    }
 }
 
 /// Builds the sandbox job for `components` on `launch`.
@@ -195,6 +254,7 @@ pub fn job(
         stdin,
         isolate_network: true,
         limits,
+        run_as: None,
     })
 }
 
@@ -208,33 +268,92 @@ pub async fn evaluate(
     out: mpsc::Sender<Output>,
     cancel: CancellationToken,
 ) -> Result<Outcome, EvaluateError> {
+    let output_cap = limits.output_bytes;
     let job = job(launch, components, stdin, limits)?;
     let first = components[0].id.clone();
     let (tx, mut rx) = mpsc::channel::<Event>(64);
+    // Output reaches us on the pipes and, from Python-level writes, as driver events;
+    // the per-stream cap counts both, and going over stops the sandbox.
+    let stop = cancel.child_token();
+    let stopper = stop.clone();
     let translate = async move {
         let mut current = first;
+        let mut caps = OutputCaps {
+            cap: output_cap,
+            ..OutputCaps::default()
+        };
         while let Some(event) = rx.recv().await {
             let output = match event {
-                Event::Stdout(data) => Some(Output::Stdout {
-                    component: current.clone(),
-                    data,
-                }),
-                Event::Stderr(data) => Some(Output::Stderr {
-                    component: current.clone(),
-                    data,
-                }),
-                Event::Driver(line) => driver_output(&line, &mut current),
+                Event::Stdout(data) => caps.take(true, current.clone(), data),
+                Event::Stderr(data) => caps.take(false, current.clone(), data),
+                Event::Driver(line) => match driver_output(&line, &mut current) {
+                    Some(Output::Stdout { component, data }) => caps.take(true, component, data),
+                    Some(Output::Stderr { component, data }) => caps.take(false, component, data),
+                    other => other,
+                },
             };
+            if caps.exceeded() {
+                stopper.cancel();
+            }
             if let Some(o) = output {
                 if out.send(o).await.is_err() {
                     // The caller went away: dropping rx makes the sandbox cancel itself.
-                    return;
+                    return caps;
                 }
             }
         }
+        caps
     };
-    let (outcome, ()) = tokio::join!(sandboxes.run(job, tx, cancel), translate);
+    let (mut outcome, caps) = tokio::join!(sandboxes.run(job, tx, stop), translate);
+    outcome.stdout_truncated |= caps.stdout_truncated;
+    outcome.stderr_truncated |= caps.stderr_truncated;
+    outcome.stdout_bytes = outcome.stdout_bytes.max(caps.stdout);
+    outcome.stderr_bytes = outcome.stderr_bytes.max(caps.stderr);
+    if caps.exceeded()
+        && outcome.status == crate::sandbox::Status::Cancelled
+        && !cancel.is_cancelled()
+    {
+        outcome.status = crate::sandbox::Status::OutputLimit;
+    }
     Ok(outcome)
+}
+
+/// Per-stream output accounting across pipes and driver events.
+#[derive(Debug, Default)]
+struct OutputCaps {
+    cap: u64,
+    stdout: u64,
+    stderr: u64,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+impl OutputCaps {
+    fn take(&mut self, stdout: bool, component: String, mut data: Vec<u8>) -> Option<Output> {
+        let (count, truncated) = if stdout {
+            (&mut self.stdout, &mut self.stdout_truncated)
+        } else {
+            (&mut self.stderr, &mut self.stderr_truncated)
+        };
+        let room = self.cap.saturating_sub(*count) as usize;
+        if data.len() > room {
+            data.truncate(room);
+            *truncated = true;
+        }
+        *count += data.len() as u64;
+        if data.is_empty() {
+            return None;
+        }
+        Some(if stdout {
+            Output::Stdout { component, data }
+        } else {
+            Output::Stderr { component, data }
+        })
+    }
+
+    fn exceeded(&self) -> bool {
+        self.stdout_truncated || self.stderr_truncated
+    }
 }
 
 fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
@@ -251,6 +370,27 @@ fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
         DriverEvent::Start { id } => {
             *current = id;
             None
+        }
+        DriverEvent::Output { stream, data } => {
+            use base64::Engine;
+            let data = match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+                Ok(d) => d,
+                Err(e) => {
+                    return Some(Output::Internal {
+                        component: current.clone(),
+                        message: format!("undecodable output event: {e}"),
+                    })
+                }
+            };
+            let component = current.clone();
+            match stream.as_str() {
+                "stdout" => Some(Output::Stdout { component, data }),
+                "stderr" => Some(Output::Stderr { component, data }),
+                other => Some(Output::Internal {
+                    component,
+                    message: format!("output event for unknown stream {other:?}"),
+                }),
+            }
         }
         DriverEvent::Value { id, repr } => Some(Output::Value {
             component: id,

@@ -62,6 +62,8 @@ del _fd
 
 import __future__
 import ast
+import base64
+import io
 import builtins
 import json
 import linecache
@@ -94,6 +96,7 @@ _TracebackException = traceback.TracebackException
 _StackSummary = traceback.StackSummary
 _linecache_cache = linecache.cache
 _os_write = os.write
+_b64encode = base64.b64encode
 _os_exit = os._exit
 _getpid = os.getpid
 
@@ -146,6 +149,10 @@ def _emit(event):
     _flush_stdio()
     if _state["forked"]:
         _os_exit(0)
+    _write_event(event)
+
+
+def _write_event(event):
     line = _ENCODER.encode({k: _clean(v) for k, v in event.items()}) + "\n"
     view = memoryview(line.encode("utf-8"))
     while view:
@@ -537,21 +544,55 @@ def _parse_input(data):
     }
 
 
+class _EventStream(io.RawIOBase):
+    """Raw writer behind sys.stdout / sys.stderr: Python-level output travels on the
+    event channel, in order with the events, so the host attributes every byte to
+    the component that wrote it. Output written to fd 1 and 2 directly (C code, child
+    processes) still reaches the host on the real pipes."""
+
+    _CHUNK = 65536
+
+    def __init__(self, stream, fd):
+        super().__init__()
+        self._stream = stream
+        self._fd = fd
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return False
+
+    def write(self, data):
+        data = bytes(data)
+        if _state["forked"]:
+            # A forked child has no event channel: fall back to the raw descriptor.
+            view = memoryview(data)
+            while view:
+                view = view[_os_write(self._fd, view):]
+            return len(data)
+        for start in range(0, len(data), self._CHUNK):
+            chunk = data[start:start + self._CHUNK]
+            _write_event({"event": "output", "stream": self._stream,
+                          "data": _b64encode(chunk).decode("ascii")})
+        return len(data)
+
+
 def _setup_stdio():
-    for name, errors in (("stdin", "surrogateescape"), ("stdout", "surrogateescape"),
-                         ("stderr", "backslashreplace")):
-        stream = getattr(sys, name, None)
-        if stream is None:
-            continue
+    stdin = getattr(sys, "stdin", None)
+    if stdin is not None:
         try:
-            stream.reconfigure(encoding="utf-8", errors=errors)
+            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
         except BaseException:
             pass
-        if name != "stdin":
-            try:
-                stream.reconfigure(line_buffering=True, write_through=True)
-            except BaseException:
-                pass
+    for name, fd, errors in (("stdout", 1, "surrogateescape"), ("stderr", 2, "backslashreplace")):
+        raw = _EventStream(name, fd)
+        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors,
+                                  line_buffering=True, write_through=True)
+        setattr(sys, name, stream)
 
 
 def _run_prelude(source):

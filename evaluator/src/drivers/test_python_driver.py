@@ -10,6 +10,7 @@ JSHEETS_TEST_PYTHON).  Each test starts it exactly as the runtime does,
 pipe on fd 4.
 """
 
+import base64
 import fcntl
 import json
 import os
@@ -138,6 +139,12 @@ def run_driver(components, stdin=b"", timeout=60, **options):
                     while b"\n" in ev:
                         line, _, rest = bytes(ev).partition(b"\n")
                         ev[:] = rest
+                        parsed = json.loads(line.decode("utf-8"))
+                        if parsed.get("event") == "output":
+                            # Python-level output travels on the event channel.
+                            target = out if parsed["stream"] == "stdout" else err
+                            target.extend(base64.b64decode(parsed["data"]))
+                            continue
                         lines.append(line)
                         stdout_at.append(bytes(out))
                 if not alive and fd in open_fds:

@@ -191,6 +191,23 @@ impl Manager {
         Ok(sandbox)
     }
 
+    /// Number of sandbox cgroups this process has in the subtree right now.
+    pub fn live_count(&self) -> usize {
+        let key = if self.version == Version::V2 {
+            "unified"
+        } else {
+            "memory"
+        };
+        let prefix = format!("sb-{}-", std::process::id());
+        std::fs::read_dir(&self.dirs[key])
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Kills and removes every sandbox cgroup in our subtree (left by a crashed run).
     fn sweep(&self) {
         let Some(dir) = self.dirs.get(if self.version == Version::V2 {

@@ -464,6 +464,10 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             )
             .nstep("binding the host root")?;
             sys::make_tree_readonly(root).step("making the host root read-only")?;
+            // Hidden paths get an empty tmpfs; writable binds may lie inside one (the
+            // runtime being built sits in the hidden runtimes directory), so their
+            // mount points are made first and the tmpfs turns read-only afterwards.
+            let mut hidden_mounts = Vec::new();
             for path in &plan.hidden {
                 let target = inside(root, path)?;
                 if target.exists() {
@@ -471,14 +475,19 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
                         Some("tmpfs"),
                         &target,
                         Some("tmpfs"),
-                        nosuid_nodev | MsFlags::MS_RDONLY,
-                        Some("size=4k,mode=0755"),
+                        nosuid_nodev,
+                        Some("size=64k,mode=0755"),
                     )
                     .nstep(format!("hiding {}", path.display()))?;
+                    hidden_mounts.push(target);
                 }
             }
             for path in &plan.writable_binds {
                 let target = inside(root, path)?;
+                if hidden_mounts.iter().any(|h| target.starts_with(h)) {
+                    fs::create_dir_all(&target)
+                        .step(format!("creating mount point {}", path.display()))?;
+                }
                 mount(Some(path), &target, none, MsFlags::MS_BIND, none)
                     .nstep(format!("binding {} writable", path.display()))?;
                 mount(
@@ -489,6 +498,16 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
                     none,
                 )
                 .nstep(format!("remounting {}", path.display()))?;
+            }
+            for target in &hidden_mounts {
+                mount(
+                    none,
+                    target,
+                    none,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
+                    Some("size=64k,mode=0755"),
+                )
+                .nstep(format!("making {} read-only", target.display()))?;
             }
         }
     }

@@ -138,6 +138,9 @@ pub struct Job {
     /// False only for runtime builds, which need the network (pip).
     pub isolate_network: bool,
     pub limits: Limits,
+    /// Fixed uid (and gid) instead of the next one of the pool; runtime builds use one
+    /// uid that owns the tree being built. Never taken from a request.
+    pub run_as: Option<u32>,
 }
 
 impl Job {
@@ -153,6 +156,7 @@ impl Job {
             stdin: Vec::new(),
             isolate_network: true,
             limits: Limits::default(),
+            run_as: None,
         }
     }
 }
@@ -288,6 +292,15 @@ impl Sandboxes {
         self.cgroups.version()
     }
 
+    /// Sandboxes of this process whose cgroup exists right now.
+    pub fn live(&self) -> usize {
+        self.cgroups.live_count()
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
     /// Runs `job` in a fresh sandbox, streaming output to `events`, until it ends, a
     /// limit is hit or `cancel` fires. Dropping the returned future kills the sandbox.
     pub async fn run(
@@ -302,7 +315,7 @@ impl Sandboxes {
         // Offset by the pid so that two services sharing a host do not reuse uids in step.
         let slot =
             (u64::from(std::process::id()) * 7919 + seq) % u64::from(self.config.uid_count.max(1));
-        let uid = self.config.uid_base + slot as u32;
+        let uid = job.run_as.unwrap_or(self.config.uid_base + slot as u32);
         let plan = match self.plan(&job, uid) {
             Ok(plan) => plan,
             Err(e) => return Outcome::failed(start, e),
@@ -545,6 +558,7 @@ async fn supervise(
     let (mut out_n, mut err_n) = (0u64, 0u64);
     let (mut out_trunc, mut err_trunc) = (false, false);
     let mut line = Vec::new();
+    let mut event_bytes = 0u64;
     let mut buf_out = vec![0u8; 64 * 1024];
     let mut buf_err = vec![0u8; 64 * 1024];
     let mut buf_ev = vec![0u8; 64 * 1024];
@@ -588,6 +602,11 @@ async fn supervise(
             },
             r = read_opt(&mut streams.events, &mut buf_ev) => match r {
                 Some(chunk) => {
+                    // Python-level output travels as events: bound their total too.
+                    event_bytes += chunk.len() as u64;
+                    if event_bytes > limits.output_bytes.saturating_mul(4).saturating_add(16 << 20) && kill.is_none() {
+                        kill = Some(KillReason::Output);
+                    }
                     for &b in chunk {
                         if b == b'\n' {
                             if events.send(Event::Driver(std::mem::take(&mut line))).await.is_err() { receiver_gone = true; }
@@ -668,7 +687,8 @@ async fn supervise(
         || (signal == Some(libc::SIGKILL) && usage.cpu_time >= limits.cpu_time)
     {
         Status::CpuLimit
-    } else if usage.pids_limit_hits > 0 && exit_code != Some(0) {
+    } else if usage.pids_limit_hits > 0 {
+        // Reported even when the payload coped with the failed fork: a limit was hit.
         Status::ProcessLimit
     } else {
         match (exit_code, signal) {

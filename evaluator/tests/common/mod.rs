@@ -1,0 +1,207 @@
+//! Shared fixture of the real-sandbox suites: sandboxes with a uid range private to
+//! this test process, runtimes built once (under a lock) into the target directory,
+//! and helpers that look at the host to prove nothing was left behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use evaluator::evaluate::{self, Component, Launch, Output};
+use evaluator::runtime::{self, Registry, Runtime};
+use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes};
+use tokio_util::sync::CancellationToken;
+
+pub struct Fixture {
+    pub sandboxes: Sandboxes,
+    pub uid_base: u32,
+    pub uid_count: u32,
+}
+
+/// Everything one evaluation produced.
+#[derive(Debug)]
+pub struct Run {
+    pub outcome: Outcome,
+    pub outputs: Vec<Output>,
+}
+
+impl Run {
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        self.outputs
+            .iter()
+            .flat_map(|o| match o {
+                Output::Stdout { data, .. } => data.clone(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout_bytes()).into_owned()
+    }
+}
+
+/// Where test runtimes are built, shared by all test processes of this checkout.
+pub fn runtimes_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-runtimes")
+}
+
+pub fn recipes_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes")
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        // A uid range of our own, so that looking for leftover processes by uid is not
+        // confused by other test processes running at the same time.
+        let uid_count = 64;
+        let uid_base = 1_000_000 + (std::process::id() % 100_000) * uid_count;
+        let mut config = SandboxConfig::with_helper(env!("CARGO_BIN_EXE_jsheets-sandbox"), vec![]);
+        config.state_dir = std::env::temp_dir().join("jsheets-runtime-tests");
+        config.uid_base = uid_base;
+        config.uid_count = uid_count;
+        let sandboxes = Sandboxes::start(config).expect("sandboxes (the suites need root)");
+        Fixture {
+            sandboxes,
+            uid_base,
+            uid_count,
+        }
+    }
+
+    /// The runtime `name`, built from its recipe on first use.
+    pub async fn runtime(&self, name: &str) -> Runtime {
+        let dir = runtimes_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+        let _lock =
+            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("lock");
+        if let Ok(r) = Registry::load(&dir).resolve(name) {
+            return r.clone();
+        }
+        let recipe = recipes_dir().join(format!("{name}.yml"));
+        let runner = evaluator::builder::SandboxBuilder::new(&self.sandboxes);
+        runtime::install(&recipe, &dir, &runner, &|_| {})
+            .await
+            .unwrap_or_else(|e| panic!("building {name}: {e:?}"))
+    }
+
+    pub async fn eval(&self, runtime: &Runtime, components: Vec<Component>, limits: Limits) -> Run {
+        self.eval_cancellable(
+            &runtime.launch(),
+            components,
+            limits,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    pub async fn eval_launch(
+        &self,
+        launch: &Launch,
+        components: Vec<Component>,
+        limits: Limits,
+    ) -> Run {
+        self.eval_cancellable(launch, components, limits, CancellationToken::new())
+            .await
+    }
+
+    pub async fn eval_stdin(
+        &self,
+        runtime: &Runtime,
+        components: Vec<Component>,
+        stdin: Vec<u8>,
+        limits: Limits,
+    ) -> Run {
+        self.run(
+            &runtime.launch(),
+            components,
+            stdin,
+            limits,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    pub async fn eval_cancellable(
+        &self,
+        launch: &Launch,
+        components: Vec<Component>,
+        limits: Limits,
+        cancel: CancellationToken,
+    ) -> Run {
+        self.run(launch, components, Vec::new(), limits, cancel)
+            .await
+    }
+
+    async fn run(
+        &self,
+        launch: &Launch,
+        components: Vec<Component>,
+        stdin: Vec<u8>,
+        limits: Limits,
+        cancel: CancellationToken,
+    ) -> Run {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let collect = tokio::spawn(async move {
+            let mut v = Vec::new();
+            while let Some(o) = rx.recv().await {
+                v.push(o);
+            }
+            v
+        });
+        let outcome = evaluate::evaluate(
+            &self.sandboxes,
+            launch,
+            &components,
+            stdin,
+            limits,
+            tx,
+            cancel,
+        )
+        .await
+        .expect("evaluation accepted");
+        let outputs = collect.await.unwrap();
+        Run { outcome, outputs }
+    }
+
+    /// Host processes running as one of this fixture's sandbox uids.
+    pub fn sandbox_processes(&self) -> usize {
+        let range = self.uid_base..self.uid_base + self.uid_count;
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+            // Zombies are dead already; their reaping by the host's init is not ours.
+            .filter(|status| {
+                !status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && (l.contains("Z (") || l.contains("X (")))
+            })
+            .filter(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|u| u.split_whitespace().next()?.parse::<u32>().ok())
+                    .is_some_and(|uid| range.contains(&uid))
+            })
+            .count()
+    }
+
+    /// (sandbox processes, our sandbox cgroups, mounts in our namespace).
+    pub fn host_state(&self) -> (usize, usize, usize) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count();
+        (self.sandbox_processes(), self.sandboxes.live(), mounts)
+    }
+
+    pub fn assert_clean(&self) {
+        assert_eq!(self.sandbox_processes(), 0, "sandbox processes left behind");
+        assert_eq!(self.sandboxes.live(), 0, "sandbox cgroups left behind");
+    }
+}

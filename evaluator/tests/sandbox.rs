@@ -1,0 +1,527 @@
+//! Real sandboxes (root required): isolation probed from inside, every limit, cleanup,
+//! and bad input. The Python runtime is built from the host by the installer once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, Run};
+use evaluator::evaluate::{Component, Output};
+use evaluator::sandbox::{Event, Job, Limits, Status};
+use tokio_util::sync::CancellationToken;
+
+fn one(code: &str) -> Vec<Component> {
+    vec![Component {
+        id: "c1".into(),
+        code: code.into(),
+    }]
+}
+
+/// Checks from inside the sandbox; each prints `name=True|False`.
+const PROBE: &str = r#"
+import os, socket, ctypes, errno
+r = {}
+def check(name, f):
+    try:
+        r[name] = bool(f())
+    except Exception as e:
+        r[name] = f"error {type(e).__name__}: {e}"
+
+def raises(f, *types):
+    try:
+        f()
+    except types:
+        return True
+    return False
+
+top = set(os.listdir("/"))
+check("root_has_only_sandbox_dirs", lambda: top <= {"usr", "lib", "lib64", "bin", "etc", "work", "tmp", "dev", "proc"})
+check("host_files_invisible", lambda: not any(os.path.exists(p) for p in ["/etc/passwd", "/etc/shadow", "/root", "/home", "/var", "/boot", "/sys", "/run", os.environ.get("HOST_PROBE_PATH", "/nonexistent-host-path")]))
+check("runtime_is_readonly", lambda: raises(lambda: open("/usr/probe", "w"), OSError))
+check("root_is_readonly", lambda: raises(lambda: open("/probe", "w"), OSError))
+check("proc_is_not_writable", lambda: raises(lambda: open("/proc/sys/kernel/hostname", "w").write("x"), OSError))
+def write_ok(path):
+    with open(path, "w") as f:
+        f.write("x")
+    return open(path).read() == "x"
+check("work_writable", lambda: write_ok("/work/probe"))
+check("tmp_writable", lambda: write_ok("/tmp/probe"))
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(1)
+    try:
+        s.connect((host, port))
+    finally:
+        s.close()
+check("no_tcp_out", lambda: raises(lambda: tcp("1.1.1.1", 443), OSError))
+check("no_host_loopback", lambda: raises(lambda: tcp("127.0.0.1", int(os.environ["HOST_PORT"])), OSError))
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("8.8.8.8", 53))
+check("no_udp_out", lambda: raises(udp, OSError))
+check("no_dns", lambda: raises(lambda: socket.getaddrinfo("example.com", 80), OSError))
+def own_loopback():
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+    c = socket.create_connection(srv.getsockname(), timeout=1); c.close(); srv.close()
+    return True
+check("loopback_works", own_loopback)
+check("pid1_is_init", lambda: os.getpid() != 1 and os.getppid() == 1 and open("/proc/1/status").read().split("\n")[0] != "Name:\tpython3.11")
+check("few_processes", lambda: len([p for p in os.listdir("/proc") if p.isdigit()]) <= 3)
+check("not_root", lambda: os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0)
+status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+check("no_capabilities", lambda: all(int(status[k], 16) == 0 for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]))
+check("no_new_privs", lambda: status["NoNewPrivs"].strip() == "1")
+check("seccomp_filter", lambda: status["Seccomp"].strip() == "2")
+check("hostname", lambda: socket.gethostname() == "sandbox")
+libc = ctypes.CDLL(None, use_errno=True)
+def denied(nr, *args):
+    rc = libc.syscall(nr, *args)
+    return rc == -1 and ctypes.get_errno() in (errno.EPERM, errno.ENOSYS)
+# x86_64 syscall numbers
+check("mount_denied", lambda: denied(165, b"none", b"/tmp", b"tmpfs", 0, None))
+check("unshare_denied", lambda: denied(272, 0x10000000))
+check("ptrace_denied", lambda: denied(101, 16, 1, 0, 0))
+check("keyctl_denied", lambda: denied(250, 0, 0, 0, 0))
+check("io_uring_denied", lambda: denied(425, 8, 0))
+check("bpf_denied", lambda: denied(321, 0, 0, 0))
+check("new_userns_denied", lambda: denied(56, 0x10000000 | 17, 0, 0, 0, 0))
+for k, v in r.items():
+    print(f"{k}={v}")
+"#;
+
+#[tokio::test]
+async fn isolation_holds_from_inside() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    // A service on the host's loopback the sandbox must not reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut launch = python.launch();
+    launch
+        .environment
+        .push(("HOST_PORT".into(), port.to_string()));
+    launch
+        .environment
+        .push(("HOST_PROBE_PATH".into(), env!("CARGO_MANIFEST_DIR").into()));
+    let run = fx.eval_launch(&launch, one(PROBE), Limits::default()).await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    let stdout = run.stdout();
+    let checks: Vec<&str> = stdout.lines().collect();
+    assert!(checks.len() >= 25, "probe did not finish: {run:?}");
+    let failed: Vec<&&str> = checks.iter().filter(|l| !l.ends_with("=True")).collect();
+    assert!(
+        failed.is_empty(),
+        "isolation checks failed: {failed:?}\n{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn fork_bomb_hits_the_process_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        max_processes: 16,
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let run = fx
+        .eval(
+            &python,
+            one("import os\nwhile True:\n    os.fork()"),
+            limits,
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::ProcessLimit, "{run:?}");
+    fx.assert_clean();
+}
+
+#[tokio::test]
+async fn memory_hog_hits_the_memory_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let run = fx
+        .eval(
+            &python,
+            one("x = bytearray(512 << 20)\nprint('survived')"),
+            limits,
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::MemoryLimit, "{run:?}");
+    assert!(!run.stdout().contains("survived"));
+    assert!(
+        run.outcome.peak_memory > 32 << 20,
+        "peak memory {}",
+        run.outcome.peak_memory
+    );
+}
+
+#[tokio::test]
+async fn busy_loop_hits_the_cpu_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        cpu_time: Duration::from_secs(1),
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let run = fx.eval(&python, one("while True:\n    pass"), limits).await;
+    assert_eq!(run.outcome.status, Status::CpuLimit, "{run:?}");
+    assert!(
+        run.outcome.cpu_time >= Duration::from_millis(900),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn sleeping_hits_the_wall_clock_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        wall_time: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let run = fx
+        .eval(
+            &python,
+            one("import time\nprint('before', flush=True)\ntime.sleep(600)"),
+            limits,
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::WallTimeout, "{run:?}");
+    assert_eq!(
+        run.stdout(),
+        "before\n",
+        "output before the timeout is delivered"
+    );
+    fx.assert_clean();
+}
+
+#[tokio::test]
+async fn output_flood_hits_the_output_limit_and_keeps_the_head() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        output_bytes: 100_000,
+        ..Limits::default()
+    };
+    let run = fx
+        .eval(
+            &python,
+            one("i = 0\nwhile True:\n    print(f'line {i:08d}')\n    i += 1"),
+            limits,
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::OutputLimit, "{run:?}");
+    assert!(run.outcome.stdout_truncated);
+    let out = run.stdout();
+    assert_eq!(out.len(), 100_000);
+    assert!(
+        out.starts_with("line 00000000\nline 00000001\n"),
+        "head of the output delivered"
+    );
+}
+
+#[tokio::test]
+async fn filling_tmp_stops_at_its_size() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        tmp_bytes: 8 << 20,
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
+    let code = "import errno\nn = 0\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        while True:\n            f.write(b'x' * 65536); f.flush(); n += 65536\nexcept OSError as e:\n    print(errno.errorcode[e.errno], n)";
+    let run = fx.eval(&python, one(code), limits).await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    let out = run.stdout();
+    let (err, n) = out.trim().split_once(' ').expect("an errno and a count");
+    assert_eq!(err, "ENOSPC");
+    assert!(n.parse::<u64>().unwrap() <= 8 << 20, "{out}");
+}
+
+#[tokio::test]
+async fn background_processes_are_killed_at_the_end() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\nprint('parent done')";
+    let run = fx.eval(&python, one(code), Limits::default()).await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    assert_eq!(
+        fx.sandbox_processes(),
+        0,
+        "a sandbox process outlived its evaluation"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_evaluations_leave_nothing_behind() {
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    let before = fx.host_state();
+    for i in 0..200 {
+        let job = Job::new(
+            shell.launch().mounts,
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo {i}; (sleep 100 &) ; true"),
+            ],
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        drain.await.unwrap();
+        assert_eq!(outcome.status, Status::Ok, "evaluation {i}: {outcome:?}");
+    }
+    assert_eq!(
+        fx.host_state(),
+        before,
+        "processes, cgroups or mounts changed"
+    );
+}
+
+#[tokio::test]
+async fn cancellation_kills_everything() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let code =
+        "import os, time\nos.fork()\nos.fork()\nprint('running', flush=True)\ntime.sleep(600)";
+    let run = fx
+        .eval_cancellable(&python.launch(), one(code), Limits::default(), cancel)
+        .await;
+    assert_eq!(run.outcome.status, Status::Cancelled, "{run:?}");
+    assert!(run.outcome.wall_time < Duration::from_secs(5), "{run:?}");
+    assert_eq!(fx.sandbox_processes(), 0);
+    fx.assert_clean();
+}
+
+#[tokio::test]
+async fn dropping_the_evaluation_kills_it() {
+    let fx = std::sync::Arc::new(Fixture::new());
+    let python = fx.runtime("python-3.11").await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let job = evaluator::evaluate::job(
+        &python.launch(),
+        &one("import time\nprint('up', flush=True)\ntime.sleep(600)"),
+        vec![],
+        Limits::default(),
+    )
+    .unwrap();
+    let fx2 = fx.clone();
+    let task =
+        tokio::spawn(async move { fx2.sandboxes.run(job, tx, CancellationToken::new()).await });
+    // Wait until it runs, then drop the future.
+    while let Some(e) = rx.recv().await {
+        // Python's print travels as a driver event.
+        if matches!(&e, Event::Driver(line) if line.starts_with(br#"{"event":"output""#)) {
+            break;
+        }
+    }
+    assert!(fx.sandbox_processes() > 0);
+    task.abort();
+    let _ = task.await;
+    assert_eq!(
+        fx.sandbox_processes(),
+        0,
+        "processes survived a dropped evaluation"
+    );
+    fx.assert_clean();
+}
+
+#[tokio::test]
+async fn notebook_semantics_across_components() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let comps = vec![
+        Component {
+            id: "a".into(),
+            code: "x = 40\nprint('hi')".into(),
+        },
+        Component {
+            id: "b".into(),
+            code: "x + 2".into(),
+        },
+        Component {
+            id: "c".into(),
+            code: "y = 1\n1/0".into(),
+        },
+        Component {
+            id: "d".into(),
+            code: "def f(:\n  pass".into(),
+        },
+        Component {
+            id: "e".into(),
+            code: "import sys\nprint(sys.stdin.read().upper(), end='')\ny".into(),
+        },
+    ];
+    let run = fx
+        .eval_stdin(&python, comps, b"from stdin".to_vec(), Limits::default())
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    let values: Vec<_> = run
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Value { component, text } => Some((component.as_str(), text.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, [("b", "42"), ("e", "1")]);
+    assert!(
+        run.outputs.contains(&Output::Stdout {
+            component: "a".into(),
+            data: b"hi\n".to_vec()
+        }),
+        "{run:?}"
+    );
+    assert!(
+        run.outputs.contains(&Output::Stdout {
+            component: "e".into(),
+            data: b"FROM STDIN".to_vec()
+        }),
+        "{run:?}"
+    );
+    let exc = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Exception {
+                component,
+                kind,
+                traceback,
+                line,
+                ..
+            } => Some((component, kind, traceback, line)),
+            _ => None,
+        })
+        .expect("an exception");
+    assert_eq!(
+        (exc.0.as_str(), exc.1.as_str(), *exc.3),
+        ("c", "ZeroDivisionError", Some(2))
+    );
+    assert!(
+        exc.2.contains("File \"<c>\", line 2") && !exc.2.contains("jsheets-driver"),
+        "{}",
+        exc.2
+    );
+    let diag = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Diagnostic {
+                component,
+                kind,
+                line,
+                column,
+                start,
+                ..
+            } => Some((component.as_str(), kind.as_str(), *line, *column, *start)),
+            _ => None,
+        })
+        .expect("a diagnostic");
+    assert_eq!(diag, ("d", "SyntaxError", 1, 7, 6));
+}
+
+#[tokio::test]
+async fn invalid_utf8_output_is_passed_through() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let run = fx
+        .eval(
+            &python,
+            one("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe ok\\n')"),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    assert_eq!(run.stdout_bytes(), b"\xff\xfe ok\n");
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_snippet_is_evaluated() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let mut code = "# padding\n".repeat(1_048_576);
+    code.push_str("len('done')");
+    assert!(code.len() >= 10 << 20);
+    let run = fx.eval(&python, one(&code), Limits::default()).await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    assert!(
+        run.outputs.contains(&Output::Value {
+            component: "c1".into(),
+            text: "4".into()
+        }),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn empty_snippet_is_refused() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let err =
+        evaluator::evaluate::job(&python.launch(), &[], vec![], Limits::default()).unwrap_err();
+    assert_eq!(err.to_string(), "the snippet has no code components");
+    let _ = fx;
+}
+
+#[tokio::test]
+async fn setup_failures_name_the_step() {
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    let job = Job::new(shell.launch().mounts, vec!["/bin/no-such-program".into()]);
+    let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    assert_eq!(outcome.status, Status::SetupFailed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("exec /bin/no-such-program") && error.contains("errno 2"),
+        "{error}"
+    );
+
+    let mut job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
+    job.cwd = "/work/../etc".into();
+    let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    assert_eq!(outcome.status, Status::SetupFailed);
+    assert!(outcome
+        .error
+        .unwrap()
+        .contains("not absolute and normalized"));
+    fx.assert_clean();
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_are_reported() {
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    for (script, status, code, signal) in [
+        ("exit 0", Status::Ok, Some(0), None),
+        ("exit 3", Status::ExitedNonZero, Some(3), None),
+        ("kill -TERM $$", Status::Signaled, None, Some(15)),
+    ] {
+        let job = Job::new(
+            shell.launch().mounts,
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        );
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        assert_eq!(
+            (outcome.status, outcome.exit_code, outcome.signal),
+            (status, code, signal),
+            "{script}: {outcome:?}"
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn _uses(_: Run) {}
