@@ -448,23 +448,32 @@ impl Loader<'_> {
     }
 
     fn requirements(&mut self, top: &mut Fields) -> Result<Vec<String>> {
+        let missing = |loader: &mut Self| {
+            loader.warnings.push(Warning {
+                file: loader.file.to_owned(),
+                field: "requirements.architectures".into(),
+                message: "missing; assuming the runtime was built for this host".into(),
+            });
+            Ok(Vec::new())
+        };
         let Some((field, v)) = self.optional(top, "requirements") else {
-            return Ok(Vec::new());
+            return missing(self);
         };
         let mut req = self.fields(v, &field)?;
-        let mut architectures = Vec::new();
-        if let Some((field, v)) = self.optional(&mut req, "architectures") {
-            architectures = self.strings(&field, v)?;
-            let host = std::env::consts::ARCH;
-            if !architectures.iter().any(|a| canonical_arch(a) == host) {
-                return Err(self.invalid(
-                    field,
-                    format!(
-                        "built for {} and this host is {host}",
-                        architectures.join(", ")
-                    ),
-                ));
-            }
+        let Some((field, v)) = self.optional(&mut req, "architectures") else {
+            self.finish(req);
+            return missing(self);
+        };
+        let architectures = self.strings(&field, v)?;
+        let host = std::env::consts::ARCH;
+        if !architectures.iter().any(|a| canonical_arch(a) == host) {
+            return Err(self.invalid(
+                field,
+                format!(
+                    "built for {} and this host is {host}",
+                    architectures.join(", ")
+                ),
+            ));
         }
         self.finish(req);
         Ok(architectures)
@@ -888,7 +897,7 @@ packages: [tool]
         ] {
             let err = load_err(&with("target: /etc", &format!("target: \"{target}\"")));
             assert!(
-                err.contains(&format!("mounts[1].target: ")) && err.contains(problem),
+                err.contains("mounts[1].target: ") && err.contains(problem),
                 "{target}: {err}"
             );
         }
@@ -937,6 +946,17 @@ packages: [tool]
             ),
         );
         Runtime::load(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_architectures_is_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let arch = format!("requirements:\n  architectures: [{}]\n", host_arch_debian());
+        let dir = make_runtime(tmp.path(), "rt", &with(&arch, ""));
+        let (rt, warnings) = Runtime::load(&dir).unwrap();
+        assert!(rt.architectures().is_empty());
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].to_string().ends_with("runtime.yml: requirements.architectures: missing; assuming the runtime was built for this host"));
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl<'a> Copier<'a> {
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o1777))
             .map_err(io_err(&dest))?;
         self.files += 1;
-        if self.files % 200 == 0 {
+        if self.files.is_multiple_of(200) {
             (self.on_file)(self.files);
         }
         Ok(())

@@ -569,22 +569,35 @@ mod tests {
 
     #[test]
     fn a_library_in_the_set_satisfies_its_dependents() {
-        // libjava.so needs libjvm.so without any search path finding it; the JVM has
-        // loaded it by path before.
-        let jdk = Path::new("/usr/lib/jvm/java-17-openjdk-amd64/lib");
-        let libjava = jdk.join("libjava.so");
+        // Like the JDK's libjava.so, which needs libjvm.so without any search path
+        // finding it (the JVM loaded it by path before): a copy of python whose
+        // DT_NEEDED libexpat.so.1 is renamed to a library that exists nowhere.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bytes = std::fs::read("/usr/bin/python3.11").unwrap();
+        let (from, to) = (b"libexpat.so.1\0", b"libjvmxx.so.1\0");
+        let mut replaced = 0;
+        for i in 0..bytes.len() - from.len() {
+            if &bytes[i..i + from.len()] == from {
+                bytes[i..i + to.len()].copy_from_slice(to);
+                replaced += 1;
+            }
+        }
+        assert!(replaced > 0);
+        let program = tmp.path().join("program");
+        std::fs::write(&program, bytes).unwrap();
         let resolver = Resolver::from_host().unwrap();
-        let alone = resolver.closure(std::slice::from_ref(&libjava)).unwrap();
+        let alone = resolver.closure(std::slice::from_ref(&program)).unwrap();
         assert_eq!(
             alone.missing,
             [Missing {
-                needed_by: libjava.clone(),
-                name: "libjvm.so".into()
+                needed_by: program.clone(),
+                name: "libjvmxx.so.1".into()
             }]
         );
-        let together = resolver
-            .closure(&[libjava, jdk.join("server/libjvm.so")])
-            .unwrap();
+        let provider = tmp.path().join("sub/libjvmxx.so.1");
+        std::fs::create_dir(provider.parent().unwrap()).unwrap();
+        std::fs::copy("/usr/bin/python3.11", &provider).unwrap();
+        let together = resolver.closure(&[program, provider]).unwrap();
         assert!(together.missing.is_empty(), "{:?}", together.missing);
     }
 
