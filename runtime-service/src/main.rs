@@ -1,1 +1,19 @@
-fn main() {}
+//! `jsheets-runtime`: the runtime node of a jsheets-style snippet evaluation service.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod cli;
+mod install;
+
+use std::process::ExitCode;
+
+/// Hidden first argument under which the binary acts as the sandbox helper.
+pub const SANDBOX_INIT: &str = "sandbox-init";
+
+fn main() -> ExitCode {
+    // The helper must run before anything starts a thread: it forks.
+    if std::env::args_os().nth(1).is_some_and(|a| a == SANDBOX_INIT) {
+        evaluator::sandbox::helper_main();
+    }
+    cli::main()
+}

@@ -1,0 +1,215 @@
+//! `jsheets-runtime bench`: latency percentiles and throughput of our sandboxes, side
+//! by side with baselines measured in the same run (a plain exec and bubblewrap).
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use evaluator::evaluate::Component;
+use evaluator::runtime::{Registry, Runtime};
+use evaluator::sandbox::{Event, Job, Limits, Sandboxes, Status};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Evaluations per scenario and concurrency level.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Concurrency levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub concurrency: Vec<usize>,
+    /// Runtime for the `/bin/true` scenario.
+    #[arg(long, default_value = "shell")]
+    pub shell_runtime: String,
+    /// Runtime for the Python scenario.
+    #[arg(long, default_value = "python-3.11")]
+    pub python_runtime: String,
+}
+
+/// One measured scenario at one concurrency.
+struct Row {
+    name: String,
+    concurrency: usize,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    failures: usize,
+}
+
+impl Row {
+    fn print(&self) {
+        let mut l = self.latencies.clone();
+        l.sort();
+        let pct = |p: f64| {
+            if l.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+            l[i].as_secs_f64() * 1e3
+        };
+        let rate = l.len() as f64 / self.elapsed.as_secs_f64();
+        println!(
+            "{:<44} {:>4} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>6}",
+            self.name,
+            self.concurrency,
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            rate,
+            self.failures
+        );
+    }
+}
+
+type Work = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
+
+async fn measure(name: &str, concurrency: usize, iterations: usize, work: Work) -> Row {
+    // Warm caches (page cache, dentries) so the first sample is not an outlier.
+    for _ in 0..3 {
+        work().await;
+    }
+    let per_task = iterations.div_ceil(concurrency);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let work = work.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            let mut failures = 0;
+            for _ in 0..per_task {
+                let t = Instant::now();
+                if !work().await {
+                    failures += 1;
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        if let Ok((l, f)) = t.await {
+            latencies.extend(l);
+            failures += f;
+        }
+    }
+    Row { name: name.into(), concurrency, latencies, elapsed: start.elapsed(), failures }
+}
+
+fn command_work(argv: Vec<String>) -> Work {
+    Arc::new(move || {
+        let argv = argv.clone();
+        Box::pin(async move {
+            let status = tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+            status.map(|s| s.success()).unwrap_or(false)
+        })
+    })
+}
+
+fn sandbox_work(sandboxes: Arc<Sandboxes>, job: Job) -> Work {
+    Arc::new(move || {
+        let sandboxes = sandboxes.clone();
+        let job = job.clone();
+        Box::pin(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
+            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let outcome = sandboxes.run(job, tx, CancellationToken::new()).await;
+            let _ = drain.await;
+            outcome.status == Status::Ok
+        })
+    })
+}
+
+fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (source, target) in runtime.launch().mounts {
+        argv.extend(["--ro-bind".into(), source.display().to_string(), target.display().to_string()]);
+    }
+    argv.extend(
+        ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/work", "--chdir", "/work"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    argv.extend(program.iter().map(|s| s.to_string()));
+    argv
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Result<ExitCode> {
+    if args.iterations == 0 || args.concurrency.iter().any(|&c| c == 0) {
+        bail!("--iterations and every --concurrency level must be at least 1");
+    }
+    let registry = Registry::load(runtimes_dir);
+    let shell = registry.resolve(&args.shell_runtime).context("the /bin/true scenario needs the shell runtime (jsheets-runtime runtime install shell)")?.clone();
+    let python = registry.resolve(&args.python_runtime).context("the Python scenario needs a Python runtime")?.clone();
+    let sandboxes = Arc::new(crate::cli::sandboxes(state_dir)?);
+    let bwrap = find_in_path("bwrap");
+
+    let true_job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
+    let launch = python.launch();
+    let py_job = evaluator::evaluate::job(
+        &launch,
+        &[Component { id: "bench".into(), code: "print(1)".into() }],
+        Vec::new(),
+        Limits::default(),
+    )?;
+    let py_program = launch.program.clone();
+
+    println!(
+        "jsheets-runtime bench: {} iterations per row, cgroup {:?}, {} CPUs",
+        args.iterations,
+        sandboxes.cgroup_version(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "{:<44} {:>4} {:>9} {:>9} {:>9} {:>10} {:>6}",
+        "scenario", "conc", "p50 ms", "p99 ms", "max ms", "evals/s", "failed"
+    );
+    for &c in &args.concurrency {
+        let n = args.iterations;
+        measure("true: plain exec on the host (no sandbox)", c, n, command_work(vec!["/bin/true".into()])).await.print();
+        match &bwrap {
+            Some(_) => measure("true: bwrap --unshare-all", c, n, command_work(bwrap_argv(&shell, &["/bin/true"]))).await.print(),
+            None => println!("true: bwrap --unshare-all  (bwrap not installed: apt-get install bubblewrap)"),
+        }
+        measure("true: jsheets sandbox (cold)", c, n, sandbox_work(sandboxes.clone(), true_job.clone())).await.print();
+        measure("python print(1): host python3 -I -c", c, n, command_work(vec![py_host(&py_program), "-I".into(), "-c".into(), "print(1)".into()])).await.print();
+        if bwrap.is_some() {
+            measure(
+                "python print(1): bwrap --unshare-all",
+                c,
+                n,
+                command_work(bwrap_argv(&python, &[&py_program, "-I", "-c", "print(1)"])),
+            )
+            .await
+            .print();
+        }
+        measure("python print(1): jsheets sandbox + driver (cold)", c, n, sandbox_work(sandboxes.clone(), py_job.clone())).await
+            .print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host interpreter the runtime was built from, for the no-sandbox baseline.
+fn py_host(program: &str) -> String {
+    if Path::new(program).is_file() {
+        program.into()
+    } else {
+        "python3".into()
+    }
+}

@@ -1,0 +1,377 @@
+//! Command-line interface: local evaluation and runtime management.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use evaluator::evaluate::{Component, Output};
+use evaluator::runtime::{self, Registry, Runtime};
+use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes, Status};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench;
+
+/// Exit code for a bad command line or configuration (sysexits EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+/// Exit code when the sandbox could not be set up (sysexits EX_SOFTWARE).
+pub const EX_SOFTWARE: u8 = 70;
+
+#[derive(Debug, Parser)]
+#[command(name = "jsheets-runtime", version, about = "Evaluates code snippets in fresh single-use Linux sandboxes")]
+pub struct Cli {
+    /// Where installed runtimes live.
+    #[arg(long, global = true, env = "JSHEETS_RUNTIME_RUNTIMES_DIR", default_value = "/var/lib/jsheets-runtime/runtimes")]
+    pub runtimes_dir: PathBuf,
+    /// Private state directory (sandbox mount point).
+    #[arg(long, global = true, env = "JSHEETS_RUNTIME_STATE_DIR", default_value = "/run/jsheets-runtime")]
+    pub state_dir: PathBuf,
+    /// Log filter (tracing syntax), e.g. `info` or `evaluator=debug`.
+    #[arg(long, global = true, env = "JSHEETS_RUNTIME_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate a snippet locally in a fresh sandbox and print the outcome.
+    Run(RunArgs),
+    /// Install, inspect, test, remove, pack and unpack runtimes.
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
+    /// Measure sandbox latency and throughput against bubblewrap.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Runtime: a name, name@version, language:version or a bare language.
+    #[arg(long, short)]
+    pub runtime: String,
+    /// Code of one component; repeat for several components.
+    #[arg(long = "code", short = 'e')]
+    pub code: Vec<String>,
+    /// Files whose contents are further components, in order.
+    pub files: Vec<PathBuf>,
+    /// File fed to the snippet's standard input.
+    #[arg(long)]
+    pub stdin: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Wall-clock limit in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub wall_time: f64,
+    /// CPU-time limit in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub cpu_time: f64,
+    /// Memory limit in MiB (no swap).
+    #[arg(long, default_value_t = 256)]
+    pub memory: u64,
+    /// Maximum number of processes and threads.
+    #[arg(long, default_value_t = 64)]
+    pub processes: u64,
+    /// Cap of stdout and of stderr, each, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub output: u64,
+}
+
+impl LimitArgs {
+    pub fn to_limits(&self) -> Result<Limits> {
+        let secs = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                bail!("--{what} must be between 0 and 3600 seconds, got {v}")
+            }
+        };
+        if self.memory < 8 {
+            bail!("--memory must be at least 8 MiB, got {}", self.memory);
+        }
+        if self.processes == 0 {
+            bail!("--processes must be at least 1");
+        }
+        Ok(Limits {
+            wall_time: secs(self.wall_time, "wall-time")?,
+            cpu_time: secs(self.cpu_time, "cpu-time")?,
+            memory_bytes: self.memory << 20,
+            max_processes: self.processes,
+            output_bytes: self.output,
+            ..Limits::default()
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Build a runtime from a recipe (a shipped recipe name or a recipe file).
+    Install { recipe: String },
+    /// List installed runtimes (and any that failed to load).
+    List,
+    /// Show one runtime's configuration.
+    Info { runtime: String },
+    /// Run a snippet in a runtime to check that it works.
+    Test { runtime: String },
+    /// Remove an installed runtime.
+    Remove { name: String },
+    /// Pack an installed runtime into NAME-VERSION.tar.gz plus a .sha256 file.
+    Pack {
+        name: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Unpack a packed runtime after verifying its checksum.
+    Unpack {
+        archive: PathBuf,
+        /// Expected SHA-256 (hex); defaults to the .sha256 file beside the archive.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_tracing(&cli.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jsheets-runtime: starting the async runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Sandboxes whose helper is this very binary, re-executed.
+pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
+    let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
+    let mut config = SandboxConfig::with_helper(exe, vec![crate::SANDBOX_INIT.into()]);
+    config.state_dir = state_dir.to_path_buf();
+    Sandboxes::start(config).context("preparing sandboxes")
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(&cli.runtimes_dir, &cli.state_dir, args).await,
+        Command::Runtime { command } => runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await,
+        Command::Bench(args) => bench::run(&cli.runtimes_dir, &cli.state_dir, args).await,
+    }
+}
+
+fn load_registry(dir: &Path) -> Registry {
+    let registry = Registry::load(dir);
+    for problem in registry.problems() {
+        tracing::warn!("runtime {} not loaded: {}", problem.dir_name, problem.error);
+    }
+    for warning in registry.warnings() {
+        tracing::warn!("{warning}");
+    }
+    registry
+}
+
+async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result<ExitCode> {
+    let limits = match args.limits.to_limits() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let mut components: Vec<Component> = args
+        .code
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component { id: format!("e{}", i + 1), code: code.clone() })
+        .collect();
+    for file in &args.files {
+        let code = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        components.push(Component { id: file.display().to_string(), code });
+    }
+    if components.is_empty() {
+        eprintln!("jsheets-runtime: nothing to run: give -e CODE or a FILE");
+        return Ok(ExitCode::from(EX_USAGE));
+    }
+    let stdin = match &args.stdin {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let registry = load_registry(runtimes_dir);
+    let runtime = match registry.resolve(&args.runtime) {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let sandboxes = sandboxes(state_dir)?;
+    let (outcome, failed) = evaluate_printing(&sandboxes, &runtime, components, stdin, limits).await?;
+    print_outcome(&runtime, &outcome);
+    Ok(match outcome.status {
+        Status::Ok if !failed => ExitCode::SUCCESS,
+        Status::SetupFailed => ExitCode::from(EX_SOFTWARE),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// Evaluates and prints everything as it streams; returns the outcome and whether the
+/// snippet reported an error of its own (exception, diagnostic).
+pub async fn evaluate_printing(
+    sandboxes: &Sandboxes,
+    runtime: &Runtime,
+    components: Vec<Component>,
+    stdin: Vec<u8>,
+    limits: Limits,
+) -> Result<(Outcome, bool)> {
+    let launch = runtime.launch();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.cancel();
+        }
+    });
+    let printer = tokio::spawn(async move {
+        let mut failed = false;
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        while let Some(o) = rx.recv().await {
+            match o {
+                Output::Stdout { data, .. } => {
+                    let _ = out.write_all(&data);
+                    let _ = out.flush();
+                }
+                Output::Stderr { data, .. } => {
+                    let _ = err.write_all(&data);
+                    let _ = err.flush();
+                }
+                Output::Value { text, .. } => {
+                    let _ = writeln!(out, "{text}");
+                }
+                Output::Diagnostic { component, kind, message, line, column, .. } => {
+                    failed = true;
+                    let _ = writeln!(err, "{component}:{line}:{column}: {kind}: {message}");
+                }
+                Output::Exception { traceback, .. } => {
+                    failed = true;
+                    let _ = write!(err, "{traceback}");
+                }
+                Output::Internal { component, message } => {
+                    failed = true;
+                    let _ = writeln!(err, "{component}: internal error: {message}");
+                }
+            }
+        }
+        failed
+    });
+    let outcome = evaluator::evaluate::evaluate(sandboxes, &launch, &components, stdin, limits, tx, cancel).await?;
+    watcher.abort();
+    let failed = printer.await.unwrap_or(true);
+    Ok((outcome, failed))
+}
+
+fn print_outcome(runtime: &Runtime, o: &Outcome) {
+    let mut line = format!("status: {}", o.status);
+    if let Some(code) = o.exit_code {
+        line.push_str(&format!("  exit: {code}"));
+    }
+    if let Some(sig) = o.signal {
+        line.push_str(&format!("  signal: {sig}"));
+    }
+    line.push_str(&format!(
+        "  wall: {:.1} ms  cpu: {:.1} ms  peak memory: {:.1} MiB  runtime: {}@{}",
+        o.wall_time.as_secs_f64() * 1e3,
+        o.cpu_time.as_secs_f64() * 1e3,
+        o.peak_memory as f64 / (1 << 20) as f64,
+        runtime.name(),
+        runtime.version(),
+    ));
+    if o.stdout_truncated || o.stderr_truncated {
+        line.push_str("  (output truncated)");
+    }
+    eprintln!("{line}");
+    if let Some(e) = &o.error {
+        eprintln!("setup failed: {e}");
+    }
+}
+
+async fn runtime_command(runtimes_dir: &Path, state_dir: &Path, command: RuntimeCommand) -> Result<ExitCode> {
+    match command {
+        RuntimeCommand::Install { recipe } => {
+            let sandboxes = sandboxes(state_dir)?;
+            let installed = crate::install::install(runtimes_dir, &sandboxes, &recipe).await?;
+            println!("installed {}@{} into {}", installed.name(), installed.version(), installed.dir().display());
+        }
+        RuntimeCommand::List => {
+            let registry = load_registry(runtimes_dir);
+            println!("{:<20} {:<12} {:<10} DESCRIPTION", "NAME", "VERSION", "LANGUAGE");
+            for r in registry.list() {
+                println!("{:<20} {:<12} {:<10} {}", r.name(), r.version(), r.language(), r.description());
+            }
+            for problem in registry.problems() {
+                println!("broken: {}: {}", problem.dir_name, problem.error);
+            }
+        }
+        RuntimeCommand::Info { runtime } => {
+            let registry = load_registry(runtimes_dir);
+            let r = registry.resolve(&runtime)?;
+            println!("{}", r.describe());
+        }
+        RuntimeCommand::Test { runtime } => {
+            let registry = load_registry(runtimes_dir);
+            let r = registry.resolve(&runtime)?.clone();
+            let sandboxes = sandboxes(state_dir)?;
+            let (code, expected) = r.smoke_test();
+            let (outcome, failed) = evaluate_printing(
+                &sandboxes,
+                &r,
+                vec![Component { id: "test".into(), code: code.into() }],
+                Vec::new(),
+                Limits::default(),
+            )
+            .await?;
+            print_outcome(&r, &outcome);
+            if outcome.status != Status::Ok || failed {
+                bail!("runtime {} failed its test (expected output {expected:?})", r.name());
+            }
+            println!("runtime {}@{} works", r.name(), r.version());
+        }
+        RuntimeCommand::Remove { name } => {
+            runtime::remove(runtimes_dir, &name)?;
+            println!("removed {name}");
+        }
+        RuntimeCommand::Pack { name, out } => {
+            let (archive, sha) = runtime::pack(runtimes_dir, &name, &out)?;
+            println!("{sha}  {}", archive.display());
+        }
+        RuntimeCommand::Unpack { archive, sha256 } => {
+            let r = runtime::unpack(&archive, runtimes_dir, sha256.as_deref())?;
+            println!("unpacked {}@{} into {}", r.name(), r.version(), r.dir().display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,56 @@
+//! `runtime install`: finds the recipe (a file, or one shipped inside the binary) and
+//! builds it with a progress display.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use evaluator::builder::SandboxBuilder;
+use evaluator::runtime::{self, Progress, Runtime};
+use evaluator::sandbox::Sandboxes;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Recipes shipped with the binary, so `runtime install python-3.11` works anywhere.
+pub const SHIPPED: &[(&str, &str)] = &[
+    ("shell", include_str!("../../recipes/shell.yml")),
+    ("python-3.11", include_str!("../../recipes/python-3.11.yml")),
+    ("python-3.11-ml", include_str!("../../recipes/python-3.11-ml.yml")),
+    ("openjdk-17", include_str!("../../recipes/openjdk-17.yml")),
+    ("node-20", include_str!("../../recipes/node-20.yml")),
+];
+
+pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -> Result<Runtime> {
+    let scratch;
+    let path = if Path::new(recipe).is_file() {
+        Path::new(recipe).to_path_buf()
+    } else if let Some((name, text)) = SHIPPED.iter().find(|(n, _)| *n == recipe) {
+        scratch = tempfile::tempdir().context("creating a scratch directory")?;
+        let path = scratch.path().join(format!("{name}.yml"));
+        std::fs::write(&path, text).context("writing the shipped recipe")?;
+        path
+    } else {
+        let names: Vec<_> = SHIPPED.iter().map(|(n, _)| *n).collect();
+        bail!("no recipe {recipe:?}: give a recipe file or one of {}", names.join(", "));
+    };
+    std::fs::create_dir_all(runtimes_dir).with_context(|| format!("creating {}", runtimes_dir.display()))?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let show = |p: Progress| match p {
+        Progress::Started { step, detail } => {
+            bar.set_prefix(step.to_string());
+            bar.set_message(detail);
+        }
+        Progress::Files { step, count } => {
+            bar.set_prefix(step.to_string());
+            bar.set_message(format!("{count} files"));
+        }
+        Progress::Finished { step, files } => bar.println(format!("{step:>12} done ({files} files)")),
+        Progress::Note { step, message } => bar.println(format!("{step:>12} {message}")),
+        Progress::Warning { step, message } => bar.println(format!("{step:>12} warning: {message}")),
+    };
+    let runner = SandboxBuilder::new(sandboxes);
+    let result = runtime::install(&path, runtimes_dir, &runner, &show).await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
