@@ -24,12 +24,15 @@ pub fn dup_high(fd: impl AsFd) -> io::Result<OwnedFd> {
     }
 }
 
-/// Arranges for `fds` (source, target) to appear at `target` in the spawned process.
+/// Arranges for each (source, target) of `fds` to appear at `target` in the spawned process.
 ///
 /// The closure runs between fork and exec of a multi-threaded process, so it only makes
 /// async-signal-safe `dup2` calls: no allocation, no locks. Sources must come from
 /// `dup_high`, so they never collide with a target.
-pub fn map_fds_on_spawn(cmd: &mut tokio::process::Command, fds: [(RawFd, RawFd); 3]) {
+pub fn map_fds_on_spawn<const N: usize>(
+    cmd: &mut tokio::process::Command,
+    fds: [(RawFd, RawFd); N],
+) {
     // SAFETY: the closure only calls dup2(2), which is async-signal-safe, on fds that stay
     // open in the parent until spawn returns (the caller keeps the OwnedFds alive). dup2
     // clears close-on-exec on the target, which is what lets the helper inherit it.

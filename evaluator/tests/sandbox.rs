@@ -131,7 +131,7 @@ async fn fork_bomb_hits_the_process_limit() {
         )
         .await;
     assert_eq!(run.outcome.status, Status::ProcessLimit, "{run:?}");
-    fx.assert_clean();
+    fx.assert_clean().await;
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn sleeping_hits_the_wall_clock_limit() {
         "before\n",
         "output before the timeout is delivered"
     );
-    fx.assert_clean();
+    fx.assert_clean().await;
 }
 
 #[tokio::test]
@@ -260,7 +260,7 @@ async fn background_processes_are_killed_at_the_end() {
 async fn two_hundred_evaluations_leave_nothing_behind() {
     let fx = Fixture::new();
     let shell = fx.runtime("shell").await;
-    let before = fx.host_state();
+    let before = fx.host_state().await;
     for i in 0..200 {
         let job = Job::new(
             shell.launch().mounts,
@@ -277,7 +277,7 @@ async fn two_hundred_evaluations_leave_nothing_behind() {
         assert_eq!(outcome.status, Status::Ok, "evaluation {i}: {outcome:?}");
     }
     assert_eq!(
-        fx.host_state(),
+        fx.host_state().await,
         before,
         "processes, cgroups or mounts changed"
     );
@@ -301,7 +301,7 @@ async fn cancellation_kills_everything() {
     assert_eq!(run.outcome.status, Status::Cancelled, "{run:?}");
     assert!(run.outcome.wall_time < Duration::from_secs(5), "{run:?}");
     assert_eq!(fx.sandbox_processes(), 0);
-    fx.assert_clean();
+    fx.assert_clean().await;
 }
 
 #[tokio::test]
@@ -334,7 +334,7 @@ async fn dropping_the_evaluation_kills_it() {
         0,
         "processes survived a dropped evaluation"
     );
-    fx.assert_clean();
+    fx.assert_clean().await;
 }
 
 #[tokio::test]
@@ -497,7 +497,7 @@ async fn setup_failures_name_the_step() {
         .error
         .unwrap()
         .contains("not absolute and normalized"));
-    fx.assert_clean();
+    fx.assert_clean().await;
 }
 
 #[tokio::test]

@@ -63,7 +63,9 @@ impl Row {
     }
 }
 
-type Work = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
+type Work = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+>;
 
 async fn measure(name: &str, concurrency: usize, iterations: usize, work: Work) -> Row {
     // Warm caches (page cache, dentries) so the first sample is not an outlier.
@@ -96,7 +98,13 @@ async fn measure(name: &str, concurrency: usize, iterations: usize, work: Work) 
             failures += f;
         }
     }
-    Row { name: name.into(), concurrency, latencies, elapsed: start.elapsed(), failures }
+    Row {
+        name: name.into(),
+        concurrency,
+        latencies,
+        elapsed: start.elapsed(),
+        failures,
+    }
 }
 
 fn command_work(argv: Vec<String>) -> Work {
@@ -130,33 +138,52 @@ fn sandbox_work(sandboxes: Arc<Sandboxes>, job: Job) -> Work {
 }
 
 fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
-    let mut argv: Vec<String> = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut argv: Vec<String> = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for (source, target) in runtime.launch().mounts {
-        argv.extend(["--ro-bind".into(), source.display().to_string(), target.display().to_string()]);
+        argv.extend([
+            "--ro-bind".into(),
+            source.display().to_string(),
+            target.display().to_string(),
+        ]);
     }
     argv.extend(
-        ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/work", "--chdir", "/work"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/work", "--chdir",
+            "/work",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     argv.extend(program.iter().map(|s| s.to_string()));
     argv
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Result<ExitCode> {
-    if args.iterations == 0 || args.concurrency.iter().any(|&c| c == 0) {
+    if args.iterations == 0 || args.concurrency.contains(&0) {
         bail!("--iterations and every --concurrency level must be at least 1");
     }
     let registry = Registry::load(runtimes_dir);
     let shell = registry.resolve(&args.shell_runtime).context("the /bin/true scenario needs the shell runtime (jsheets-runtime runtime install shell)")?.clone();
-    let python = registry.resolve(&args.python_runtime).context("the Python scenario needs a Python runtime")?.clone();
+    let python = registry
+        .resolve(&args.python_runtime)
+        .context("the Python scenario needs a Python runtime")?
+        .clone();
     let sandboxes = Arc::new(crate::cli::sandboxes(state_dir)?);
     let bwrap = find_in_path("bwrap");
 
@@ -164,7 +191,10 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
     let launch = python.launch();
     let py_job = evaluator::evaluate::job(
         &launch,
-        &[Component { id: "bench".into(), code: "print(1)".into() }],
+        &[Component {
+            id: "bench".into(),
+            code: "print(1)".into(),
+        }],
         Vec::new(),
         Limits::default(),
     )?;
@@ -174,7 +204,9 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         "jsheets-runtime bench: {} iterations per row, cgroup {:?}, {} CPUs",
         args.iterations,
         sandboxes.cgroup_version(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!(
         "{:<44} {:>4} {:>9} {:>9} {:>9} {:>10} {:>6}",
@@ -182,13 +214,48 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
     );
     for &c in &args.concurrency {
         let n = args.iterations;
-        measure("true: plain exec on the host (no sandbox)", c, n, command_work(vec!["/bin/true".into()])).await.print();
+        measure(
+            "true: plain exec on the host (no sandbox)",
+            c,
+            n,
+            command_work(vec!["/bin/true".into()]),
+        )
+        .await
+        .print();
         match &bwrap {
-            Some(_) => measure("true: bwrap --unshare-all", c, n, command_work(bwrap_argv(&shell, &["/bin/true"]))).await.print(),
-            None => println!("true: bwrap --unshare-all  (bwrap not installed: apt-get install bubblewrap)"),
+            Some(_) => measure(
+                "true: bwrap --unshare-all",
+                c,
+                n,
+                command_work(bwrap_argv(&shell, &["/bin/true"])),
+            )
+            .await
+            .print(),
+            None => println!(
+                "true: bwrap --unshare-all  (bwrap not installed: apt-get install bubblewrap)"
+            ),
         }
-        measure("true: jsheets sandbox (cold)", c, n, sandbox_work(sandboxes.clone(), true_job.clone())).await.print();
-        measure("python print(1): host python3 -I -c", c, n, command_work(vec![py_host(&py_program), "-I".into(), "-c".into(), "print(1)".into()])).await.print();
+        measure(
+            "true: jsheets sandbox (cold)",
+            c,
+            n,
+            sandbox_work(sandboxes.clone(), true_job.clone()),
+        )
+        .await
+        .print();
+        measure(
+            "python print(1): host python3 -I -c",
+            c,
+            n,
+            command_work(vec![
+                py_host(&py_program),
+                "-I".into(),
+                "-c".into(),
+                "print(1)".into(),
+            ]),
+        )
+        .await
+        .print();
         if bwrap.is_some() {
             measure(
                 "python print(1): bwrap --unshare-all",
@@ -199,8 +266,14 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
             .await
             .print();
         }
-        measure("python print(1): jsheets sandbox + driver (cold)", c, n, sandbox_work(sandboxes.clone(), py_job.clone())).await
-            .print();
+        measure(
+            "python print(1): jsheets sandbox + driver (cold)",
+            c,
+            n,
+            sandbox_work(sandboxes.clone(), py_job.clone()),
+        )
+        .await
+        .print();
     }
     Ok(ExitCode::SUCCESS)
 }

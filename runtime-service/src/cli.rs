@@ -20,16 +20,35 @@ pub const EX_USAGE: u8 = 64;
 pub const EX_SOFTWARE: u8 = 70;
 
 #[derive(Debug, Parser)]
-#[command(name = "jsheets-runtime", version, about = "Evaluates code snippets in fresh single-use Linux sandboxes")]
+#[command(
+    name = "jsheets-runtime",
+    version,
+    about = "Evaluates code snippets in fresh single-use Linux sandboxes"
+)]
 pub struct Cli {
     /// Where installed runtimes live.
-    #[arg(long, global = true, env = "JSHEETS_RUNTIME_RUNTIMES_DIR", default_value = "/var/lib/jsheets-runtime/runtimes")]
+    #[arg(
+        long,
+        global = true,
+        env = "JSHEETS_RUNTIME_RUNTIMES_DIR",
+        default_value = "/var/lib/jsheets-runtime/runtimes"
+    )]
     pub runtimes_dir: PathBuf,
     /// Private state directory (sandbox mount point).
-    #[arg(long, global = true, env = "JSHEETS_RUNTIME_STATE_DIR", default_value = "/run/jsheets-runtime")]
+    #[arg(
+        long,
+        global = true,
+        env = "JSHEETS_RUNTIME_STATE_DIR",
+        default_value = "/run/jsheets-runtime"
+    )]
     pub state_dir: PathBuf,
     /// Log filter (tracing syntax), e.g. `info` or `evaluator=debug`.
-    #[arg(long, global = true, env = "JSHEETS_RUNTIME_LOG", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "JSHEETS_RUNTIME_LOG",
+        default_value = "warn"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
@@ -46,6 +65,13 @@ pub enum Command {
     },
     /// Measure sandbox latency and throughput against bubblewrap.
     Bench(bench::BenchArgs),
+    /// Print the effective configuration (defaults, file, environment), secrets redacted.
+    Config {
+        /// Configuration file (TOML); default $JSHEETS_RUNTIME_CONFIG, then
+        /// /etc/jsheets-runtime/config.toml if it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -142,11 +168,18 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_tracing(&cli.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("jsheets-runtime: starting the async runtime: {e}");
@@ -163,8 +196,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Sandboxes whose helper is this very binary, re-executed.
@@ -178,8 +215,34 @@ pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run(&cli.runtimes_dir, &cli.state_dir, args).await,
-        Command::Runtime { command } => runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await,
+        Command::Runtime { command } => {
+            runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await
+        }
         Command::Bench(args) => bench::run(&cli.runtimes_dir, &cli.state_dir, args).await,
+        Command::Config { config } => Ok(show_config(config.as_deref())),
+    }
+}
+
+/// Loads and validates the configuration; a bad value is one line and exit code 64.
+fn show_config(file: Option<&Path>) -> ExitCode {
+    match crate::config::Config::load(file) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", config.redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            eprintln!("jsheets-runtime: {msg}");
+            ExitCode::from(EX_USAGE)
+        }
     }
 }
 
@@ -206,11 +269,18 @@ async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result<Exi
         .code
         .iter()
         .enumerate()
-        .map(|(i, code)| Component { id: format!("e{}", i + 1), code: code.clone() })
+        .map(|(i, code)| Component {
+            id: format!("e{}", i + 1),
+            code: code.clone(),
+        })
         .collect();
     for file in &args.files {
-        let code = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        components.push(Component { id: file.display().to_string(), code });
+        let code =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        components.push(Component {
+            id: file.display().to_string(),
+            code,
+        });
     }
     if components.is_empty() {
         eprintln!("jsheets-runtime: nothing to run: give -e CODE or a FILE");
@@ -229,7 +299,8 @@ async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result<Exi
         }
     };
     let sandboxes = sandboxes(state_dir)?;
-    let (outcome, failed) = evaluate_printing(&sandboxes, &runtime, components, stdin, limits).await?;
+    let (outcome, failed) =
+        evaluate_printing(&sandboxes, &runtime, components, stdin, limits).await?;
     print_outcome(&runtime, &outcome);
     Ok(match outcome.status {
         Status::Ok if !failed => ExitCode::SUCCESS,
@@ -272,7 +343,14 @@ pub async fn evaluate_printing(
                 Output::Value { text, .. } => {
                     let _ = writeln!(out, "{text}");
                 }
-                Output::Diagnostic { component, kind, message, line, column, .. } => {
+                Output::Diagnostic {
+                    component,
+                    kind,
+                    message,
+                    line,
+                    column,
+                    ..
+                } => {
                     failed = true;
                     let _ = writeln!(err, "{component}:{line}:{column}: {kind}: {message}");
                 }
@@ -288,7 +366,9 @@ pub async fn evaluate_printing(
         }
         failed
     });
-    let outcome = evaluator::evaluate::evaluate(sandboxes, &launch, &components, stdin, limits, tx, cancel).await?;
+    let outcome =
+        evaluator::evaluate::evaluate(sandboxes, &launch, &components, stdin, limits, tx, cancel)
+            .await?;
     watcher.abort();
     let failed = printer.await.unwrap_or(true);
     Ok((outcome, failed))
@@ -319,18 +399,36 @@ fn print_outcome(runtime: &Runtime, o: &Outcome) {
     }
 }
 
-async fn runtime_command(runtimes_dir: &Path, state_dir: &Path, command: RuntimeCommand) -> Result<ExitCode> {
+async fn runtime_command(
+    runtimes_dir: &Path,
+    state_dir: &Path,
+    command: RuntimeCommand,
+) -> Result<ExitCode> {
     match command {
         RuntimeCommand::Install { recipe } => {
             let sandboxes = sandboxes(state_dir)?;
             let installed = crate::install::install(runtimes_dir, &sandboxes, &recipe).await?;
-            println!("installed {}@{} into {}", installed.name(), installed.version(), installed.dir().display());
+            println!(
+                "installed {}@{} into {}",
+                installed.name(),
+                installed.version(),
+                installed.dir().display()
+            );
         }
         RuntimeCommand::List => {
             let registry = load_registry(runtimes_dir);
-            println!("{:<20} {:<12} {:<10} DESCRIPTION", "NAME", "VERSION", "LANGUAGE");
+            println!(
+                "{:<20} {:<12} {:<10} DESCRIPTION",
+                "NAME", "VERSION", "LANGUAGE"
+            );
             for r in registry.list() {
-                println!("{:<20} {:<12} {:<10} {}", r.name(), r.version(), r.language(), r.description());
+                println!(
+                    "{:<20} {:<12} {:<10} {}",
+                    r.name(),
+                    r.version(),
+                    r.language(),
+                    r.description()
+                );
             }
             for problem in registry.problems() {
                 println!("broken: {}: {}", problem.dir_name, problem.error);
@@ -349,14 +447,20 @@ async fn runtime_command(runtimes_dir: &Path, state_dir: &Path, command: Runtime
             let (outcome, failed) = evaluate_printing(
                 &sandboxes,
                 &r,
-                vec![Component { id: "test".into(), code: code.into() }],
+                vec![Component {
+                    id: "test".into(),
+                    code: code.into(),
+                }],
                 Vec::new(),
                 Limits::default(),
             )
             .await?;
             print_outcome(&r, &outcome);
             if outcome.status != Status::Ok || failed {
-                bail!("runtime {} failed its test (expected output {expected:?})", r.name());
+                bail!(
+                    "runtime {} failed its test (expected output {expected:?})",
+                    r.name()
+                );
             }
             println!("runtime {}@{} works", r.name(), r.version());
         }
@@ -370,7 +474,12 @@ async fn runtime_command(runtimes_dir: &Path, state_dir: &Path, command: Runtime
         }
         RuntimeCommand::Unpack { archive, sha256 } => {
             let r = runtime::unpack(&archive, runtimes_dir, sha256.as_deref())?;
-            println!("unpacked {}@{} into {}", r.name(), r.version(), r.dir().display());
+            println!(
+                "unpacked {}@{} into {}",
+                r.name(),
+                r.version(),
+                r.dir().display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub const SHIPPED: &[(&str, &str)] = &[
     ("shell", include_str!("../../recipes/shell.yml")),
     ("python-3.11", include_str!("../../recipes/python-3.11.yml")),
-    ("python-3.11-ml", include_str!("../../recipes/python-3.11-ml.yml")),
+    (
+        "python-3.11-ml",
+        include_str!("../../recipes/python-3.11-ml.yml"),
+    ),
     ("openjdk-17", include_str!("../../recipes/openjdk-17.yml")),
     ("node-20", include_str!("../../recipes/node-20.yml")),
 ];
@@ -30,11 +33,18 @@ pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -
         path
     } else {
         let names: Vec<_> = SHIPPED.iter().map(|(n, _)| *n).collect();
-        bail!("no recipe {recipe:?}: give a recipe file or one of {}", names.join(", "));
+        bail!(
+            "no recipe {recipe:?}: give a recipe file or one of {}",
+            names.join(", ")
+        );
     };
-    std::fs::create_dir_all(runtimes_dir).with_context(|| format!("creating {}", runtimes_dir.display()))?;
+    std::fs::create_dir_all(runtimes_dir)
+        .with_context(|| format!("creating {}", runtimes_dir.display()))?;
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     bar.enable_steady_tick(Duration::from_millis(120));
     let show = |p: Progress| match p {
         Progress::Started { step, detail } => {
@@ -45,9 +55,13 @@ pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -
             bar.set_prefix(step.to_string());
             bar.set_message(format!("{count} files"));
         }
-        Progress::Finished { step, files } => bar.println(format!("{step:>12} done ({files} files)")),
+        Progress::Finished { step, files } => {
+            bar.println(format!("{step:>12} done ({files} files)"))
+        }
         Progress::Note { step, message } => bar.println(format!("{step:>12} {message}")),
-        Progress::Warning { step, message } => bar.println(format!("{step:>12} warning: {message}")),
+        Progress::Warning { step, message } => {
+            bar.println(format!("{step:>12} warning: {message}"))
+        }
     };
     let runner = SandboxBuilder::new(sandboxes);
     let result = runtime::install(&path, runtimes_dir, &runner, &show).await;

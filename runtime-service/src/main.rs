@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod config;
 mod install;
 
 use std::process::ExitCode;
@@ -12,7 +13,10 @@ pub const SANDBOX_INIT: &str = "sandbox-init";
 
 fn main() -> ExitCode {
     // The helper must run before anything starts a thread: it forks.
-    if std::env::args_os().nth(1).is_some_and(|a| a == SANDBOX_INIT) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == SANDBOX_INIT)
+    {
         evaluator::sandbox::helper_main();
     }
     cli::main()

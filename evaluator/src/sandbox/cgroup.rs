@@ -187,7 +187,8 @@ impl Manager {
             dirs: self.dirs.iter().map(|(k, v)| (*k, v.join(id))).collect(),
             removed: false,
         };
-        sandbox.apply(limits, self.cpuset.as_deref())?;
+        sandbox.setup_cpuset(self.cpuset.as_deref())?;
+        sandbox.apply_limits(limits)?;
         Ok(sandbox)
     }
 
@@ -256,7 +257,8 @@ pub struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
-    fn apply(&self, limits: &CgroupLimits, cpuset: Option<&str>) -> Result<()> {
+    /// Writes memory (without swap), process and CPU limits; zero leaves one unset.
+    pub fn apply_limits(&self, limits: &CgroupLimits) -> Result<()> {
         let cg = |op, r: Result<(), cgroups_rs::fs::error::Error>| {
             r.map_err(|source| CgroupError::Cgroups { op, source })
         };
@@ -314,6 +316,13 @@ impl SandboxCgroup {
         if limits.cpu_shares > 0 {
             cg("setting the CPU shares", cpu.set_shares(limits.cpu_shares))?;
         }
+        Ok(())
+    }
+
+    fn setup_cpuset(&self, cpuset: Option<&str>) -> Result<()> {
+        let cg = |op, r: Result<(), cgroups_rs::fs::error::Error>| {
+            r.map_err(|source| CgroupError::Cgroups { op, source })
+        };
         if self.version == Version::V1 {
             // A new v1 cpuset starts with no CPUs and no memory nodes: copy the parent's
             // (or the configured set) or no task could join it.
@@ -356,6 +365,10 @@ impl SandboxCgroup {
                 // Freeze first so a fork bomb cannot outrun the killing loop.
                 let freezer: Option<&FreezerController> = self.cg.controller_of();
                 let deadline = Instant::now() + Duration::from_secs(5);
+                // The usual end: everything already exited, nothing to freeze.
+                if self.cg.procs().is_empty() {
+                    return Ok(());
+                }
                 loop {
                     if let Some(f) = freezer {
                         let _ = f.freeze();

@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -33,8 +33,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
 
 use super::plan::{
-    Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
-    MAX_CONTROL_MESSAGE, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
+    Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, MAX_CONTROL_MESSAGE, MAX_INPUT,
+    PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
 use crate::sys;
@@ -113,50 +113,91 @@ fn report(control: &OwnedFd, msg: &Report) {
     }
 }
 
-fn receive_plan(control: &OwnedFd) -> Result<Plan, StepError> {
-    // One line; the supervisor sends nothing after it, so reading past it is harmless.
+/// Reads the plan (one JSON line) and the input bytes it announces.
+fn receive_plan(control: &OwnedFd) -> Result<(Plan, Option<OwnedFd>), StepError> {
+    let invalid = |detail: &str| StepError {
+        step: "reading the plan".into(),
+        errno: libc::EINVAL,
+        detail: detail.into(),
+    };
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    while !buf.ends_with(b"\n") {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let newline = loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            break pos;
+        }
         let n = nix::unistd::read(control, &mut chunk).nstep("reading the plan")?;
-        if n == 0 || buf.len() + n > MAX_CONTROL_MESSAGE {
-            return Err(StepError {
-                step: "reading the plan".into(),
-                errno: libc::EINVAL,
-                detail: "truncated or oversized".into(),
-            });
+        if n == 0 || buf.len() + n > MAX_CONTROL_MESSAGE + chunk.len() {
+            return Err(invalid("truncated or oversized"));
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-    serde_json::from_slice(&buf).map_err(|e| StepError {
+    };
+    let plan: Plan = serde_json::from_slice(&buf[..newline]).map_err(|e| StepError {
         step: "decoding the plan".into(),
         errno: libc::EINVAL,
         detail: e.to_string(),
-    })
+    })?;
+    let Some(len) = plan.input_len else {
+        return Ok((plan, None));
+    };
+    if len > MAX_INPUT {
+        return Err(invalid("input too large"));
+    }
+    let mut input = buf.split_off(newline + 1);
+    while (input.len() as u64) < len {
+        let n = nix::unistd::read(control, &mut chunk).nstep("reading the input")?;
+        if n == 0 {
+            return Err(invalid("input truncated"));
+        }
+        input.extend_from_slice(&chunk[..n]);
+    }
+    if input.len() as u64 != len {
+        return Err(invalid("more input than announced"));
+    }
+    // In a memfd created here, its memory is charged to the sandbox's cgroup.
+    let fd = sys::memfd_with("jsheets-input", &input).step("storing the input")?;
+    Ok((plan, Some(fd)))
 }
 
-fn run(control: &OwnedFd) -> Result<i32, StepError> {
-    let plan = receive_plan(control)?;
-    let input = plan
-        .has_input
-        .then(|| sys::inherited_fd(HELPER_INPUT_FD))
-        .transpose()
-        .step("taking the input fd")?;
-    let events = plan
-        .has_events
-        .then(|| sys::inherited_fd(HELPER_EVENTS_FD))
-        .transpose()
-        .step("taking the events fd")?;
+/// Argument with which pre-spawned helpers are started: they create their namespaces
+/// while waiting for a plan, so that (network namespace creation above all) is off the
+/// request path. Such a helper only takes plans that isolate the network.
+pub const EARLY_UNSHARE_ARG: &str = "--unshare-early";
 
+fn namespace_flags(isolate_network: bool) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
-    if plan.isolate_network {
+    if isolate_network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).nstep("creating namespaces")?;
+    flags
+}
+
+fn run(control: &OwnedFd) -> Result<i32, StepError> {
+    // The cgroup namespace root is our cgroup: the supervisor moved us into it before
+    // starting us, so unsharing before the plan arrives is as good as after.
+    let early = std::env::args_os().any(|a| a == EARLY_UNSHARE_ARG);
+    if early {
+        unshare(namespace_flags(true)).nstep("creating namespaces")?;
+    }
+    let (plan, input) = receive_plan(control)?;
+    if early && !plan.isolate_network {
+        return Err(StepError {
+            step: "checking the plan".into(),
+            errno: libc::EINVAL,
+            detail: "a pre-spawned helper cannot run a job that uses the host network".into(),
+        });
+    }
+    // Always inherited; dropped at once when the payload has no driver to speak.
+    let events = sys::inherited_fd(HELPER_EVENTS_FD).step("taking the events fd")?;
+    let events = plan.has_events.then_some(events);
+
+    if !early {
+        unshare(namespace_flags(plan.isolate_network)).nstep("creating namespaces")?;
+    }
 
     match sys::fork_single_threaded().step("forking the sandbox init")? {
         sys::Fork::Child => {
@@ -670,9 +711,4 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
         Some("size=64k,mode=0755"),
     )
     .nstep("making /dev read-only")
-}
-
-#[allow(dead_code)]
-fn write_all(mut f: &File, data: &[u8]) -> io::Result<()> {
-    f.write_all(data)
 }

@@ -15,7 +15,8 @@ pub mod seccomp;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -57,6 +58,10 @@ pub struct SandboxConfig {
     pub uid_count: u32,
     /// CPUs every sandbox is pinned to (cpuset syntax, e.g. "1" or "0-3").
     pub cpuset: Option<String>,
+    /// Helpers kept spawned ahead of requests (0 disables). A waiting helper holds no
+    /// namespace or mount yet; it saves the spawn and the cgroup migration, which on
+    /// cgroup v1 waits for an RCU grace period.
+    pub prestart: usize,
 }
 
 impl SandboxConfig {
@@ -69,6 +74,7 @@ impl SandboxConfig {
             uid_base: 200_000,
             uid_count: 10_000,
             cpuset: None,
+            prestart: 2,
         }
     }
 }
@@ -249,10 +255,29 @@ impl Outcome {
 /// Creates and supervises sandboxes.
 #[derive(Debug)]
 pub struct Sandboxes {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     config: SandboxConfig,
     cgroups: cgroup::Manager,
     root_dir: PathBuf,
     seq: AtomicU64,
+    /// Helpers spawned ahead of requests, each alone in a fresh empty cgroup, waiting
+    /// for a plan. They hold no namespace, mount or state of any request: everything
+    /// that makes a sandbox is still built per request, after the plan arrives.
+    idle: Mutex<Vec<Prepared>>,
+    refilling: AtomicUsize,
+}
+
+/// A spawned helper that has not received its plan yet.
+#[derive(Debug)]
+struct Prepared {
+    child: tokio::process::Child,
+    control: OwnedFd,
+    events: OwnedFd,
+    cg: cgroup::SandboxCgroup,
 }
 
 /// Largest line a driver may write on its event channel.
@@ -281,24 +306,49 @@ impl Sandboxes {
             .map_err(|e| state(&config.state_dir, e))?;
         let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
         Ok(Sandboxes {
-            config,
-            cgroups,
-            root_dir,
-            seq: AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                config,
+                cgroups,
+                root_dir,
+                seq: AtomicU64::new(0),
+                idle: Mutex::new(Vec::new()),
+                refilling: AtomicUsize::new(0),
+            }),
         })
     }
 
     pub fn cgroup_version(&self) -> cgroup::Version {
-        self.cgroups.version()
+        self.inner.cgroups.version()
     }
 
-    /// Sandboxes of this process whose cgroup exists right now.
+    /// Sandboxes of this process whose cgroup exists right now, idle helpers included.
     pub fn live(&self) -> usize {
-        self.cgroups.live_count()
+        self.inner.cgroups.live_count()
+    }
+
+    /// Helpers waiting for a request right now.
+    pub fn idle(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Helpers being spawned in the background right now.
+    pub fn pending_refills(&self) -> usize {
+        self.inner.refilling.load(Ordering::Relaxed)
+    }
+
+    /// Kills the idle helpers (they are respawned on the next request).
+    pub fn drain_idle(&self) {
+        let idle: Vec<Prepared> =
+            std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
     }
 
     pub fn config(&self) -> &SandboxConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// Runs `job` in a fresh sandbox, streaming output to `events`, until it ends, a
@@ -310,13 +360,13 @@ impl Sandboxes {
         cancel: CancellationToken,
     ) -> Outcome {
         let start = Instant::now();
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("sb-{}-{seq}", std::process::id());
+        let inner = &self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         // Offset by the pid so that two services sharing a host do not reuse uids in step.
         let slot =
-            (u64::from(std::process::id()) * 7919 + seq) % u64::from(self.config.uid_count.max(1));
-        let uid = job.run_as.unwrap_or(self.config.uid_base + slot as u32);
-        let plan = match self.plan(&job, uid) {
+            (u64::from(std::process::id()) * 7919 + seq) % u64::from(inner.config.uid_count.max(1));
+        let uid = job.run_as.unwrap_or(inner.config.uid_base + slot as u32);
+        let plan = match inner.plan(&job, uid) {
             Ok(plan) => plan,
             Err(e) => return Outcome::failed(start, e),
         };
@@ -326,15 +376,111 @@ impl Sandboxes {
             cpu_millis: job.limits.cpu_millis,
             cpu_shares: 0,
         };
-        let cg = match self.cgroups.create(&id, &limits) {
-            Ok(cg) => cg,
-            Err(e) => {
-                return Outcome::failed(start, format!("creating the cgroup: {}", error_chain(&e)))
-            }
+        // Pre-spawned helpers have their network namespace already: builds, which use
+        // the host network, always get a helper of their own.
+        let taken = if job.isolate_network {
+            let taken = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            self.refill();
+            taken
+        } else {
+            None
         };
-        let span = tracing::debug_span!("sandbox", %id);
-        let _enter = span.enter();
-        supervise(self, job, plan, cg, events, cancel, start).await
+        let prepared = match taken {
+            Some(p) => p,
+            None => match inner.prepare(job.isolate_network) {
+                Ok(p) => p,
+                Err(e) => return Outcome::failed(start, e),
+            },
+        };
+        // The request's limits go on before the helper learns what to run.
+        if let Err(e) = prepared.cg.apply_limits(&limits) {
+            return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
+        }
+        supervise(job, plan, prepared, events, cancel, start).await
+    }
+
+    /// Tops the pool of idle helpers up in the background.
+    fn refill(&self) {
+        let target = self.inner.config.prestart;
+        let have = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if have + self.inner.refilling.load(Ordering::Relaxed) >= target
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        self.inner.refilling.fetch_add(1, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            match inner.prepare(true) {
+                Ok(p) => inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(p),
+                Err(e) => tracing::warn!(error = %e, "pre-spawning a sandbox helper"),
+            }
+            inner.refilling.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+impl Inner {
+    /// Spawns a helper into a fresh cgroup of its own. The helper only waits for its
+    /// plan; it is in the cgroup before it reads it, so every process it makes is
+    /// counted and limited from the first instruction.
+    fn prepare(&self, early_unshare: bool) -> Result<Prepared, String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("sb-{}-{seq}", std::process::id());
+        let cg = self
+            .cgroups
+            .create(&id, &cgroup::CgroupLimits::default())
+            .map_err(|e| format!("creating the cgroup: {}", error_chain(&e)))?;
+        let spawn = || -> std::io::Result<(tokio::process::Child, OwnedFd, OwnedFd)> {
+            let (parent_sock, child_sock) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(std::io::Error::from)?;
+            let (ev_read, ev_write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+            let child_sock = sys::dup_high(&child_sock)?;
+            let ev_write = sys::dup_high(&ev_write)?;
+            let mut cmd = tokio::process::Command::new(&self.config.helper);
+            cmd.args(&self.config.helper_args);
+            if early_unshare {
+                cmd.arg(helper::EARLY_UNSHARE_ARG);
+            }
+            cmd.env_clear()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            sys::map_fds_on_spawn(
+                &mut cmd,
+                [
+                    (child_sock.as_raw_fd(), plan::HELPER_CONTROL_FD),
+                    (ev_write.as_raw_fd(), plan::HELPER_EVENTS_FD),
+                ],
+            );
+            let child = cmd.spawn()?;
+            // Our copies of the child's ends go now, so EOF means the sandbox is done.
+            drop((child_sock, ev_write));
+            Ok((child, parent_sock, ev_read))
+        };
+        let (child, control, events) =
+            spawn().map_err(|e| format!("spawning the sandbox helper: {e}"))?;
+        let pid = child.id().ok_or("the sandbox helper exited at once")?;
+        cg.add(pid)
+            .map_err(|e| format!("placing the helper in its cgroup: {}", error_chain(&e)))?;
+        Ok(Prepared {
+            child,
+            control,
+            events,
+            cg,
+        })
     }
 
     /// Validates the job on the host and turns it into the helper's plan.
@@ -399,7 +545,7 @@ impl Sandboxes {
                 open_files: l.open_files,
                 stack: l.stack_bytes,
             },
-            has_input: job.input.is_some(),
+            input_len: job.input.as_ref().map(|i| i.len() as u64),
             has_events: job.events,
         })
     }
@@ -453,85 +599,43 @@ struct Streams {
     control: Option<tokio::net::UnixStream>,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn supervise(
-    sandboxes: &Sandboxes,
     job: Job,
     plan: Plan,
-    mut cg: cgroup::SandboxCgroup,
+    prepared: Prepared,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     start: Instant,
 ) -> Outcome {
-    let spawn = || -> std::io::Result<(tokio::process::Child, OwnedFd, Option<tokio::net::unix::pipe::Receiver>)> {
-        let (parent_sock, child_sock) =
-            socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(std::io::Error::from)?;
-        let input = match &job.input {
-            Some(data) => sys::memfd_with("jsheets-input", data)?,
-            None => OwnedFd::from(std::fs::File::open("/dev/null")?),
-        };
-        let (ev_read, ev_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let child_sock = sys::dup_high(&child_sock)?;
-        let input = sys::dup_high(&input)?;
-        let ev_write = sys::dup_high(&ev_write)?;
-        let mut cmd = tokio::process::Command::new(&sandboxes.config.helper);
-        cmd.args(&sandboxes.config.helper_args)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        sys::map_fds_on_spawn(
-            &mut cmd,
-            [
-                (child_sock.as_raw_fd(), plan::HELPER_CONTROL_FD),
-                (input.as_raw_fd(), plan::HELPER_INPUT_FD),
-                (ev_write.as_raw_fd(), plan::HELPER_EVENTS_FD),
-            ],
-        );
-        let child = cmd.spawn()?;
-        // Our copies of the child's ends go now, so EOF means the sandbox is done.
-        drop((child_sock, input, ev_write));
-        let ev_read = if job.events {
-            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(ev_read)?)
-        } else {
-            None
-        };
-        Ok((child, parent_sock, ev_read))
+    let Prepared {
+        mut child,
+        control,
+        events: ev_read,
+        mut cg,
+    } = prepared;
+    let connect = || -> std::io::Result<(tokio::net::UnixStream, Option<tokio::net::unix::pipe::Receiver>)> {
+        let control = std::os::unix::net::UnixStream::from(control);
+        control.set_nonblocking(true)?;
+        let ev = if job.events { Some(tokio::net::unix::pipe::Receiver::from_owned_fd(ev_read)?) } else { None };
+        Ok((tokio::net::UnixStream::from_std(control)?, ev))
     };
-    let (mut child, control, ev_read) = match spawn() {
+    let (mut control, ev_read) = match connect() {
         Ok(x) => x,
-        Err(e) => return Outcome::failed(start, format!("spawning the sandbox helper: {e}")),
+        Err(e) => return Outcome::failed(start, format!("watching the sandbox helper: {e}")),
     };
-    let Some(pid) = child.id() else {
-        return Outcome::failed(start, "the sandbox helper exited at once".into());
+    // The plan, then the raw input bytes it announces.
+    let sent = async {
+        let mut bytes = serde_json::to_vec(&plan).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        control.write_all(&bytes).await?;
+        if let Some(input) = &job.input {
+            control.write_all(input).await?;
+        }
+        Ok::<_, std::io::Error>(())
     };
-    // Into the cgroup before the helper reads its plan, so every process it makes is
-    // counted and limited from the first instruction.
-    if let Err(e) = cg.add(pid) {
-        return Outcome::failed(
-            start,
-            format!("placing the helper in its cgroup: {}", error_chain(&e)),
-        );
-    }
-    let mut control = std::os::unix::net::UnixStream::from(control);
-    let sent = serde_json::to_vec(&plan)
-        .map_err(std::io::Error::other)
-        .and_then(|mut bytes| {
-            bytes.push(b'\n');
-            std::io::Write::write_all(&mut control, &bytes)
-        });
-    if let Err(e) = sent {
+    if let Err(e) = sent.await {
         return Outcome::failed(start, format!("sending the plan: {e}"));
     }
-    let control = match control
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixStream::from_std(control))
-    {
-        Ok(fd) => fd,
-        Err(e) => return Outcome::failed(start, format!("watching the control socket: {e}")),
-    };
     if let Some(mut stdin) = child.stdin.take() {
         let data = job.stdin.clone();
         tokio::spawn(async move {

@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 
 /// File descriptor numbers inside the helper process.
 pub const HELPER_CONTROL_FD: i32 = 3;
-pub const HELPER_INPUT_FD: i32 = 4;
 pub const HELPER_EVENTS_FD: i32 = 5;
 /// File descriptor numbers the payload sees.
 pub const PAYLOAD_INPUT_FD: i32 = 3;
 pub const PAYLOAD_EVENTS_FD: i32 = 4;
 
-/// Largest control message; plans are small because code travels in the input memfd.
+/// Largest plan; plans are small because code travels as input after it.
 pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
+/// Largest input the helper accepts.
+pub const MAX_INPUT: u64 = 256 << 20;
 
 /// Everything the helper needs to build one sandbox, already validated by the supervisor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,8 +42,10 @@ pub struct Plan {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub rlimits: Rlimits,
-    /// Whether fds 4 (input) and 5 (events) of the helper are passed on as 3 and 4.
-    pub has_input: bool,
+    /// Length of the input that follows the plan on the control socket; the helper
+    /// puts it in a sealed memfd the payload gets as fd 3.
+    pub input_len: Option<u64>,
+    /// Whether fd 5 of the helper (driver events) is passed on as the payload's fd 4.
     pub has_events: bool,
 }
 

@@ -1,7 +1,7 @@
 //! Shared fixture of the real-sandbox suites: sandboxes with a uid range private to
 //! this test process, runtimes built once (under a lock) into the target directory,
 //! and helpers that look at the host to prove nothing was left behind.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -191,17 +191,25 @@ impl Fixture {
             .count()
     }
 
-    /// (sandbox processes, our sandbox cgroups, mounts in our namespace).
-    pub fn host_state(&self) -> (usize, usize, usize) {
+    /// Sandbox cgroups beyond those of idle pre-spawned helpers, once refills settled.
+    pub async fn busy_cgroups(&self) -> usize {
+        while self.sandboxes.pending_refills() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.sandboxes.live() - self.sandboxes.idle()
+    }
+
+    /// (sandbox processes, busy sandbox cgroups, mounts in our namespace).
+    pub async fn host_state(&self) -> (usize, usize, usize) {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
             .count();
-        (self.sandbox_processes(), self.sandboxes.live(), mounts)
+        (self.sandbox_processes(), self.busy_cgroups().await, mounts)
     }
 
-    pub fn assert_clean(&self) {
+    pub async fn assert_clean(&self) {
         assert_eq!(self.sandbox_processes(), 0, "sandbox processes left behind");
-        assert_eq!(self.sandboxes.live(), 0, "sandbox cgroups left behind");
+        assert_eq!(self.busy_cgroups().await, 0, "sandbox cgroups left behind");
     }
 }
