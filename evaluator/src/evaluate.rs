@@ -20,6 +20,18 @@ use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes};
 const PYTHON_DRIVER: &str = include_str!("drivers/python_driver.py");
 const PYTHON_BOOTSTRAP: &str = include_str!("drivers/python_bootstrap.txt");
 
+/// Where the payload finds its input (the code) inside the sandbox.
+const INPUT_PATH: &str = "/proc/self/fd/3";
+
+/// All components as one program, in order.
+fn joined(components: &[Component]) -> String {
+    components
+        .iter()
+        .map(|c| c.code.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Largest rendering of an expression value sent back.
 const MAX_VALUE_CHARS: usize = 10_000;
 
@@ -232,17 +244,44 @@ pub fn job(
                 true,
             )
         }
+        // The code travels as the input memfd, never in argv (which caps one argument
+        // at 128 KiB): these interpreters read it from /proc/self/fd/3.
         Kind::Command => {
-            let code = components
-                .iter()
-                .map(|c| c.code.as_str())
-                .collect::<Vec<_>>()
-                .join("\n");
-            argv.extend(["-c".into(), code]);
-            (None, false)
+            argv.push(INPUT_PATH.into());
+            (Some(joined(components).into_bytes()), false)
         }
-        Kind::Jshell => return Err(EvaluateError::Unsupported("jshell".into())),
-        Kind::Node => return Err(EvaluateError::Unsupported("node".into())),
+        Kind::Node => {
+            argv.extend([
+                "-e".into(),
+                "require('vm').runInThisContext(require('fs').readFileSync(3, 'utf8'), { filename: 'snippet.js' })"
+                    .into(),
+            ]);
+            (Some(joined(components).into_bytes()), false)
+        }
+        Kind::Jshell => {
+            // Plain JShell over the whole snippet, compiled and run inside the sandboxed
+            // JVM; the heap follows the memory limit so a big allocation is an
+            // OutOfMemoryError rather than a kill.
+            let heap_mib = (limits.memory_bytes / 2 >> 20).max(32);
+            argv.extend([
+                "-XX:+UseSerialGC".into(),
+                "-XX:TieredStopAtLevel=1".into(),
+                format!("-Xmx{heap_mib}m"),
+                // JShell's preferences store logs its creation in every fresh sandbox.
+                "-Djava.util.logging.config.file=/dev/null".into(),
+                "-Duser.home=/work".into(),
+                "-m".into(),
+                "jdk.jshell/jdk.internal.jshell.tool.JShellToolProvider".into(),
+                "--execution".into(),
+                "local".into(),
+                "-q".into(),
+                INPUT_PATH.into(),
+            ]);
+            (
+                Some(format!("{}\n/exit\n", joined(components)).into_bytes()),
+                false,
+            )
+        }
     };
     Ok(Job {
         filesystem: crate::sandbox::Filesystem::Runtime(launch.mounts.clone()),
@@ -499,6 +538,7 @@ mod tests {
         let job = job(&launch, &c, vec![], Limits::default()).unwrap();
         assert!(job.env.contains(&("LANG".into(), "C".into())));
         assert!(!job.env.iter().any(|(k, _)| k == "USER" || k == "CARGO"));
-        assert_eq!(job.argv, ["/bin/sh", "-c", "true"]);
+        assert_eq!(job.argv, ["/bin/sh", "/proc/self/fd/3"]);
+        assert_eq!(job.input.as_deref(), Some(&b"true"[..]));
     }
 }

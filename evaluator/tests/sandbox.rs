@@ -525,3 +525,71 @@ async fn exit_codes_and_signals_are_reported() {
 
 #[allow(dead_code)]
 fn _uses(_: Run) {}
+
+#[tokio::test]
+async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
+    use evaluator::runtime::BuildRunner;
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    // Outside /tmp (which builds get fresh), so hiding the runtimes directory is exercised.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let runtimes = tmp.path().join("runtimes");
+    let staging = runtimes.join(".staging-probe");
+    let other = runtimes.join("other");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret"), "service state").unwrap();
+    let script = format!(
+        "cd {staging}; \
+         (echo x > /etc/jsheets-probe) 2>/dev/null && echo etc-writable >> findings; \
+         (echo x > /usr/jsheets-probe) 2>/dev/null && echo usr-writable >> findings; \
+         test -e {other}/secret && echo other-runtime-visible >> findings; \
+         test -r /etc/os-release || echo host-invisible >> findings; \
+         echo built > artifact; id -u > uid",
+        staging = staging.display(),
+        other = other.display()
+    );
+    let runner = evaluator::builder::SandboxBuilder::new(&fx.sandboxes);
+    let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
+    runner
+        .run_build_step(&argv, &[], &staging, &runtimes)
+        .await
+        .expect("build step");
+    assert!(
+        !staging.join("findings").exists(),
+        "{}",
+        std::fs::read_to_string(staging.join("findings")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(staging.join("artifact")).unwrap(),
+        "built\n"
+    );
+    let uid: u32 = std::fs::read_to_string(staging.join("uid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0, "build steps run unprivileged");
+    // The tree is handed back to root once the step is over.
+    assert_eq!(
+        std::fs::metadata(staging.join("artifact")).unwrap().uid(),
+        0
+    );
+    assert!(!std::path::Path::new("/etc/jsheets-probe").exists());
+
+    // A failing step reports its status and output.
+    let argv = [
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "echo broken recipe >&2; exit 3".to_string(),
+    ];
+    let err = runner
+        .run_build_step(&argv, &[], &staging, &runtimes)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("exited_nonzero") && err.contains("broken recipe"),
+        "{err}"
+    );
+    fx.assert_clean().await;
+}

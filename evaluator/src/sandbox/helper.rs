@@ -505,6 +505,9 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             )
             .nstep("binding the host root")?;
             sys::make_tree_readonly(root).step("making the host root read-only")?;
+            // A fresh /tmp first: the tree being built may itself live under /tmp, and
+            // its bind must land on top of the new tmpfs, not under it.
+            tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
             // Hidden paths get an empty tmpfs; writable binds may lie inside one (the
             // runtime being built sits in the hidden runtimes directory), so their
             // mount points are made first and the tmpfs turns read-only afterwards.
@@ -525,7 +528,7 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             }
             for path in &plan.writable_binds {
                 let target = inside(root, path)?;
-                if hidden_mounts.iter().any(|h| target.starts_with(h)) {
+                if !target.exists() {
                     fs::create_dir_all(&target)
                         .step(format!("creating mount point {}", path.display()))?;
                 }
@@ -552,7 +555,9 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             }
         }
     }
-    tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
+    if matches!(plan.root, RootPlan::Runtime { .. }) {
+        tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
+    }
     build_dev(root, plan.shm_bytes)?;
     let proc_dir = inside(root, Path::new("/proc"))?;
     fs::create_dir_all(&proc_dir).step("creating /proc")?;
