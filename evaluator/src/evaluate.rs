@@ -262,7 +262,7 @@ pub fn job(
             // Plain JShell over the whole snippet, compiled and run inside the sandboxed
             // JVM; the heap follows the memory limit so a big allocation is an
             // OutOfMemoryError rather than a kill.
-            let heap_mib = (limits.memory_bytes / 2 >> 20).max(32);
+            let heap_mib = ((limits.memory_bytes / 2) >> 20).max(32);
             argv.extend([
                 "-XX:+UseSerialGC".into(),
                 "-XX:TieredStopAtLevel=1".into(),
