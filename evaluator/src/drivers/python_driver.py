@@ -2,7 +2,8 @@
 
 Started as ``/usr/bin/python3.11 -I -c BOOTSTRAP`` (see python_bootstrap.py).
 The bootstrap reads one JSON document from fd 3 (until EOF) and exec()s the
-"driver" member (this file) with the globals
+"driver" member (this file) up to its first cold-section marker (see "Start-up
+cost" below) with the globals
 
     {"__name__": "__jsheets_driver__", "__builtins__": builtins,
      "__jsheets_input__": <the parsed JSON document>}
@@ -19,6 +20,7 @@ Input (fd 3, one JSON object, the host closes its end after writing it):
 Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
 
     {"event":"start","id":ID}
+    {"event":"output","stream":"stdout"|"stderr","data":BASE64}
     {"event":"syntax_error","id":ID,"type":"SyntaxError","message":M,
      "line":L,"column":C,"end_line":EL,"end_column":EC,"start":S,"end":E}
     {"event":"value","id":ID,"repr":R,"truncated":BOOL}
@@ -32,11 +34,32 @@ Every "start" is followed by exactly one "end".  After "exit" + "end" the
 process exits with STATUS and no "done" follows.  After "done" the process
 exits 0.  "internal" means the driver itself failed (bad input, prelude
 error, ...); the process then exits 70.  sys.stdout and sys.stderr are
-flushed before each event is written.
+flushed before each event is written; "output" events carry what Python code
+writes to sys.stdout / sys.stderr, in order with the other events.
 
 This protocol is not a trust boundary: user code runs in this same process
 and can, with some effort, find the event descriptor.  The host must treat
 the event stream as untrusted input.
+
+Start-up cost
+-------------
+The driver starts once per evaluation, so its start-up is kept small:
+
+* Compiling this source is a large part of the start-up, so only the part
+  above the first line that starts with "#@cold" is compiled at start (the
+  bootstrap cuts the source there).  Each "#@cold NAME" line opens a section
+  with code for rarer paths (errors, exceptions, container values, ...) that
+  _need(NAME) compiles from the "driver" input member on first use.  The file
+  as a whole is still one valid module, for linters and editors.
+* Nothing is imported that the interpreter has not loaded at start, except C
+  modules: the bootstrap parses the input with _json (the C half of json, no
+  re), events are encoded with _json.encode_basestring, output with binascii.
+  traceback, linecache, json, __future__ are imported when a rare path needs
+  them.
+* linecache (which imports tokenize and re) is not imported at all; the
+  component sources are put into linecache's cache as soon as somebody imports
+  it (see _LinecacheHook), and again at each component start and before a
+  traceback is formatted.
 """
 
 import os
@@ -60,16 +83,10 @@ for _fd in (3, 4):
         pass
 del _fd
 
-import __future__
-import ast
-import base64
-import io
 import builtins
-import json
-import linecache
-import re
-import traceback
-import types
+import io
+from _json import encode_basestring as _encode_str  # json.dumps(ensure_ascii=False)'s
+from binascii import b2a_base64 as _b2a_base64
 
 # Pin the builtins the driver uses, so user code that monkeypatches the
 # builtins module (builtins.repr = ..., builtins.len = ...) cannot change the
@@ -77,6 +94,7 @@ import types
 globals().update(
     (_k, _v) for _k, _v in vars(builtins).items() if not _k.startswith("_")
 )
+_import = builtins.__import__  # for the imports of rare paths, made after user code ran
 
 EX_SOFTWARE = 70
 DRIVER_FILENAME = "<jsheets-driver>"  # must match python_bootstrap.py
@@ -84,30 +102,36 @@ PRELUDE_FILENAME = "<jsheets-prelude>"
 DEFAULT_MAX_VALUE_CHARS = 10000
 DEFAULT_MAX_TRACEBACK_CHARS = 20000
 TRUNCATION_MARKER = "... [truncated]"
+_PyCF_ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing ast
+_COLD_MARK = "\n#@cold "  # must match python_bootstrap.py
 
-_FUTURE_MASK = 0
-for _name in __future__.all_feature_names:
-    _FUTURE_MASK |= getattr(__future__, _name).compiler_flag
-del _name
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line end
-_TracebackException = traceback.TracebackException
-_StackSummary = traceback.StackSummary
-_linecache_cache = linecache.cache
+_DRIVER_SOURCE = _INPUT.get("driver") if isinstance(_INPUT, dict) else None
 _os_write = os.write
-_b64encode = base64.b64encode
 _os_exit = os._exit
-_getpid = os.getpid
 
 # Original stdio objects (user code may rebind sys.stdout & co.).
 _ORIG_STDIO = (sys.stdout, sys.stderr)
 
+_state = {"forked": False}
+_loaded = set()  # cold sections compiled so far
+
+
+def _need(section):
+    """Compile and run the "#@cold SECTION" part of this source, once."""
+    if section in _loaded:
+        return
+    source = _DRIVER_SOURCE
+    start = source.index(_COLD_MARK + section + "\n") + 1
+    end = source.find(_COLD_MARK, start)
+    if end < 0:
+        end = len(source)
+    # Leading newlines keep line numbers as in this file.
+    code = "\n" * source.count("\n", 0, start) + source[start:end]
+    exec(compile(code, DRIVER_FILENAME, "exec", dont_inherit=True), globals())
+    _loaded.add(section)
+
 
 # --- Events ------------------------------------------------------------------
-
-_state = {"forked": False}
-
 
 def _after_fork_in_child():
     # A forked child must never speak the protocol; if it ever returns into
@@ -152,9 +176,47 @@ def _emit(event):
     _write_event(event)
 
 
+def _encode_event(event):
+    """The event as json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    would write it, for the value types events carry; None for other types."""
+    parts = []
+    for key, value in event.items():
+        # The checks of json's C encoder, in its order.
+        if value is None:
+            text = "null"
+        elif value is True:
+            text = "true"
+        elif value is False:
+            text = "false"
+        elif isinstance(value, str):
+            text = _encode_str(value)
+        elif isinstance(value, int):
+            text = int.__repr__(value)
+        else:
+            return None
+        parts.append(_encode_str(key) + ":" + text)
+    return "{" + ",".join(parts) + "}\n"
+
+
 def _write_event(event):
-    line = _ENCODER.encode({k: _clean(v) for k, v in event.items()}) + "\n"
-    view = memoryview(line.encode("utf-8"))
+    line = _encode_event(event)
+    if line is not None:
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = None
+    if line is None:  # lone surrogates, or unusual value types
+        event = {k: _clean(v) for k, v in event.items()}
+        line = _encode_event(event)
+        if line is None:
+            _need("errors")
+            line = _encode_event_json(event)
+        data = line.encode("utf-8")
+    _write_bytes(data)
+
+
+def _write_bytes(data):
+    view = memoryview(data)
     while view:
         try:
             written = _os_write(_EVENTS_FD, view)
@@ -187,16 +249,6 @@ def _truncate(text, limit):
     return text[:limit] + TRUNCATION_MARKER
 
 
-def _truncate_middle(text, limit):
-    if len(text) <= limit:
-        return text
-    head = limit * 2 // 3
-    tail = limit - head
-    omitted = len(text) - head - tail
-    return "%s\n... [%d characters truncated] ...\n%s" % (
-        text[:head], omitted, text[len(text) - tail:])
-
-
 def _safe_str(obj):
     try:
         return str(obj)
@@ -218,36 +270,545 @@ def _type_name(cls):
 
 
 def _split_lines(code):
+    """Split at what Python's tokenizer counts as a line end: \\r\\n, \\r, \\n."""
+    chunks = code.split("\n")
+    last = len(chunks) - 1
     lines = []
-    pos = 0
-    for match in _NEWLINE.finditer(code):
-        lines.append(code[pos:match.end()])
-        pos = match.end()
-    if pos < len(code):
-        lines.append(code[pos:])
+    for i, chunk in enumerate(chunks):
+        if "\r" in chunk:
+            pieces = chunk.split("\r")
+            lines.extend([p + "\r" for p in pieces[:-1]])
+            chunk = pieces[-1]
+            if not chunk and i < last:  # "\r\n"
+                lines[-1] += "\n"
+                continue
+        if i < last:
+            lines.append(chunk + "\n")
+        elif chunk:
+            lines.append(chunk)
     return lines
 
 
-# Sources of all components, kept so linecache (tracebacks, inspect,
-# warnings) can show user lines even if user code clears linecache.
-_SOURCES = {}
+# --- Component sources for linecache -------------------------------------------
+# Kept so linecache (tracebacks, inspect, warnings) can show user lines even if
+# user code clears linecache.
+
+_SOURCES = {}  # filename -> code
+_ENTRIES = {}  # filename -> linecache entry, built when first registered
 
 
 def _register_sources():
-    for filename, entry in _SOURCES.items():
-        # mtime None: linecache.checkcache() never evicts the entry.
-        _linecache_cache[filename] = entry
+    module = sys.modules.get("linecache")
+    if module is None or not _SOURCES:
+        return
+    try:
+        cache = vars(module)["cache"]
+        for filename, code in _SOURCES.items():
+            entry = _ENTRIES.get(filename)
+            if entry is None:
+                lines = _split_lines(code)
+                if lines and not lines[-1].endswith(("\n", "\r")):
+                    lines[-1] += "\n"
+                # mtime None: linecache.checkcache() never evicts the entry.
+                entry = _ENTRIES[filename] = (len(code), None, lines, filename)
+            cache[filename] = entry
+    except Exception:  # sys.modules["linecache"] replaced by something else
+        pass
 
 
 def _add_source(filename, code):
-    lines = _split_lines(code)
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += "\n"
-    _SOURCES[filename] = (len(code), None, lines, filename)
+    _SOURCES[filename] = code
+    _ENTRIES.pop(filename, None)
     _register_sources()
 
 
-# --- Bounded repr --------------------------------------------------------------
+class _LinecacheHook:
+    """sys.meta_path entry that registers the sources the moment linecache is
+    imported, then leaves sys.meta_path (so the driver need not import it)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "linecache":
+            return None
+        meta_path = sys.meta_path
+        if _LinecacheHook in meta_path:
+            meta_path.remove(_LinecacheHook)
+        for finder in meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(name, path, target) if find_spec is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or isinstance(loader, type):
+            return spec
+
+        def exec_module(module):
+            del loader.exec_module  # back to the loader's own method
+            loader.exec_module(module)
+            _register_sources()
+
+        try:
+            loader.exec_module = exec_module
+        except (AttributeError, TypeError):
+            pass
+        return spec
+
+
+# --- Compiling a component ---------------------------------------------------------
+
+class _SyntaxProblem(Exception):
+    def __init__(self, info):
+        Exception.__init__(self)
+        self.info = info
+
+
+# AST node classes, taken from a parse (importing ast costs milliseconds).
+_tree = compile("_", DRIVER_FILENAME, "exec", _PyCF_ONLY_AST, dont_inherit=True)
+_Expr = type(_tree.body[0])
+_Module = type(_tree)
+_Expression = type(compile("_", DRIVER_FILENAME, "eval", _PyCF_ONLY_AST, dont_inherit=True))
+del _tree
+
+
+def _compile_component(code, filename):
+    """Return (exec_code or None, eval_code or None, line of the trailing expression)."""
+    try:
+        tree = compile(code, filename, "exec", _PyCF_ONLY_AST, dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        # e.g. ValueError for NUL characters (3.11.2; later 3.11s raise
+        # SyntaxError), RecursionError for absurdly nested code.
+        _need("errors")
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
+    try:
+        body = tree.body
+        last = body[-1] if body and isinstance(body[-1], _Expr) else None
+        head = body[:-1] if last is not None else body
+        exec_code = None
+        if head:
+            exec_code = compile(_Module(body=head, type_ignores=[]), filename,
+                                "exec", dont_inherit=True)
+        eval_code = None
+        if last is not None:
+            flags = 0
+            if exec_code is not None and exec_code.co_flags:
+                flags = exec_code.co_flags & _future_mask()
+            eval_code = compile(_Expression(body=last.value), filename, "eval",
+                                flags, dont_inherit=True)
+    except SyntaxError as exc:
+        _need("errors")
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=True))
+    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        _need("errors")
+        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
+    return exec_code, eval_code, (last.lineno if last is not None else None)
+
+
+def _future_mask():
+    mask = _state.get("future_mask")
+    if mask is None:
+        future = _import("__future__")
+        mask = 0
+        for name in future.all_feature_names:
+            mask |= getattr(future, name).compiler_flag
+        _state["future_mask"] = mask
+    return mask
+
+
+# --- Values ----------------------------------------------------------------------
+
+_WALKED = {str, bytes, bytearray, list, tuple, dict, set, frozenset}
+
+
+def _bounded_repr(value, limit):
+    """repr(value) cut to `limit` characters, as (text, truncated).
+
+    Containers are rendered by _walk_repr (cold section "repr"), so a huge one
+    is never fully rendered; anything else goes through repr() and is cut
+    afterwards, exactly as _walk_repr would do.
+    """
+    cls = type(value)
+    if cls is str or cls is bytes:
+        text = repr(value if len(value) <= limit else value[:limit + 1])
+    elif cls in _WALKED:
+        _need("repr")
+        return _walk_repr(value, limit)
+    else:
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = None
+        if text is None:  # retried outside the except block, like _walk_repr
+            text = repr(value)
+    if len(text) > limit:
+        return text[:limit], True
+    return text, False
+
+
+# --- Running -------------------------------------------------------------------
+
+def _parse_input(data):
+    if not isinstance(data, dict):
+        raise _Internal("input must be a JSON object")
+    components = data.get("components")
+    if not isinstance(components, list):
+        raise _Internal("'components' must be a list")
+    parsed = []
+    for comp in components:
+        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
+                and isinstance(comp.get("code"), str)):
+            raise _Internal("each component needs string 'id' and 'code'")
+        parsed.append((comp["id"], comp["code"]))
+
+    def limit(key, default):
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _Internal("%r must be a positive integer" % key)
+        return value
+
+    frames = data.get("traceback_frames", "user")
+    if frames not in ("user", "all"):
+        raise _Internal("'traceback_frames' must be 'user' or 'all'")
+    prelude = data.get("prelude")
+    if prelude is not None and not isinstance(prelude, str):
+        raise _Internal("'prelude' must be a string")
+    return {
+        "components": parsed,
+        "max_value_chars": limit("max_value_chars", DEFAULT_MAX_VALUE_CHARS),
+        "max_traceback_chars": limit("max_traceback_chars", DEFAULT_MAX_TRACEBACK_CHARS),
+        "traceback_frames": frames,
+        "prelude": prelude,
+    }
+
+
+class _EventStream(io.RawIOBase):
+    """Raw writer behind sys.stdout / sys.stderr: Python-level output travels on the
+    event channel, in order with the events, so the host attributes every byte to
+    the component that wrote it. Output written to fd 1 and 2 directly (C code, child
+    processes) still reaches the host on the real pipes."""
+
+    _CHUNK = 65536
+
+    def __init__(self, stream, fd):
+        super().__init__()
+        self._fd = fd
+        # The event up to the data, as _encode_event would write it.
+        self._head = b'{"event":"output","stream":"%s","data":"' % stream.encode()
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return False
+
+    def write(self, data):
+        data = bytes(data)
+        if _state["forked"]:
+            # A forked child has no event channel: fall back to the raw descriptor.
+            view = memoryview(data)
+            while view:
+                view = view[_os_write(self._fd, view):]
+            return len(data)
+        for start in range(0, len(data), self._CHUNK):
+            _write_bytes(self._head + _b2a_base64(data[start:start + self._CHUNK], newline=False)
+                         + b'"}\n')
+        return len(data)
+
+
+def _setup_stdio():
+    stdin = getattr(sys, "stdin", None)
+    if stdin is not None:
+        try:
+            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+        except BaseException:
+            pass
+    for name, fd, errors in (("stdout", 1, "surrogateescape"), ("stderr", 2, "backslashreplace")):
+        raw = _EventStream(name, fd)
+        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors,
+                                  line_buffering=True, write_through=True)
+        setattr(sys, name, stream)
+
+
+def _run_component(cid, code, namespace, cfg, keep_frame):
+    """Run one component; return an exit status if it raised SystemExit."""
+    filename = "<%s>" % cid
+    _emit({"event": "start", "id": cid})
+    _add_source(filename, code)
+    ok = True
+    value_event = None
+    exit_status = None
+    expr_line = None
+    in_repr = False
+    try:
+        exec_code, eval_code, expr_line = _compile_component(code, filename)
+        if exec_code is not None:
+            exec(exec_code, namespace)
+        if eval_code is not None:
+            value = eval(eval_code, namespace)
+            if value is not None:
+                in_repr = True
+                builtins._ = None  # like sys.displayhook
+                text, truncated = _bounded_repr(value, cfg["max_value_chars"])
+                builtins._ = value
+                if truncated:
+                    text += TRUNCATION_MARKER
+                value_event = {"event": "value", "id": cid, "repr": text,
+                               "truncated": truncated}
+            value = None
+    except _SyntaxProblem as problem:
+        ok = False
+        event = {"event": "syntax_error", "id": cid}
+        event.update(problem.info)
+        _emit(event)
+    except SystemExit as exc:
+        _need("errors")
+        exit_status = _exit_status(exc.code)
+    except BaseException as exc:
+        ok = False
+        _need("errors")
+        _emit(_exception_event(cid, exc, filename, in_repr, expr_line, cfg, keep_frame))
+    if exit_status is not None:
+        _emit({"event": "exit", "id": cid, "code": exit_status})
+        _emit({"event": "end", "id": cid, "ok": exit_status == 0})
+        return exit_status
+    if value_event is not None:
+        _emit(value_event)
+    _emit({"event": "end", "id": cid, "ok": ok})
+    return None
+
+
+def _main():
+    data = _INPUT
+    try:
+        cfg = _parse_input(data)
+    finally:
+        if isinstance(data, dict):
+            data.clear()  # the bootstrap still references it; drop the payload
+
+    if "linecache" not in sys.modules:
+        sys.meta_path.insert(0, _LinecacheHook)
+    _setup_stdio()
+    if cfg["prelude"] is not None:
+        _need("errors")
+        _run_prelude(cfg["prelude"])
+
+    user_files = {"<%s>" % cid for cid, _ in cfg["components"]}
+    if cfg["traceback_frames"] == "user":
+        keep_frame = user_files.__contains__
+    else:
+        hidden = {DRIVER_FILENAME, PRELUDE_FILENAME}
+        keep_frame = lambda filename: filename not in hidden  # noqa: E731
+
+    # A fresh module registered as __main__, so pickle, dataclasses, typing
+    # and friends can resolve classes defined by components.
+    main_module = type(sys)("__main__")
+    main_module.__dict__["__builtins__"] = builtins
+    _state["previous_main"] = sys.modules.get("__main__")
+    sys.modules["__main__"] = main_module
+    namespace = main_module.__dict__
+
+    for cid, code in cfg["components"]:
+        status = _run_component(cid, code, namespace, cfg, keep_frame)
+        if status is not None:
+            _finish(status)
+    _emit({"event": "done"})
+    _finish(0)
+
+
+try:
+    _main()
+except _Internal as _exc:
+    _internal(str(_exc))
+except BaseException as _exc:
+    _internal("driver error: %s: %s" % (_type_name(type(_exc)), _safe_str(_exc)))
+
+
+# =============================================================================
+# Cold sections: compiled on first use by _need(), never at start-up (the
+# bootstrap compiles only the source above the first "#@cold" line).  Each
+# runs in the globals above.
+# =============================================================================
+
+#@cold errors
+# Syntax errors, exceptions, SystemExit, the prelude, unusual event values.
+
+def _encode_event_json(event):
+    # The general encoder, for value types _encode_event does not handle.
+    json = _import("json")
+    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode(event) + "\n"
+
+
+def _truncate_middle(text, limit):
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return "%s\n... [%d characters truncated] ...\n%s" % (
+        text[:head], omitted, text[len(text) - tail:])
+
+
+def _positive_int(value):
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _strip_newlines(text):
+    return text.replace("\r", "").replace("\n", "")
+
+
+def _syntax_info(exc, code, byte_columns):
+    """Describe a SyntaxError; S/E are character offsets into `code`."""
+    starts = [0]
+    pos = 0
+    for text in _split_lines(code):
+        pos += len(text)
+        if text.endswith(("\n", "\r")):
+            starts.append(pos)
+    n = len(code)
+
+    def line_bounds(lineno):
+        begin = starts[lineno - 1]
+        stop = starts[lineno] if lineno < len(starts) else n
+        content_end = begin + len(_strip_newlines(code[begin:stop]))
+        return begin, content_end
+
+    def to_chars(lineno, col):
+        # Compiler/symtable errors report UTF-8 byte columns (from the AST);
+        # parser errors already report character columns.
+        if not byte_columns or lineno is None or col is None or lineno > len(starts):
+            return col
+        begin, end = line_bounds(lineno)
+        prefix = code[begin:end].encode("utf-8", "surrogatepass")[:col - 1]
+        return len(prefix.decode("utf-8", "ignore")) + 1
+
+    def offset(lineno, col):
+        if lineno > len(starts):
+            return n
+        begin, end = line_bounds(lineno)
+        return min(begin + (col or 1) - 1, end)
+
+    line = _positive_int(getattr(exc, "lineno", None))
+    column = _positive_int(getattr(exc, "offset", None))
+    end_line = _positive_int(getattr(exc, "end_lineno", None))
+    end_column = _positive_int(getattr(exc, "end_offset", None))
+    column = to_chars(line, column)
+    end_column = to_chars(end_line, end_column)
+
+    if line is None and "\0" in code:
+        # "source code string cannot contain null bytes" carries no location.
+        pos = code.index("\0")
+        line = max(i for i, s in enumerate(starts) if s <= pos) + 1
+        column = pos - starts[line - 1] + 1
+        end_line, end_column = line, column + 1
+
+    if line is None:
+        start = end = 0
+    else:
+        start = offset(line, column)
+        end = None
+        text = getattr(exc, "text", None)
+        if isinstance(text, str) and line <= len(starts):
+            begin, stop = line_bounds(line)
+            if _strip_newlines(text) != code[begin:stop]:
+                # Python reported a position in some other text (3.11 does
+                # this for errors inside f-string replacement fields): mark
+                # the whole line.
+                start, end = begin, stop
+        if end is None and end_line is not None and end_column is not None:
+            end = offset(end_line, end_column)
+        if end is None or end <= start:
+            end = min(start + 1, n)
+    return {
+        "type": _type_name(type(exc)),
+        "message": _safe_str(getattr(exc, "msg", None) or exc),
+        "line": line,
+        "column": column,
+        "end_line": end_line,
+        "end_column": end_column,
+        "start": start,
+        "end": max(start, end),
+    }
+
+
+def _format_traceback(exc, keep_frame, limit):
+    try:
+        traceback = _import("traceback")
+        _register_sources()
+        root = traceback.TracebackException(type(exc), exc, exc.__traceback__,
+                                            lookup_lines=False, compact=True)
+        todo = [root]
+        seen = set()
+        while todo:
+            te = todo.pop()
+            if te is None or id(te) in seen:
+                continue
+            seen.add(id(te))
+            te.stack = traceback.StackSummary.from_list(
+                [f for f in te.stack if keep_frame(f.filename)])
+            todo.append(te.__cause__)
+            todo.append(te.__context__)
+            todo.extend(getattr(te, "exceptions", None) or ())
+        text = "".join(root.format())
+    except BaseException:
+        text = "%s: %s\n" % (_type_name(type(exc)), _safe_str(exc))
+    return _truncate_middle(text, limit)
+
+
+def _innermost_line(exc, filename):
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _exception_event(cid, exc, filename, in_repr, expr_line, cfg, keep_frame):
+    line = _innermost_line(exc, filename)
+    if line is None and in_repr:
+        line = expr_line
+    return {
+        "event": "exception",
+        "id": cid,
+        "type": _type_name(type(exc)),
+        "message": _truncate(_safe_str(exc), cfg["max_value_chars"]),
+        "traceback": _format_traceback(exc, keep_frame, cfg["max_traceback_chars"]),
+        "line": line,
+    }
+
+
+def _exit_status(code):
+    """Mirror CPython's handling of SystemExit.code."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(_safe_str(code) + "\n")
+    except BaseException:
+        pass
+    return 1
+
+
+def _run_prelude(source):
+    namespace = {"__name__": "__jsheets_prelude__", "__builtins__": builtins}
+    try:
+        exec(compile(source, PRELUDE_FILENAME, "exec", dont_inherit=True), namespace)
+    except BaseException as exc:
+        traceback = _import("traceback")
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _internal("prelude failed: " + detail)
+
+
+#@cold repr
+# Bounded repr of containers (_bounded_repr handles everything else).
 
 class _Full(Exception):
     pass
@@ -259,7 +820,7 @@ _RECURSION_REPR = {
 }
 
 
-def _bounded_repr(value, limit):
+def _walk_repr(value, limit):
     """repr(value) cut to `limit` characters, as (text, truncated).
 
     Plain list/tuple/dict/set/frozenset and str/bytes/bytearray are rendered
@@ -345,359 +906,3 @@ def _bounded_repr(value, limit):
     if len(text) > limit:
         return text[:limit], True
     return text, False
-
-
-# --- Syntax errors -------------------------------------------------------------
-
-class _SyntaxProblem(Exception):
-    def __init__(self, info):
-        Exception.__init__(self)
-        self.info = info
-
-
-def _positive_int(value):
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
-
-
-def _syntax_info(exc, code, byte_columns):
-    """Describe a SyntaxError; S/E are character offsets into `code`."""
-    starts = [0] + [m.end() for m in _NEWLINE.finditer(code)]
-    n = len(code)
-
-    def line_bounds(lineno):
-        begin = starts[lineno - 1]
-        stop = starts[lineno] if lineno < len(starts) else n
-        content_end = begin + len(_NEWLINE.sub("", code[begin:stop]))
-        return begin, content_end
-
-    def to_chars(lineno, col):
-        # Compiler/symtable errors report UTF-8 byte columns (from the AST);
-        # parser errors already report character columns.
-        if not byte_columns or lineno is None or col is None or lineno > len(starts):
-            return col
-        begin, end = line_bounds(lineno)
-        prefix = code[begin:end].encode("utf-8", "surrogatepass")[:col - 1]
-        return len(prefix.decode("utf-8", "ignore")) + 1
-
-    def offset(lineno, col):
-        if lineno > len(starts):
-            return n
-        begin, end = line_bounds(lineno)
-        return min(begin + (col or 1) - 1, end)
-
-    line = _positive_int(getattr(exc, "lineno", None))
-    column = _positive_int(getattr(exc, "offset", None))
-    end_line = _positive_int(getattr(exc, "end_lineno", None))
-    end_column = _positive_int(getattr(exc, "end_offset", None))
-    column = to_chars(line, column)
-    end_column = to_chars(end_line, end_column)
-
-    if line is None and "\0" in code:
-        # "source code string cannot contain null bytes" carries no location.
-        pos = code.index("\0")
-        line = max(i for i, s in enumerate(starts) if s <= pos) + 1
-        column = pos - starts[line - 1] + 1
-        end_line, end_column = line, column + 1
-
-    if line is None:
-        start = end = 0
-    else:
-        start = offset(line, column)
-        end = None
-        text = getattr(exc, "text", None)
-        if isinstance(text, str) and line <= len(starts):
-            begin, stop = line_bounds(line)
-            if _NEWLINE.sub("", text) != code[begin:stop]:
-                # Python reported a position in some other text (3.11 does
-                # this for errors inside f-string replacement fields): mark
-                # the whole line.
-                start, end = begin, stop
-        if end is None and end_line is not None and end_column is not None:
-            end = offset(end_line, end_column)
-        if end is None or end <= start:
-            end = min(start + 1, n)
-    return {
-        "type": _type_name(type(exc)),
-        "message": _safe_str(getattr(exc, "msg", None) or exc),
-        "line": line,
-        "column": column,
-        "end_line": end_line,
-        "end_column": end_column,
-        "start": start,
-        "end": max(start, end),
-    }
-
-
-def _compile_component(code, filename):
-    """Return (exec_code or None, eval_code or None, line of the trailing expression)."""
-    try:
-        tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-    except SyntaxError as exc:
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
-    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
-        # e.g. ValueError for NUL characters (3.11.2; later 3.11s raise
-        # SyntaxError), RecursionError for absurdly nested code.
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
-    try:
-        body = tree.body
-        last = body[-1] if body and isinstance(body[-1], ast.Expr) else None
-        head = body[:-1] if last is not None else body
-        exec_code = None
-        if head:
-            exec_code = compile(ast.Module(body=head, type_ignores=[]), filename,
-                                "exec", dont_inherit=True)
-        eval_code = None
-        if last is not None:
-            flags = exec_code.co_flags & _FUTURE_MASK if exec_code is not None else 0
-            eval_code = compile(ast.Expression(body=last.value), filename, "eval",
-                                flags, dont_inherit=True)
-    except SyntaxError as exc:
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=True))
-    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
-    return exec_code, eval_code, (last.lineno if last is not None else None)
-
-
-# --- Exceptions ----------------------------------------------------------------
-
-def _format_traceback(exc, keep_frame, limit):
-    try:
-        _register_sources()
-        root = _TracebackException(type(exc), exc, exc.__traceback__,
-                                   lookup_lines=False, compact=True)
-        todo = [root]
-        seen = set()
-        while todo:
-            te = todo.pop()
-            if te is None or id(te) in seen:
-                continue
-            seen.add(id(te))
-            te.stack = _StackSummary.from_list(
-                [f for f in te.stack if keep_frame(f.filename)])
-            todo.append(te.__cause__)
-            todo.append(te.__context__)
-            todo.extend(getattr(te, "exceptions", None) or ())
-        text = "".join(root.format())
-    except BaseException:
-        text = "%s: %s\n" % (_type_name(type(exc)), _safe_str(exc))
-    return _truncate_middle(text, limit)
-
-
-def _innermost_line(exc, filename):
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-def _exit_status(code):
-    """Mirror CPython's handling of SystemExit.code."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    try:
-        sys.stderr.write(_safe_str(code) + "\n")
-    except BaseException:
-        pass
-    return 1
-
-
-# --- Running -------------------------------------------------------------------
-
-def _parse_input(data):
-    if not isinstance(data, dict):
-        raise _Internal("input must be a JSON object")
-    components = data.get("components")
-    if not isinstance(components, list):
-        raise _Internal("'components' must be a list")
-    parsed = []
-    for comp in components:
-        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
-                and isinstance(comp.get("code"), str)):
-            raise _Internal("each component needs string 'id' and 'code'")
-        parsed.append((comp["id"], comp["code"]))
-
-    def limit(key, default):
-        value = data.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _Internal("%r must be a positive integer" % key)
-        return value
-
-    frames = data.get("traceback_frames", "user")
-    if frames not in ("user", "all"):
-        raise _Internal("'traceback_frames' must be 'user' or 'all'")
-    prelude = data.get("prelude")
-    if prelude is not None and not isinstance(prelude, str):
-        raise _Internal("'prelude' must be a string")
-    return {
-        "components": parsed,
-        "max_value_chars": limit("max_value_chars", DEFAULT_MAX_VALUE_CHARS),
-        "max_traceback_chars": limit("max_traceback_chars", DEFAULT_MAX_TRACEBACK_CHARS),
-        "traceback_frames": frames,
-        "prelude": prelude,
-    }
-
-
-class _EventStream(io.RawIOBase):
-    """Raw writer behind sys.stdout / sys.stderr: Python-level output travels on the
-    event channel, in order with the events, so the host attributes every byte to
-    the component that wrote it. Output written to fd 1 and 2 directly (C code, child
-    processes) still reaches the host on the real pipes."""
-
-    _CHUNK = 65536
-
-    def __init__(self, stream, fd):
-        super().__init__()
-        self._stream = stream
-        self._fd = fd
-
-    def writable(self):
-        return True
-
-    def fileno(self):
-        return self._fd
-
-    def isatty(self):
-        return False
-
-    def write(self, data):
-        data = bytes(data)
-        if _state["forked"]:
-            # A forked child has no event channel: fall back to the raw descriptor.
-            view = memoryview(data)
-            while view:
-                view = view[_os_write(self._fd, view):]
-            return len(data)
-        for start in range(0, len(data), self._CHUNK):
-            chunk = data[start:start + self._CHUNK]
-            _write_event({"event": "output", "stream": self._stream,
-                          "data": _b64encode(chunk).decode("ascii")})
-        return len(data)
-
-
-def _setup_stdio():
-    stdin = getattr(sys, "stdin", None)
-    if stdin is not None:
-        try:
-            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
-        except BaseException:
-            pass
-    for name, fd, errors in (("stdout", 1, "surrogateescape"), ("stderr", 2, "backslashreplace")):
-        raw = _EventStream(name, fd)
-        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors,
-                                  line_buffering=True, write_through=True)
-        setattr(sys, name, stream)
-
-
-def _run_prelude(source):
-    namespace = {"__name__": "__jsheets_prelude__", "__builtins__": builtins}
-    try:
-        exec(compile(source, PRELUDE_FILENAME, "exec", dont_inherit=True), namespace)
-    except BaseException as exc:
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        _internal("prelude failed: " + detail)
-
-
-def _run_component(cid, code, namespace, cfg, keep_frame):
-    """Run one component; return an exit status if it raised SystemExit."""
-    filename = "<%s>" % cid
-    _emit({"event": "start", "id": cid})
-    _add_source(filename, code)
-    ok = True
-    value_event = None
-    exit_status = None
-    expr_line = None
-    in_repr = False
-    try:
-        exec_code, eval_code, expr_line = _compile_component(code, filename)
-        if exec_code is not None:
-            exec(exec_code, namespace)
-        if eval_code is not None:
-            value = eval(eval_code, namespace)
-            if value is not None:
-                in_repr = True
-                builtins._ = None  # like sys.displayhook
-                text, truncated = _bounded_repr(value, cfg["max_value_chars"])
-                builtins._ = value
-                if truncated:
-                    text += TRUNCATION_MARKER
-                value_event = {"event": "value", "id": cid, "repr": text,
-                               "truncated": truncated}
-            value = None
-    except _SyntaxProblem as problem:
-        ok = False
-        event = {"event": "syntax_error", "id": cid}
-        event.update(problem.info)
-        _emit(event)
-    except SystemExit as exc:
-        exit_status = _exit_status(exc.code)
-    except BaseException as exc:
-        ok = False
-        line = _innermost_line(exc, filename)
-        if line is None and in_repr:
-            line = expr_line
-        _emit({
-            "event": "exception",
-            "id": cid,
-            "type": _type_name(type(exc)),
-            "message": _truncate(_safe_str(exc), cfg["max_value_chars"]),
-            "traceback": _format_traceback(exc, keep_frame, cfg["max_traceback_chars"]),
-            "line": line,
-        })
-    if exit_status is not None:
-        _emit({"event": "exit", "id": cid, "code": exit_status})
-        _emit({"event": "end", "id": cid, "ok": exit_status == 0})
-        return exit_status
-    if value_event is not None:
-        _emit(value_event)
-    _emit({"event": "end", "id": cid, "ok": ok})
-    return None
-
-
-def _main():
-    data = _INPUT
-    try:
-        cfg = _parse_input(data)
-    finally:
-        if isinstance(data, dict):
-            data.clear()  # the bootstrap still references it; drop the payload
-
-    _setup_stdio()
-    if cfg["prelude"] is not None:
-        _run_prelude(cfg["prelude"])
-
-    user_files = {"<%s>" % cid for cid, _ in cfg["components"]}
-    if cfg["traceback_frames"] == "user":
-        keep_frame = user_files.__contains__
-    else:
-        hidden = {DRIVER_FILENAME, PRELUDE_FILENAME}
-        keep_frame = lambda filename: filename not in hidden  # noqa: E731
-
-    # A fresh module registered as __main__, so pickle, dataclasses, typing
-    # and friends can resolve classes defined by components.
-    main_module = types.ModuleType("__main__")
-    main_module.__dict__["__builtins__"] = builtins
-    _state["previous_main"] = sys.modules.get("__main__")
-    sys.modules["__main__"] = main_module
-    namespace = main_module.__dict__
-
-    for cid, code in cfg["components"]:
-        status = _run_component(cid, code, namespace, cfg, keep_frame)
-        if status is not None:
-            _finish(status)
-    _emit({"event": "done"})
-    _finish(0)
-
-
-try:
-    _main()
-except _Internal as _exc:
-    _internal(str(_exc))
-except BaseException as _exc:
-    _internal("driver error: %s: %s" % (_type_name(type(_exc)), _safe_str(_exc)))
