@@ -56,6 +56,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gRPC node (the main command).
+    Serve(crate::serve::ServeArgs),
     /// Evaluate a snippet locally in a fresh sandbox and print the outcome.
     Run(RunArgs),
     /// Install, inspect, test, remove, pack and unpack runtimes.
@@ -175,7 +177,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log);
+    // `serve` logs as its configuration says (level, text or JSON).
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing(&cli.log, false);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -195,13 +200,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+pub fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Sandboxes whose helper is this very binary, re-executed.
@@ -214,6 +223,7 @@ pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => crate::serve::run(args).await,
         Command::Run(args) => run(&cli.runtimes_dir, &cli.state_dir, args).await,
         Command::Runtime { command } => {
             runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await
@@ -221,6 +231,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(&cli.runtimes_dir, &cli.state_dir, args).await,
         Command::Config { config } => Ok(show_config(config.as_deref())),
     }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    msg
 }
 
 /// Loads and validates the configuration; a bad value is one line and exit code 64.
@@ -234,13 +255,7 @@ fn show_config(file: Option<&Path>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                msg.push_str(&format!(": {c}"));
-                cur = c.source();
-            }
-            eprintln!("jsheets-runtime: {msg}");
+            eprintln!("jsheets-runtime: {}", error_chain(&e));
             ExitCode::from(EX_USAGE)
         }
     }

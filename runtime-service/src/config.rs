@@ -550,7 +550,7 @@ impl Key {
     }
 }
 
-const PORT: &str = "a port number 1-65535";
+const PORT: &str = "a port number 0-65535 (0: any free port)";
 const BOOL: &str = "true or false";
 const TEXT: &str = "a string";
 const FILE: &str = "a file path";
@@ -1096,9 +1096,7 @@ fn expected(path: &str) -> String {
 }
 
 fn validate_server(server: &ServerConfig, check: &mut Checker<'_>) {
-    if server.port == 0 {
-        check.bad("server.port", server.port, expected("server.port"));
-    }
+    // Port 0 binds any free port; the address is printed at start (tests use it).
     if !(server.host.parse::<IpAddr>().is_ok() || is_host_name(&server.host)) {
         check.bad("server.host", &server.host, expected("server.host"));
     }
@@ -1738,7 +1736,7 @@ mod tests {
                 problems(load(jail, None)),
                 [
                     "server.port: invalid value \"abc\" from environment variable \
-                  JSHEETS_RUNTIME_SERVER_PORT: expected a port number 1-65535"
+                  JSHEETS_RUNTIME_SERVER_PORT: expected a port number 0-65535 (0: any free port)"
                 ]
             );
             jail.set_env("JSHEETS_RUNTIME_SERVER_PORT", "70000");
@@ -1746,15 +1744,12 @@ mod tests {
                 problems(load(jail, None)),
                 [
                     "server.port: invalid value 70000 from environment variable \
-                  JSHEETS_RUNTIME_SERVER_PORT: expected a port number 1-65535"
+                  JSHEETS_RUNTIME_SERVER_PORT: expected a port number 0-65535 (0: any free port)"
                 ]
             );
+            // 0 asks for any free port.
             jail.set_env("JSHEETS_RUNTIME_SERVER_PORT", "0");
-            assert_eq!(
-                problems(load(jail, None)),
-                ["server.port: invalid value 0 from environment variable \
-                  JSHEETS_RUNTIME_SERVER_PORT: expected a port number 1-65535"]
-            );
+            assert_eq!(load(jail, None).map(|(c, _)| c.server.port).ok(), Some(0));
             Ok(())
         });
     }
@@ -1774,7 +1769,7 @@ mod tests {
             assert_eq!(
                 problems(load(jail, Some("config.toml"))),
                 [
-                    format!("server.port: invalid value \"abc\" from {file}: expected a port number 1-65535"),
+                    format!("server.port: invalid value \"abc\" from {file}: expected a port number 0-65535 (0: any free port)"),
                     format!("monitoring.backend: invalid value \"prometheus\" from {file}: expected none or influx"),
                     format!("log.format: invalid value \"xml\" from {file}: expected text or json"),
                 ]
@@ -1998,13 +1993,13 @@ mod tests {
     fn invalid_configuration_shows_warnings_too() {
         Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("JSHEETS_RUNTIME_SERVER_PORT", "0");
+            jail.set_env("JSHEETS_RUNTIME_SERVER_PORT", "70000");
             jail.set_env("JSHEETS_RUNTIME_SEVRER_PORT", "8080");
             let error = load(jail, None).unwrap_err();
             assert_eq!(
                 error.to_string(),
-                "server.port: invalid value 0 from environment variable \
-                 JSHEETS_RUNTIME_SERVER_PORT: expected a port number 1-65535\n\
+                "server.port: invalid value 70000 from environment variable \
+                 JSHEETS_RUNTIME_SERVER_PORT: expected a port number 0-65535 (0: any free port)\n\
                  warning: ignoring unknown environment variable JSHEETS_RUNTIME_SEVRER_PORT \
                  (did you mean JSHEETS_RUNTIME_SERVER_PORT?)"
             );

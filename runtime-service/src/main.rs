@@ -5,6 +5,9 @@ mod bench;
 mod cli;
 mod config;
 mod install;
+mod serve;
+mod service;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,263 @@
+//! `jsheets-runtime serve`: configuration checked before any port is bound, runtimes
+//! loaded (built from the host first when none is installed), gRPC with health and
+//! optional reflection and TLS, and a graceful shutdown on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use evaluator::runtime::Registry;
+use evaluator::sandbox::{SandboxConfig, Sandboxes};
+use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::service::{Admission, Node, RuntimeService};
+
+/// The gRPC service name health is reported for (besides "").
+const SERVICE_NAME: &str = "jsheets.SnippetRuntime";
+/// Runtimes built at first start when none is installed, if the host has them.
+const DEFAULT_RECIPES: &[&str] = &["openjdk-17", "python-3.11"];
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); default $JSHEETS_RUNTIME_CONFIG, then
+    /// /etc/jsheets-runtime/config.toml if it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let (config, warnings) = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {}", crate::cli::error_chain(&e));
+            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+        }
+    };
+    crate::cli::init_tracing(
+        &config.log.level,
+        config.log.format == crate::config::LogFormat::Json,
+    );
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let addr: SocketAddr =
+        match format!("{}:{}", bracket(&config.server.host), config.server.port).parse() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!(
+                    "jsheets-runtime: server.host: invalid value {:?}: {e}",
+                    config.server.host
+                );
+                return Ok(ExitCode::from(crate::cli::EX_USAGE));
+            }
+        };
+    let tls = match tls_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("jsheets-runtime: server.tls: {e:#}");
+            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+        }
+    };
+    if config.evaluation.sandbox.disable {
+        anyhow::bail!(
+            "evaluation.sandbox.disable is set: this node only evaluates in sandboxes; unset it to start"
+        );
+    }
+
+    let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
+    let mut sandbox_config = SandboxConfig::with_helper(exe, vec![crate::SANDBOX_INIT.into()]);
+    sandbox_config.state_dir = config.evaluation.state_dir.clone();
+    sandbox_config.cpuset = config.evaluation.cpuset.clone();
+    let sandboxes = Sandboxes::start(sandbox_config).context("preparing sandboxes")?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let set_health = |status: ServingStatus| {
+        let health = health.clone();
+        async move {
+            health.set_service_status("", status).await;
+            health.set_service_status(SERVICE_NAME, status).await;
+        }
+    };
+    set_health(ServingStatus::NotServing).await;
+
+    let runtimes_dir = config.evaluation.runtimes_dir.clone();
+    std::fs::create_dir_all(&runtimes_dir)
+        .with_context(|| format!("creating {}", runtimes_dir.display()))?;
+    let mut registry = Registry::load(&runtimes_dir);
+    if registry.list().is_empty() {
+        install_defaults(&runtimes_dir, &sandboxes).await;
+        registry = Registry::load(&runtimes_dir);
+    }
+    for problem in registry.problems() {
+        tracing::warn!("runtime {} not loaded: {}", problem.dir_name, problem.error);
+    }
+    if registry.list().is_empty() {
+        anyhow::bail!(
+            "no runtime is installed in {} and none could be built; install one with `jsheets-runtime runtime install NAME`",
+            runtimes_dir.display()
+        );
+    }
+    tracing::info!(
+        runtimes = %registry.list().iter().map(|r| format!("{}@{}", r.name(), r.version())).collect::<Vec<_>>().join(", "),
+        "runtimes loaded"
+    );
+
+    let node = Arc::new(Node {
+        sandboxes,
+        registry: RwLock::new(Arc::new(registry)),
+        admission: Admission::new(
+            config.evaluation.max_concurrent,
+            config.evaluation.queue_size,
+            Duration::from_millis(config.evaluation.queue_wait_ms),
+            Admission::machine_budget(),
+        ),
+        config: config.evaluation.clone(),
+        service_id: config.service.id.clone(),
+        draining: CancellationToken::new(),
+        kill_all: CancellationToken::new(),
+        active: AtomicUsize::new(0),
+    });
+
+    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("configuring TLS")?;
+    }
+    let allowed = config.server.tls.allowed_clients.clone();
+    // Messages may carry the largest snippet plus stdin; anything bigger is refused by
+    // the transport before it is buffered.
+    let max_message =
+        usize::try_from(config.evaluation.max_code_bytes).unwrap_or(usize::MAX / 4) * 2 + (1 << 20);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        SnippetRuntimeServer::new(RuntimeService::new(node.clone()))
+            .max_decoding_message_size(max_message),
+        move |req: tonic::Request<()>| {
+            crate::tls::check_client(&req, &allowed)?;
+            Ok(req)
+        },
+    );
+    let reflection = config.server.features.enable_grpc_reflection.then(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+    });
+    let reflection = match reflection {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => anyhow::bail!("building gRPC reflection: {e}"),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let mut router = builder.add_service(service);
+    if config.server.features.enable_health_check {
+        router = router.add_service(health_service);
+    }
+    if let Some(r) = reflection {
+        router = router.add_service(r);
+    }
+    let stop_accepting = shutdown.clone();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move { stop_accepting.cancelled().await },
+    ));
+    set_health(ServingStatus::Serving).await;
+    // Scripts and tests wait for this line.
+    println!(
+        "jsheets-runtime listening on {local} as {}",
+        config.service.id
+    );
+    tracing::info!(%local, service_id = %config.service.id, "serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: draining");
+    set_health(ServingStatus::NotServing).await;
+    node.draining.cancel();
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let drained = tokio::time::timeout(grace, async {
+        while node.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            active = node.active.load(Ordering::SeqCst),
+            "grace period over: killing the remaining evaluations"
+        );
+        node.kill_all.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while node.active.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    shutdown.cancel();
+    // Streams still open (idle clients) must not hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    node.sandboxes.drain_idle();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
+    let t = &config.server.tls;
+    let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &t.client_ca_file {
+        // With a client CA, a client certificate signed by it is required.
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(Some(tls))
+}
+
+/// Builds the default runtimes from the host, showing progress; missing interpreters
+/// are skipped with a warning, not an error.
+async fn install_defaults(runtimes_dir: &Path, sandboxes: &Sandboxes) {
+    for name in DEFAULT_RECIPES {
+        eprintln!("no runtime installed: building {name} from this host");
+        match crate::install::install(runtimes_dir, sandboxes, name).await {
+            Ok(r) => eprintln!("built {}@{}", r.name(), r.version()),
+            Err(e) => tracing::warn!("could not build {name}: {e:#}"),
+        }
+    }
+}
