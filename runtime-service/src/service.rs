@@ -384,6 +384,9 @@ async fn serve_stream(
     mut inbound: Streaming<EvaluateRequest>,
     tx: Reply,
 ) -> Result<(), Status> {
+    // Whatever way this function ends, an evaluation it started is stopped.
+    let stream_cancel = CancellationToken::new();
+    let _stop_on_exit = stream_cancel.clone().drop_guard();
     let mut inbound_open = true;
     let mut running: Option<(tokio::task::JoinHandle<()>, CancellationToken, bool)> = None;
     loop {
@@ -395,7 +398,7 @@ async fn serve_stream(
                     }
                     let keep_open = start.keep_stream_open;
                     let prepared = prepare(&node, start)?;
-                    let cancel = CancellationToken::new();
+                    let cancel = stream_cancel.child_token();
                     let handle = tokio::spawn(run_evaluation(node.clone(), prepared, tx.clone(), cancel.clone()));
                     running = Some((handle, cancel, keep_open));
                 }

@@ -2,8 +2,8 @@
 
 Started as ``/usr/bin/python3.11 -I -c BOOTSTRAP`` (see python_bootstrap.py).
 The bootstrap reads one JSON document from fd 3 (until EOF) and exec()s the
-"driver" member (this file) up to its first cold-section marker (see "Start-up
-cost" below) with the globals
+"driver" member (this file; only its hot part, see "Start-up cost" below)
+with the globals
 
     {"__name__": "__jsheets_driver__", "__builtins__": builtins,
      "__jsheets_input__": <the parsed JSON document>}
@@ -33,9 +33,9 @@ Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
 Every "start" is followed by exactly one "end".  After "exit" + "end" the
 process exits with STATUS and no "done" follows.  After "done" the process
 exits 0.  "internal" means the driver itself failed (bad input, prelude
-error, ...); the process then exits 70.  sys.stdout and sys.stderr are
-flushed before each event is written; "output" events carry what Python code
-writes to sys.stdout / sys.stderr, in order with the other events.
+error, ...); the process then exits 70.  "output" events carry what Python
+code writes to sys.stdout / sys.stderr, in order with the other events;
+sys.stdout and sys.stderr are flushed before each other event is written.
 
 This protocol is not a trust boundary: user code runs in this same process
 and can, with some effort, find the event descriptor.  The host must treat
@@ -43,23 +43,26 @@ the event stream as untrusted input.
 
 Start-up cost
 -------------
-The driver starts once per evaluation, so its start-up is kept small:
+The driver starts once per evaluation, and compiling Python source is the
+largest part of what it costs, so:
 
-* Compiling this source is a large part of the start-up, so only the part
-  above the first line that starts with "#@cold" is compiled at start (the
-  bootstrap cuts the source there).  Each "#@cold NAME" line opens a section
-  with code for rarer paths (errors, exceptions, container values, ...) that
-  _need(NAME) compiles from the "driver" input member on first use.  The file
-  as a whole is still one valid module, for linters and editors.
-* Nothing is imported that the interpreter has not loaded at start, except C
-  modules: the bootstrap parses the input with _json (the C half of json, no
-  re), events are encoded with _json.encode_basestring, output with binascii.
-  traceback, linecache, json, __future__ are imported when a rare path needs
-  them.
-* linecache (which imports tokenize and re) is not imported at all; the
-  component sources are put into linecache's cache as soon as somebody imports
-  it (see _LinecacheHook), and again at each component start and before a
-  traceback is formatted.
+* The bootstrap compiles only the hot part: the source above the first line
+  that starts with "#@cold".  Each "#@cold NAME" line opens a cold section,
+  code for rarer paths (exceptions, syntax errors, containers as values,
+  linecache, ...), which _need(NAME) compiles from the "driver" input member
+  and runs in the driver's globals when it is first needed (a section
+  _need()s the sections it uses at its top).  Hot code calls _need(NAME)
+  before it uses a name from a section.  The file as a whole is still one
+  valid module.  Keep code that does not run on every evaluation cold.
+* The hot part imports nothing the interpreter has not loaded at start but
+  two C modules: the bootstrap parses the input with _json (the C half of
+  json; json itself would import re & co.), events are encoded with
+  _json.encode_basestring, output with binascii.  Rare paths import
+  traceback, json and __future__ when they need them.
+* linecache (which imports tokenize and re) is not imported; the component
+  sources go into its cache when somebody imports it (_LinecacheHook), at
+  each component start once it is loaded, and before a traceback is
+  formatted.
 """
 
 import os
@@ -81,54 +84,44 @@ for _fd in (3, 4):
         os.close(_fd)
     except OSError:
         pass
-del _fd
 
 import builtins
 import io
-from _json import encode_basestring as _encode_str  # json.dumps(ensure_ascii=False)'s
+from _json import encode_basestring as _encode_str  # what json.dumps(ensure_ascii=False) uses
 from binascii import b2a_base64 as _b2a_base64
 
 # Pin the builtins the driver uses, so user code that monkeypatches the
 # builtins module (builtins.repr = ..., builtins.len = ...) cannot change the
 # driver's behaviour.  Names defined below shadow these where they collide.
-globals().update(
-    (_k, _v) for _k, _v in vars(builtins).items() if not _k.startswith("_")
-)
-_import = builtins.__import__  # for the imports of rare paths, made after user code ran
+for _k, _v in vars(builtins).items():
+    if _k[0] != "_":
+        globals()[_k] = _v
+_import = builtins.__import__  # rare paths import modules after user code ran
 
 EX_SOFTWARE = 70
 DRIVER_FILENAME = "<jsheets-driver>"  # must match python_bootstrap.py
 PRELUDE_FILENAME = "<jsheets-prelude>"
-DEFAULT_MAX_VALUE_CHARS = 10000
-DEFAULT_MAX_TRACEBACK_CHARS = 20000
 TRUNCATION_MARKER = "... [truncated]"
-_PyCF_ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing ast
-_COLD_MARK = "\n#@cold "  # must match python_bootstrap.py
 
 _DRIVER_SOURCE = _INPUT.get("driver") if isinstance(_INPUT, dict) else None
+_COLD_MARK = "\n#@cold "  # must match python_bootstrap.py
 _os_write = os.write
 _os_exit = os._exit
-
-# Original stdio objects (user code may rebind sys.stdout & co.).
-_ORIG_STDIO = (sys.stdout, sys.stderr)
-
+_ORIG_STDIO = (sys.stdout, sys.stderr)  # user code may rebind sys.stdout & co.
 _state = {"forked": False}
 _loaded = set()  # cold sections compiled so far
 
 
 def _need(section):
-    """Compile and run the "#@cold SECTION" part of this source, once."""
-    if section in _loaded:
-        return
-    source = _DRIVER_SOURCE
-    start = source.index(_COLD_MARK + section + "\n") + 1
-    end = source.find(_COLD_MARK, start)
-    if end < 0:
-        end = len(source)
-    # Leading newlines keep line numbers as in this file.
-    code = "\n" * source.count("\n", 0, start) + source[start:end]
-    exec(compile(code, DRIVER_FILENAME, "exec", dont_inherit=True), globals())
-    _loaded.add(section)
+    """Compile and run the cold section "#@cold SECTION" in these globals, once."""
+    if section not in _loaded:
+        source = _DRIVER_SOURCE
+        start = source.index(_COLD_MARK + section + "\n") + 1
+        end = source.find(_COLD_MARK, start)
+        # Leading newlines keep the line numbers of this file.
+        code = "\n" * source.count("\n", 0, start) + source[start:end if end > 0 else None]
+        exec(compile(code, DRIVER_FILENAME, "exec", dont_inherit=True), globals())
+        _loaded.add(section)
 
 
 # --- Events ------------------------------------------------------------------
@@ -147,26 +140,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _flush_stdio():
-    seen = []
+    seen = set()
     for stream in (sys.stdout, sys.stderr) + _ORIG_STDIO:
-        if stream is None or any(stream is s for s in seen):
-            continue
-        seen.append(stream)
-        try:
-            stream.flush()
-        except BaseException:  # user-supplied stream objects may do anything
-            pass
-
-
-def _clean(value):
-    # Lone surrogates cannot be encoded as UTF-8 and are rejected by strict
-    # JSON parsers when escaped; spell them out as visible text instead.
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+        if stream is not None and id(stream) not in seen:
+            seen.add(id(stream))
+            try:
+                stream.flush()
+            except BaseException:  # user-supplied stream objects may do anything
+                pass
 
 
 def _emit(event):
@@ -176,18 +157,17 @@ def _emit(event):
     _write_event(event)
 
 
+_JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
+
+
 def _encode_event(event):
-    """The event as json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    would write it, for the value types events carry; None for other types."""
+    """The line json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    writes, checking value types as json's C encoder does; None for value
+    types other than None, bool, str and int."""
     parts = []
     for key, value in event.items():
-        # The checks of json's C encoder, in its order.
-        if value is None:
-            text = "null"
-        elif value is True:
-            text = "true"
-        elif value is False:
-            text = "false"
+        if value is None or value is True or value is False:
+            text = _JSON_CONSTANTS[value]
         elif isinstance(value, str):
             text = _encode_str(value)
         elif isinstance(value, int):
@@ -195,23 +175,16 @@ def _encode_event(event):
         else:
             return None
         parts.append(_encode_str(key) + ":" + text)
-    return "{" + ",".join(parts) + "}\n"
+    return "{%s}\n" % ",".join(parts)
 
 
 def _write_event(event):
     line = _encode_event(event)
-    if line is not None:
-        try:
-            data = line.encode("utf-8")
-        except UnicodeEncodeError:
-            line = None
-    if line is None:  # lone surrogates, or unusual value types
-        event = {k: _clean(v) for k, v in event.items()}
-        line = _encode_event(event)
-        if line is None:
-            _need("errors")
-            line = _encode_event_json(event)
+    try:
         data = line.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError):  # unusual value types, lone surrogates
+        _need("rare")
+        data = _encode_event_slowly(event)
     _write_bytes(data)
 
 
@@ -234,6 +207,330 @@ class _Internal(Exception):
     pass
 
 
+# --- Running -------------------------------------------------------------------
+
+_SOURCES = {}  # filename -> code, for linecache (cold section "lines")
+
+
+class _LinecacheHook:
+    """sys.meta_path entry that puts the component sources into linecache's
+    cache when linecache is imported (the driver itself never imports it)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "linecache":
+            _need("lines")
+            return _linecache_spec(path, target)
+
+
+def _add_source(filename, code):
+    _SOURCES[filename] = code
+    if "linecache" in sys.modules:
+        _need("lines")
+        _register_sources()
+
+
+# AST node classes, taken from a parse (importing ast costs milliseconds).
+_tree = compile("_", DRIVER_FILENAME, "exec", 0x400, dont_inherit=True)  # ast.PyCF_ONLY_AST
+_Expr = type(_tree.body[0])
+_Module = type(_tree)
+_Expression = type(compile("_", DRIVER_FILENAME, "eval", 0x400, dont_inherit=True))
+
+
+def _compile_component(code, filename):
+    """Return (exec_code or None, eval_code or None, line of the trailing expression)."""
+    parsed = False
+    try:
+        tree = compile(code, filename, "exec", 0x400, dont_inherit=True)
+        parsed = True
+        body = tree.body
+        last = body[-1] if body and isinstance(body[-1], _Expr) else None
+        head = body[:-1] if last is not None else body
+        exec_code = eval_code = None
+        if head:
+            exec_code = compile(_Module(body=head, type_ignores=[]), filename,
+                                "exec", dont_inherit=True)
+        if last is not None:
+            flags = 0
+            if exec_code is not None and exec_code.co_flags:
+                _need("rare")
+                flags = exec_code.co_flags & _future_mask()
+            eval_code = compile(_Expression(body=last.value), filename, "eval",
+                                flags, dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        # e.g. ValueError for NUL characters (3.11.2; later 3.11s raise
+        # SyntaxError), RecursionError for absurdly nested code.  Compiling
+        # the tree reports UTF-8 byte columns, the parser character columns.
+        _need("syntax")
+        raise _SyntaxProblem(_syntax_info(exc, code, parsed and isinstance(exc, SyntaxError)))
+    return exec_code, eval_code, (last.lineno if last is not None else None)
+
+
+_CONTAINERS = {bytearray, list, tuple, dict, set, frozenset}
+
+
+def _bounded_repr(value, limit):
+    """repr(value) cut to `limit` characters, as (text, truncated).
+
+    Containers and bytearray go to _walk_repr (cold section "repr"), which
+    never renders more than it needs; anything else is rendered by repr() and
+    cut afterwards, exactly as _walk_repr would do it.
+    """
+    cls = type(value)
+    if cls is str or cls is bytes:
+        text = repr(value if len(value) <= limit else value[:limit + 1])
+    elif cls in _CONTAINERS:
+        _need("repr")
+        return _walk_repr(value, limit)
+    else:
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = None
+        if text is None:  # retried outside the except block, as _walk_repr does
+            text = repr(value)
+    if len(text) > limit:
+        return text[:limit], True
+    return text, False
+
+
+def _parse_input(data):
+    if not isinstance(data, dict):
+        raise _Internal("input must be a JSON object")
+    components = data.get("components")
+    if not isinstance(components, list):
+        raise _Internal("'components' must be a list")
+    parsed = []
+    for comp in components:
+        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
+                and isinstance(comp.get("code"), str)):
+            raise _Internal("each component needs string 'id' and 'code'")
+        parsed.append((comp["id"], comp["code"]))
+    cfg = {"components": parsed,
+           "traceback_frames": data.get("traceback_frames", "user"),
+           "prelude": data.get("prelude")}
+    if cfg["traceback_frames"] not in ("user", "all"):
+        raise _Internal("'traceback_frames' must be 'user' or 'all'")
+    if cfg["prelude"] is not None and not isinstance(cfg["prelude"], str):
+        raise _Internal("'prelude' must be a string")
+    for key, default in (("max_value_chars", 10000), ("max_traceback_chars", 20000)):
+        value = cfg[key] = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _Internal("%r must be a positive integer" % key)
+    return cfg
+
+
+class _EventStream(io.RawIOBase):
+    """Raw writer behind sys.stdout / sys.stderr: Python-level output travels on the
+    event channel, in order with the events, so the host attributes every byte to
+    the component that wrote it. Output written to fd 1 and 2 directly (C code, child
+    processes) still reaches the host on the real pipes."""
+
+    def __init__(self, stream, fd):
+        io.RawIOBase.__init__(self)
+        self._fd = fd
+        # The "output" event up to its data, as _encode_event would write it.
+        self._head = b'{"event":"output","stream":"%s","data":"' % stream.encode()
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return False
+
+    def write(self, data):
+        data = bytes(data)
+        if _state["forked"]:
+            # A forked child has no event channel: fall back to the raw descriptor.
+            _need("rare")
+            return _write_raw(self._fd, data)
+        for start in range(0, len(data), 65536):
+            _write_bytes(self._head + _b2a_base64(data[start:start + 65536], newline=False)
+                         + b'"}\n')
+        return len(data)
+
+
+def _setup_stdio():
+    stdin = getattr(sys, "stdin", None)
+    if stdin is not None:
+        try:
+            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+        except BaseException:
+            pass
+    for name, fd, errors in (("stdout", 1, "surrogateescape"), ("stderr", 2, "backslashreplace")):
+        stream = io.TextIOWrapper(io.BufferedWriter(_EventStream(name, fd)), encoding="utf-8",
+                                  errors=errors, line_buffering=True, write_through=True)
+        setattr(sys, name, stream)
+
+
+def _run_component(cid, code, namespace, cfg):
+    """Run one component; return an exit status if it raised SystemExit."""
+    filename = "<%s>" % cid
+    _emit({"event": "start", "id": cid})
+    _add_source(filename, code)
+    ok = True
+    value_event = exit_status = expr_line = None
+    in_repr = False
+    try:
+        exec_code, eval_code, expr_line = _compile_component(code, filename)
+        if exec_code is not None:
+            exec(exec_code, namespace)
+        if eval_code is not None:
+            value = eval(eval_code, namespace)
+            if value is not None:
+                in_repr = True
+                builtins._ = None  # like sys.displayhook
+                text, truncated = _bounded_repr(value, cfg["max_value_chars"])
+                builtins._ = value
+                if truncated:
+                    text += TRUNCATION_MARKER
+                value_event = {"event": "value", "id": cid, "repr": text,
+                               "truncated": truncated}
+            value = None
+    except BaseException as exc:
+        ok = False
+        _need("rare")
+        exit_status = _component_failed(cid, exc, filename, in_repr, expr_line, cfg)
+    if exit_status is not None:
+        _emit({"event": "exit", "id": cid, "code": exit_status})
+        _emit({"event": "end", "id": cid, "ok": exit_status == 0})
+        return exit_status
+    if value_event is not None:
+        _emit(value_event)
+    _emit({"event": "end", "id": cid, "ok": ok})
+    return None
+
+
+def _main():
+    data = _INPUT
+    try:
+        cfg = _parse_input(data)
+    finally:
+        if isinstance(data, dict):
+            data.clear()  # the bootstrap still references it; drop the payload
+
+    if "linecache" not in sys.modules:
+        sys.meta_path.insert(0, _LinecacheHook)
+    _setup_stdio()
+    if cfg["prelude"] is not None:
+        _need("rare")
+        _run_prelude(cfg["prelude"])
+
+    # A fresh module registered as __main__, so pickle, dataclasses, typing
+    # and friends can resolve classes defined by components.
+    main_module = type(sys)("__main__")
+    main_module.__dict__["__builtins__"] = builtins
+    _state["previous_main"] = sys.modules.get("__main__")
+    sys.modules["__main__"] = main_module
+
+    for cid, code in cfg["components"]:
+        status = _run_component(cid, code, main_module.__dict__, cfg)
+        if status is not None:
+            _finish(status)
+    _emit({"event": "done"})
+    _finish(0)
+
+
+try:
+    _main()
+except BaseException as _exc:
+    _need("rare")
+    _driver_failed(_exc)
+
+
+# ==============================================================================
+# Cold sections.  Never compiled at start-up (the bootstrap compiles only the
+# source above the first "#@cold" line); _need() compiles one into the
+# globals above the first time it is needed.
+# ==============================================================================
+
+
+#@cold lines
+# Component sources in linecache: tracebacks, inspect, warnings, pdb show user
+# lines from it, even if user code clears it.
+
+_ENTRIES = {}  # filename -> (code, linecache entry)
+
+
+def _split_lines(code):
+    """Split at what Python's tokenizer counts as a line end: \\r\\n, \\r, \\n."""
+    chunks = code.split("\n")
+    last = len(chunks) - 1
+    lines = []
+    for i, chunk in enumerate(chunks):
+        if "\r" in chunk:
+            pieces = chunk.split("\r")
+            lines.extend([p + "\r" for p in pieces[:-1]])
+            chunk = pieces[-1]
+            if not chunk and i < last:  # "\r\n"
+                lines[-1] += "\n"
+                continue
+        if i < last:
+            lines.append(chunk + "\n")
+        elif chunk:
+            lines.append(chunk)
+    return lines
+
+
+def _register_sources():
+    module = sys.modules.get("linecache")
+    if module is None:
+        return
+    try:
+        cache = vars(module)["cache"]
+        for filename, code in _SOURCES.items():
+            known = _ENTRIES.get(filename)
+            if known is None or known[0] is not code:
+                lines = _split_lines(code)
+                if lines and not lines[-1].endswith(("\n", "\r")):
+                    lines[-1] += "\n"
+                # mtime None: linecache.checkcache() never evicts the entry.
+                known = _ENTRIES[filename] = (code, (len(code), None, lines, filename))
+            cache[filename] = known[1]
+    except Exception:  # sys.modules["linecache"] is not the real thing
+        pass
+
+
+def _linecache_spec(path, target):
+    """find_spec for linecache, for _LinecacheHook: the spec the other finders
+    give, with a loader that registers the sources once linecache has run."""
+    meta_path = sys.meta_path
+    if _LinecacheHook in meta_path:
+        meta_path.remove(_LinecacheHook)  # its job ends with this import
+    for finder in meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        spec = find_spec("linecache", path, target) if find_spec is not None else None
+        if spec is not None:
+            break
+    else:
+        return None
+    loader = spec.loader
+    if loader is None or isinstance(loader, type):
+        return spec
+
+    def exec_module(module):
+        del loader.exec_module  # back to the loader's own method
+        loader.exec_module(module)
+        _register_sources()
+
+    try:
+        loader.exec_module = exec_module
+    except (AttributeError, TypeError):
+        pass
+    return spec
+
+
+#@cold rare
+# Driver failures, SystemExit, the prelude and other rare paths; what the
+# other sections share.
+
+class _SyntaxProblem(Exception):
+    pass  # args[0]: the "syntax_error" event's fields
+
+
 def _internal(message):
     try:
         _emit({"event": "internal", "message": _truncate(message, 20000)})
@@ -241,7 +538,49 @@ def _internal(message):
         _finish(EX_SOFTWARE)
 
 
-# --- Small helpers -------------------------------------------------------------
+def _driver_failed(exc):
+    if isinstance(exc, _Internal):
+        _internal(str(exc))
+    _internal("driver error: %s: %s" % (_type_name(type(exc)), _safe_str(exc)))
+
+
+def _clean(value):
+    # Lone surrogates cannot be encoded as UTF-8 and are rejected by strict
+    # JSON parsers when escaped; spell them out as visible text instead.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _encode_event_slowly(event):
+    event = {k: _clean(v) for k, v in event.items()}
+    line = _encode_event(event)
+    if line is None:  # value types _encode_event does not know
+        json = _import("json")
+        line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode(event) + "\n"
+    return line.encode("utf-8")
+
+
+def _write_raw(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[_os_write(fd, view):]
+    return len(data)
+
+
+def _future_mask():
+    mask = _state.get("future_mask")
+    if mask is None:
+        future = _import("__future__")
+        mask = 0
+        for name in future.all_feature_names:
+            mask |= getattr(future, name).compiler_flag
+        _state["future_mask"] = mask
+    return mask
+
 
 def _truncate(text, limit):
     if len(text) <= limit:
@@ -269,387 +608,60 @@ def _type_name(cls):
     return module + "." + qualname
 
 
-def _split_lines(code):
-    """Split at what Python's tokenizer counts as a line end: \\r\\n, \\r, \\n."""
-    chunks = code.split("\n")
-    last = len(chunks) - 1
-    lines = []
-    for i, chunk in enumerate(chunks):
-        if "\r" in chunk:
-            pieces = chunk.split("\r")
-            lines.extend([p + "\r" for p in pieces[:-1]])
-            chunk = pieces[-1]
-            if not chunk and i < last:  # "\r\n"
-                lines[-1] += "\n"
-                continue
-        if i < last:
-            lines.append(chunk + "\n")
-        elif chunk:
-            lines.append(chunk)
-    return lines
-
-
-# --- Component sources for linecache -------------------------------------------
-# Kept so linecache (tracebacks, inspect, warnings) can show user lines even if
-# user code clears linecache.
-
-_SOURCES = {}  # filename -> code
-_ENTRIES = {}  # filename -> linecache entry, built when first registered
-
-
-def _register_sources():
-    module = sys.modules.get("linecache")
-    if module is None or not _SOURCES:
-        return
-    try:
-        cache = vars(module)["cache"]
-        for filename, code in _SOURCES.items():
-            entry = _ENTRIES.get(filename)
-            if entry is None:
-                lines = _split_lines(code)
-                if lines and not lines[-1].endswith(("\n", "\r")):
-                    lines[-1] += "\n"
-                # mtime None: linecache.checkcache() never evicts the entry.
-                entry = _ENTRIES[filename] = (len(code), None, lines, filename)
-            cache[filename] = entry
-    except Exception:  # sys.modules["linecache"] replaced by something else
-        pass
-
-
-def _add_source(filename, code):
-    _SOURCES[filename] = code
-    _ENTRIES.pop(filename, None)
-    _register_sources()
-
-
-class _LinecacheHook:
-    """sys.meta_path entry that registers the sources the moment linecache is
-    imported, then leaves sys.meta_path (so the driver need not import it)."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != "linecache":
-            return None
-        meta_path = sys.meta_path
-        if _LinecacheHook in meta_path:
-            meta_path.remove(_LinecacheHook)
-        for finder in meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            spec = find_spec(name, path, target) if find_spec is not None else None
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or isinstance(loader, type):
-            return spec
-
-        def exec_module(module):
-            del loader.exec_module  # back to the loader's own method
-            loader.exec_module(module)
-            _register_sources()
-
-        try:
-            loader.exec_module = exec_module
-        except (AttributeError, TypeError):
-            pass
-        return spec
-
-
-# --- Compiling a component ---------------------------------------------------------
-
-class _SyntaxProblem(Exception):
-    def __init__(self, info):
-        Exception.__init__(self)
-        self.info = info
-
-
-# AST node classes, taken from a parse (importing ast costs milliseconds).
-_tree = compile("_", DRIVER_FILENAME, "exec", _PyCF_ONLY_AST, dont_inherit=True)
-_Expr = type(_tree.body[0])
-_Module = type(_tree)
-_Expression = type(compile("_", DRIVER_FILENAME, "eval", _PyCF_ONLY_AST, dont_inherit=True))
-del _tree
-
-
-def _compile_component(code, filename):
-    """Return (exec_code or None, eval_code or None, line of the trailing expression)."""
-    try:
-        tree = compile(code, filename, "exec", _PyCF_ONLY_AST, dont_inherit=True)
-    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
-        # e.g. ValueError for NUL characters (3.11.2; later 3.11s raise
-        # SyntaxError), RecursionError for absurdly nested code.
-        _need("errors")
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
-    try:
-        body = tree.body
-        last = body[-1] if body and isinstance(body[-1], _Expr) else None
-        head = body[:-1] if last is not None else body
-        exec_code = None
-        if head:
-            exec_code = compile(_Module(body=head, type_ignores=[]), filename,
-                                "exec", dont_inherit=True)
-        eval_code = None
-        if last is not None:
-            flags = 0
-            if exec_code is not None and exec_code.co_flags:
-                flags = exec_code.co_flags & _future_mask()
-            eval_code = compile(_Expression(body=last.value), filename, "eval",
-                                flags, dont_inherit=True)
-    except SyntaxError as exc:
-        _need("errors")
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=True))
-    except (ValueError, OverflowError, MemoryError, RecursionError) as exc:
-        _need("errors")
-        raise _SyntaxProblem(_syntax_info(exc, code, byte_columns=False))
-    return exec_code, eval_code, (last.lineno if last is not None else None)
-
-
-def _future_mask():
-    mask = _state.get("future_mask")
-    if mask is None:
-        future = _import("__future__")
-        mask = 0
-        for name in future.all_feature_names:
-            mask |= getattr(future, name).compiler_flag
-        _state["future_mask"] = mask
-    return mask
-
-
-# --- Values ----------------------------------------------------------------------
-
-_WALKED = {str, bytes, bytearray, list, tuple, dict, set, frozenset}
-
-
-def _bounded_repr(value, limit):
-    """repr(value) cut to `limit` characters, as (text, truncated).
-
-    Containers are rendered by _walk_repr (cold section "repr"), so a huge one
-    is never fully rendered; anything else goes through repr() and is cut
-    afterwards, exactly as _walk_repr would do.
-    """
-    cls = type(value)
-    if cls is str or cls is bytes:
-        text = repr(value if len(value) <= limit else value[:limit + 1])
-    elif cls in _WALKED:
-        _need("repr")
-        return _walk_repr(value, limit)
-    else:
-        try:
-            text = repr(value)
-        except RecursionError:
-            text = None
-        if text is None:  # retried outside the except block, like _walk_repr
-            text = repr(value)
-    if len(text) > limit:
-        return text[:limit], True
-    return text, False
-
-
-# --- Running -------------------------------------------------------------------
-
-def _parse_input(data):
-    if not isinstance(data, dict):
-        raise _Internal("input must be a JSON object")
-    components = data.get("components")
-    if not isinstance(components, list):
-        raise _Internal("'components' must be a list")
-    parsed = []
-    for comp in components:
-        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
-                and isinstance(comp.get("code"), str)):
-            raise _Internal("each component needs string 'id' and 'code'")
-        parsed.append((comp["id"], comp["code"]))
-
-    def limit(key, default):
-        value = data.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _Internal("%r must be a positive integer" % key)
-        return value
-
-    frames = data.get("traceback_frames", "user")
-    if frames not in ("user", "all"):
-        raise _Internal("'traceback_frames' must be 'user' or 'all'")
-    prelude = data.get("prelude")
-    if prelude is not None and not isinstance(prelude, str):
-        raise _Internal("'prelude' must be a string")
-    return {
-        "components": parsed,
-        "max_value_chars": limit("max_value_chars", DEFAULT_MAX_VALUE_CHARS),
-        "max_traceback_chars": limit("max_traceback_chars", DEFAULT_MAX_TRACEBACK_CHARS),
-        "traceback_frames": frames,
-        "prelude": prelude,
-    }
-
-
-class _EventStream(io.RawIOBase):
-    """Raw writer behind sys.stdout / sys.stderr: Python-level output travels on the
-    event channel, in order with the events, so the host attributes every byte to
-    the component that wrote it. Output written to fd 1 and 2 directly (C code, child
-    processes) still reaches the host on the real pipes."""
-
-    _CHUNK = 65536
-
-    def __init__(self, stream, fd):
-        super().__init__()
-        self._fd = fd
-        # The event up to the data, as _encode_event would write it.
-        self._head = b'{"event":"output","stream":"%s","data":"' % stream.encode()
-
-    def writable(self):
-        return True
-
-    def fileno(self):
-        return self._fd
-
-    def isatty(self):
-        return False
-
-    def write(self, data):
-        data = bytes(data)
-        if _state["forked"]:
-            # A forked child has no event channel: fall back to the raw descriptor.
-            view = memoryview(data)
-            while view:
-                view = view[_os_write(self._fd, view):]
-            return len(data)
-        for start in range(0, len(data), self._CHUNK):
-            _write_bytes(self._head + _b2a_base64(data[start:start + self._CHUNK], newline=False)
-                         + b'"}\n')
-        return len(data)
-
-
-def _setup_stdio():
-    stdin = getattr(sys, "stdin", None)
-    if stdin is not None:
-        try:
-            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
-        except BaseException:
-            pass
-    for name, fd, errors in (("stdout", 1, "surrogateescape"), ("stderr", 2, "backslashreplace")):
-        raw = _EventStream(name, fd)
-        stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors,
-                                  line_buffering=True, write_through=True)
-        setattr(sys, name, stream)
-
-
-def _run_component(cid, code, namespace, cfg, keep_frame):
-    """Run one component; return an exit status if it raised SystemExit."""
-    filename = "<%s>" % cid
-    _emit({"event": "start", "id": cid})
-    _add_source(filename, code)
-    ok = True
-    value_event = None
-    exit_status = None
-    expr_line = None
-    in_repr = False
-    try:
-        exec_code, eval_code, expr_line = _compile_component(code, filename)
-        if exec_code is not None:
-            exec(exec_code, namespace)
-        if eval_code is not None:
-            value = eval(eval_code, namespace)
-            if value is not None:
-                in_repr = True
-                builtins._ = None  # like sys.displayhook
-                text, truncated = _bounded_repr(value, cfg["max_value_chars"])
-                builtins._ = value
-                if truncated:
-                    text += TRUNCATION_MARKER
-                value_event = {"event": "value", "id": cid, "repr": text,
-                               "truncated": truncated}
-            value = None
-    except _SyntaxProblem as problem:
-        ok = False
+def _component_failed(cid, exc, filename, in_repr, expr_line, cfg):
+    """Handle `exc` from running a component (called in the except block): emit
+    its "syntax_error" or "exception" event, or return the exit status for a
+    SystemExit (the caller emits "exit" and "end")."""
+    if isinstance(exc, _SyntaxProblem):
         event = {"event": "syntax_error", "id": cid}
-        event.update(problem.info)
+        event.update(exc.args[0])
         _emit(event)
-    except SystemExit as exc:
-        _need("errors")
-        exit_status = _exit_status(exc.code)
-    except BaseException as exc:
-        ok = False
-        _need("errors")
-        _emit(_exception_event(cid, exc, filename, in_repr, expr_line, cfg, keep_frame))
-    if exit_status is not None:
-        _emit({"event": "exit", "id": cid, "code": exit_status})
-        _emit({"event": "end", "id": cid, "ok": exit_status == 0})
-        return exit_status
-    if value_event is not None:
-        _emit(value_event)
-    _emit({"event": "end", "id": cid, "ok": ok})
+    elif isinstance(exc, SystemExit):
+        return _exit_status(exc.code)
+    else:
+        _need("traceback")
+        line = _innermost_line(exc, filename)
+        if line is None and in_repr:
+            line = expr_line
+        _emit({
+            "event": "exception",
+            "id": cid,
+            "type": _type_name(type(exc)),
+            "message": _truncate(_safe_str(exc), cfg["max_value_chars"]),
+            "traceback": _format_traceback(exc, _keep_frame(cfg), cfg["max_traceback_chars"]),
+            "line": line,
+        })
     return None
 
 
-def _main():
-    data = _INPUT
+def _exit_status(code):
+    """Mirror CPython's handling of SystemExit.code."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
     try:
-        cfg = _parse_input(data)
-    finally:
-        if isinstance(data, dict):
-            data.clear()  # the bootstrap still references it; drop the payload
-
-    if "linecache" not in sys.modules:
-        sys.meta_path.insert(0, _LinecacheHook)
-    _setup_stdio()
-    if cfg["prelude"] is not None:
-        _need("errors")
-        _run_prelude(cfg["prelude"])
-
-    user_files = {"<%s>" % cid for cid, _ in cfg["components"]}
-    if cfg["traceback_frames"] == "user":
-        keep_frame = user_files.__contains__
-    else:
-        hidden = {DRIVER_FILENAME, PRELUDE_FILENAME}
-        keep_frame = lambda filename: filename not in hidden  # noqa: E731
-
-    # A fresh module registered as __main__, so pickle, dataclasses, typing
-    # and friends can resolve classes defined by components.
-    main_module = type(sys)("__main__")
-    main_module.__dict__["__builtins__"] = builtins
-    _state["previous_main"] = sys.modules.get("__main__")
-    sys.modules["__main__"] = main_module
-    namespace = main_module.__dict__
-
-    for cid, code in cfg["components"]:
-        status = _run_component(cid, code, namespace, cfg, keep_frame)
-        if status is not None:
-            _finish(status)
-    _emit({"event": "done"})
-    _finish(0)
+        sys.stderr.write(_safe_str(code) + "\n")
+    except BaseException:
+        pass
+    return 1
 
 
-try:
-    _main()
-except _Internal as _exc:
-    _internal(str(_exc))
-except BaseException as _exc:
-    _internal("driver error: %s: %s" % (_type_name(type(_exc)), _safe_str(_exc)))
+def _run_prelude(source):
+    namespace = {"__name__": "__jsheets_prelude__", "__builtins__": builtins}
+    try:
+        exec(compile(source, PRELUDE_FILENAME, "exec", dont_inherit=True), namespace)
+    except BaseException as exc:
+        traceback = _import("traceback")
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _internal("prelude failed: " + detail)
 
 
-# =============================================================================
-# Cold sections: compiled on first use by _need(), never at start-up (the
-# bootstrap compiles only the source above the first "#@cold" line).  Each
-# runs in the globals above.
-# =============================================================================
+#@cold syntax
+# Locating syntax errors.
 
-#@cold errors
-# Syntax errors, exceptions, SystemExit, the prelude, unusual event values.
-
-def _encode_event_json(event):
-    # The general encoder, for value types _encode_event does not handle.
-    json = _import("json")
-    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode(event) + "\n"
-
-
-def _truncate_middle(text, limit):
-    if len(text) <= limit:
-        return text
-    head = limit * 2 // 3
-    tail = limit - head
-    omitted = len(text) - head - tail
-    return "%s\n... [%d characters truncated] ...\n%s" % (
-        text[:head], omitted, text[len(text) - tail:])
+_need("rare")
+_need("lines")
 
 
 def _positive_int(value):
@@ -736,6 +748,31 @@ def _syntax_info(exc, code, byte_columns):
     }
 
 
+#@cold traceback
+# Tracebacks of exceptions from user code.
+
+_need("rare")
+_need("lines")
+
+
+def _truncate_middle(text, limit):
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return "%s\n... [%d characters truncated] ...\n%s" % (
+        text[:head], omitted, text[len(text) - tail:])
+
+
+def _keep_frame(cfg):
+    """Which traceback frames to show, by filename."""
+    if cfg["traceback_frames"] == "user":
+        return {"<%s>" % cid for cid, _ in cfg["components"]}.__contains__
+    hidden = {DRIVER_FILENAME, PRELUDE_FILENAME}
+    return lambda filename: filename not in hidden
+
+
 def _format_traceback(exc, keep_frame, limit):
     try:
         traceback = _import("traceback")
@@ -768,43 +805,6 @@ def _innermost_line(exc, filename):
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
-
-
-def _exception_event(cid, exc, filename, in_repr, expr_line, cfg, keep_frame):
-    line = _innermost_line(exc, filename)
-    if line is None and in_repr:
-        line = expr_line
-    return {
-        "event": "exception",
-        "id": cid,
-        "type": _type_name(type(exc)),
-        "message": _truncate(_safe_str(exc), cfg["max_value_chars"]),
-        "traceback": _format_traceback(exc, keep_frame, cfg["max_traceback_chars"]),
-        "line": line,
-    }
-
-
-def _exit_status(code):
-    """Mirror CPython's handling of SystemExit.code."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    try:
-        sys.stderr.write(_safe_str(code) + "\n")
-    except BaseException:
-        pass
-    return 1
-
-
-def _run_prelude(source):
-    namespace = {"__name__": "__jsheets_prelude__", "__builtins__": builtins}
-    try:
-        exec(compile(source, PRELUDE_FILENAME, "exec", dont_inherit=True), namespace)
-    except BaseException as exc:
-        traceback = _import("traceback")
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        _internal("prelude failed: " + detail)
 
 
 #@cold repr

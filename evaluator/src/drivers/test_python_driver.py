@@ -516,6 +516,104 @@ class DriverTest(unittest.TestCase):
         self.assertEqual(r.returncode, 70)
         self.assertEqual([e["event"] for e in r.events], ["internal"])
 
+    # --- linecache, line ends, text ----------------------------------------------------
+
+    def test_component_sources_reach_linecache(self):
+        # The driver does not import linecache itself; the sources must be in it
+        # whenever user code (traceback, inspect, warnings) reads it.
+        r = run_driver([
+            ("c1", "def f(x):\n    return 1 / x\n\ndef g():\n    return 42\n"),
+            ("c2", "import traceback\ntry:\n    f(0)\nexcept ZeroDivisionError:\n"
+                   "    text = traceback.format_exc()\ntext"),
+            ("c3", "import inspect\ninspect.getsource(g)"),
+            ("c4", "import warnings\nwarnings.warn('careful')"),
+            ("c5", "import linecache\nlinecache.getline('<c1>', 2)"),
+            ("c6", "linecache.clearcache()"),
+            ("c7", "f(0)"),
+        ])
+        # c2 imports linecache (through traceback) for the first time
+        tb = eval(r.one("c2", "value")["repr"])
+        self.assertIn('File "<c2>", line 3, in <module>\n    f(0)\n', tb)
+        self.assertIn('File "<c1>", line 2, in f\n    return 1 / x\n', tb)
+        self.assertEqual(r.one("c3", "value")["repr"], repr("def g():\n    return 42\n"))
+        self.assertIn(b"<c4>:2: UserWarning: careful\n  warnings.warn('careful')\n", r.stderr)
+        self.assertEqual(r.one("c5", "value")["repr"], repr("    return 1 / x\n"))
+        # cleared again by c6: the driver registers the sources before formatting
+        self.assertIn('File "<c1>", line 2, in f\n    return 1 / x\n',
+                      r.one("c7", "exception")["traceback"])
+        self.assertDone(r)
+
+    def test_cr_line_ends(self):
+        r = run_driver([("c1", "a = 1\rdef h():\r    return 1/0\r"), ("c2", "h()"),
+                        ("c3", "x = 1\r\ry = 2\rz = (\r")])
+        self.assertIn('File "<c1>", line 3, in h\n    return 1/0\n',
+                      r.one("c2", "exception")["traceback"])
+        e = r.one("c3", "syntax_error")
+        self.assertEqual((e["line"], e["column"], e["start"], e["end"]), (4, 5, 17, 18))
+        self.assertDone(r)
+
+    def test_split_lines_matches_tokenizer_line_ends(self):
+        # _split_lines (cold section "lines") replaces a regex; compare on many inputs.
+        import random
+        import re
+        namespace = {}
+        exec(_cold_section("lines"), namespace)
+        split_lines = namespace["_split_lines"]
+
+        def reference(code):
+            lines, pos = [], 0
+            for match in re.finditer(r"\r\n|\r|\n", code):
+                lines.append(code[pos:match.end()])
+                pos = match.end()
+            if pos < len(code):
+                lines.append(code[pos:])
+            return lines
+
+        rng = random.Random(7)
+        samples = ["", "\n", "\r", "\r\n", "\n\r", "\r\r\n", "a", "a\r\nb\rc\nd", "\u2028\x0c\x85"]
+        samples += ["".join(rng.choice("ab\r\n\u2028") for _ in range(rng.randrange(12)))
+                    for _ in range(3000)]
+        for code in samples:
+            self.assertEqual(split_lines(code), reference(code), repr(code))
+
+    def test_future_flags_reach_trailing_expression(self):
+        r = run_driver([("c1", "from __future__ import annotations\nx = 1\n"
+                               "(lambda: 0).__code__.co_flags & 0x1000000")])
+        self.assertEqual(r.one("c1", "value")["repr"], str(0x1000000))
+
+    def test_non_ascii_text_in_events(self):
+        r = run_driver([("c1", "'\U0001F600 é'"),
+                        ("c2", "class S(str):\n    pass\n"
+                               "class E(Exception):\n    def __str__(self):\n        return S('sub')\n"
+                               "raise E()")])
+        self.assertEqual(r.one("c1", "value")["repr"], "'\U0001F600 é'")
+        self.assertIn("'\U0001F600 é'".encode("utf-8"), r.raw_events[1])  # UTF-8, not \u escapes
+        self.assertEqual(r.one("c2", "exception")["message"], "sub")
+
+    def test_large_and_forked_output(self):
+        r = run_driver([
+            ("c1", "import sys\nsys.stdout.write('x' * 200000)\nNone"),
+            ("c2", "import os\npid = os.fork()\n"
+                   "if pid == 0:\n    print('child')\n    os._exit(0)\n"
+                   "os.waitpid(pid, 0)\nprint('parent')"),
+        ])
+        self.assertEqual(r.stdout, b"x" * 200000 + b"child\nparent\n")
+        self.assertDone(r)
+
+    def test_start_up_imports_stay_lean(self):
+        # Start-up cost: a plain run must not import these (see the driver docstring).
+        r = run_driver([("c1", "import sys\n"
+                               "[m for m in ('re', 'json', 'linecache', 'traceback', 'ast', "
+                               "'tokenize', 'base64', 'types', '__future__') if m in sys.modules]")])
+        self.assertEqual(r.one("c1", "value")["repr"], "[]")
+
+
+def _cold_section(name):
+    """The source of the driver's cold section NAME (line numbers kept)."""
+    start = DRIVER_SOURCE.index("\n#@cold %s\n" % name) + 1
+    end = DRIVER_SOURCE.find("\n#@cold ", start)
+    return "\n" * DRIVER_SOURCE.count("\n", 0, start) + DRIVER_SOURCE[start:end if end > 0 else None]
+
 
 if __name__ == "__main__":
     unittest.main()
