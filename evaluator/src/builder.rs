@@ -130,7 +130,7 @@ impl<'a> SandboxBuilder<'a> {
                     Output::Diagnostic { message, .. } | Output::Internal { message, .. } => {
                         problems.push(message)
                     }
-                    Output::Value { .. } => {}
+                    Output::Value { .. } | Output::Started { .. } => {}
                 }
             }
             (out, problems)

@@ -68,6 +68,10 @@ pub struct Component {
 /// Results streamed while the snippet runs, attributed to a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// A component began to run (so a limit hit can name the component it hit in).
+    Started {
+        component: String,
+    },
     Stdout {
         component: String,
         data: Vec<u8>,
@@ -407,8 +411,8 @@ fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
     };
     match event {
         DriverEvent::Start { id } => {
-            *current = id;
-            None
+            current.clone_from(&id);
+            Some(Output::Started { component: id })
         }
         DriverEvent::Output { stream, data } => {
             use base64::Engine;

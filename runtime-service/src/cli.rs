@@ -58,6 +58,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC node (the main command).
     Serve(crate::serve::ServeArgs),
+    /// Evaluate a snippet on a running node over gRPC.
+    Eval(crate::eval::EvalArgs),
+    /// Drive a running node at a given concurrency and print latency percentiles.
+    BenchService(crate::bench_service::ServiceBenchArgs),
     /// Evaluate a snippet locally in a fresh sandbox and print the outcome.
     Run(RunArgs),
     /// Install, inspect, test, remove, pack and unpack runtimes.
@@ -224,6 +228,8 @@ pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => crate::serve::run(args).await,
+        Command::Eval(args) => crate::eval::run(args).await,
+        Command::BenchService(args) => crate::bench_service::run(args).await,
         Command::Run(args) => run(&cli.runtimes_dir, &cli.state_dir, args).await,
         Command::Runtime { command } => {
             runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await
@@ -373,6 +379,7 @@ pub async fn evaluate_printing(
                     failed = true;
                     let _ = write!(err, "{traceback}");
                 }
+                Output::Started { .. } => {}
                 Output::Internal { component, message } => {
                     failed = true;
                     let _ = writeln!(err, "{component}: internal error: {message}");

@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_service;
 mod cli;
 mod config;
+mod eval;
 mod install;
 mod serve;
 mod service;

@@ -203,7 +203,7 @@ impl Node {
         };
         self.registry()
             .resolve(spec)
-            .map(Clone::clone)
+            .cloned()
             .map_err(|e| ServiceError::NotFound(e.to_string()))
     }
 
@@ -403,10 +403,9 @@ async fn serve_stream(
                     running = Some((handle, cancel, keep_open));
                 }
                 Ok(Some(EvaluateRequest { message: Some(Message::Stop(_)) })) => {
-                    match &running {
-                        Some((_, cancel, _)) => cancel.cancel(),
-                        // Nothing to stop: jsheets clients may send stop late.
-                        None => {}
+                    // Nothing running is fine: jsheets clients may send stop late.
+                    if let Some((_, cancel, _)) = &running {
+                        cancel.cancel();
                     }
                 }
                 Ok(Some(EvaluateRequest { message: None })) => {
@@ -587,6 +586,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
                                 message: format!("{kind}: {message}\n{traceback}"),
                                 span: None,
                             }),
+                            Output::Started { component } => last_component = component,
                             Output::Internal { component, message } => finals.error.push(EvaluationError {
                                 component_id: component,
                                 kind: "internal".into(),
@@ -624,7 +624,10 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
                 return;
             }
         };
-        if let Some(error) = limit_error(&outcome, &p.limits, &last_component) {
+        if let Some(mut error) = limit_error(&outcome, &p.limits, &last_component) {
+            if outcome.status == SandboxStatus::Cancelled && node.kill_all.is_cancelled() {
+                error.message = "the node shut down before the evaluation finished".into();
+            }
             finals.error.push(error);
         }
         tracing::Span::current().record("status", outcome.status.as_str());

@@ -1,0 +1,529 @@
+//! `jsheets-runtime eval`: evaluate a snippet on a running node over gRPC and print
+//! the outcome like `jsheets-runtime run` does locally.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use client::{Channel, ClientError, ClientTls, Code, EvalRequest, Evaluated};
+use proto::jsheets::completion::Status;
+use proto::jsheets::evaluation_result::Kind;
+use proto::jsheets::{Completion, EvaluateResponse, EvaluationError, EvaluationResult, Limits};
+
+use crate::cli::{EX_SOFTWARE, EX_USAGE};
+
+/// Exit code when the node cannot be reached or cannot take the evaluation now
+/// (sysexits EX_UNAVAILABLE).
+pub const EX_UNAVAILABLE: u8 = 69;
+/// Exit code after an interrupt (Ctrl-C twice).
+const EX_INTERRUPTED: i32 = 130;
+/// Node used when neither `--endpoint` nor `JSHEETS_RUNTIME_ENDPOINT` is given.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+/// Longest wait for the connection to a node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default client deadline of one evaluation, in seconds.
+const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
+/// Added to `--wall-time` for the default deadline, so the node can report a
+/// wall-time overrun before the client gives up.
+const WALL_TIME_MARGIN_SECS: f64 = 30.0;
+/// Largest accepted `--wall-time` and `--timeout`.
+const MAX_SECS: f64 = 86_400.0;
+
+/// Which node to talk to, and how.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// URL of the node: http://HOST:PORT, or https://HOST:PORT (needs --ca).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "JSHEETS_RUNTIME_ENDPOINT",
+        default_value = DEFAULT_ENDPOINT
+    )]
+    pub endpoint: String,
+    /// CA certificate (PEM) to check the node's certificate with (https://).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Key (PEM) of the client certificate.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Name to check the node's certificate against (default: the endpoint's host).
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+}
+
+impl NodeArgs {
+    /// The TLS options, if any is set.
+    pub fn tls(&self) -> Option<ClientTls> {
+        let tls = ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            domain: self.domain.clone(),
+        };
+        (!tls.is_empty()).then_some(tls)
+    }
+
+    /// Connects to the node.
+    pub async fn connect(&self, timeout: Duration) -> Result<Channel, ClientError> {
+        client::connect(&self.endpoint, self.tls().as_ref(), timeout).await
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Runtime name as listed by the node; empty: the node's default runtime.
+    #[arg(long, short, default_value = "")]
+    pub runtime: String,
+    /// Code of one component; repeat for several components (they run first,
+    /// in order, then the FILEs).
+    #[arg(long = "code", short = 'e', value_name = "CODE")]
+    pub code: Vec<String>,
+    /// Files whose contents are further components, in order.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// File fed to the snippet's standard input (`-`: this command's standard input).
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+    /// Wall-clock limit in seconds (default: the node's).
+    #[arg(long, value_name = "SECS")]
+    pub wall_time: Option<f64>,
+    /// Memory limit in MiB (default: the node's).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Give up after this many seconds [default: 120, or --wall-time + 30 if larger].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+/// A checked `eval` command line.
+#[derive(Debug)]
+struct Prepared {
+    request: EvalRequest,
+    deadline: Duration,
+}
+
+/// Checks a number of seconds given as `--{what}`.
+pub fn seconds(value: f64, what: &str) -> Result<Duration> {
+    if value.is_finite() && value > 0.0 && value <= MAX_SECS {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        bail!("--{what} must be more than 0 and at most {MAX_SECS} seconds, got {value}")
+    }
+}
+
+fn prepare(args: &EvalArgs) -> Result<Prepared> {
+    let mut request = EvalRequest::new(args.runtime.clone());
+    for (i, code) in args.code.iter().enumerate() {
+        request = request.component(format!("e{}", i + 1), code.clone());
+    }
+    for file in &args.files {
+        let code =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        request = request.component(file.display().to_string(), code);
+    }
+    if request.components.is_empty() {
+        bail!("nothing to evaluate: give -e CODE or a FILE");
+    }
+    if let Some(path) = &args.stdin {
+        request.stdin = if path.as_os_str() == "-" {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading standard input")?;
+            data
+        } else {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        };
+    }
+    let mut limits = Limits::default();
+    if let Some(wall) = args.wall_time {
+        let wall = seconds(wall, "wall-time")?;
+        limits.wall_time_ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX).max(1);
+    }
+    if let Some(mib) = args.memory {
+        if mib == 0 {
+            bail!("--memory must be at least 1 MiB");
+        }
+        limits.memory_bytes = mib.checked_mul(1 << 20).context("--memory is too large")?;
+    }
+    if limits != Limits::default() {
+        request.limits = Some(limits);
+    }
+    let deadline = match args.timeout {
+        Some(t) => seconds(t, "timeout")?,
+        None => {
+            let wall = args.wall_time.unwrap_or(0.0) + WALL_TIME_MARGIN_SECS;
+            Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS.max(wall).min(MAX_SECS))
+        }
+    };
+    Ok(Prepared { request, deadline })
+}
+
+pub async fn run(args: EvalArgs) -> Result<ExitCode> {
+    let Prepared { request, deadline } = match prepare(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e:#}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let endpoint = &args.node.endpoint;
+    let channel = match args.node.connect(CONNECT_TIMEOUT.min(deadline)).await {
+        Ok(c) => c,
+        Err(e) => return Ok(report_error(endpoint, &e)),
+    };
+
+    // Ctrl-C stops the evaluation on the node (which then reports CANCELLED);
+    // a second Ctrl-C gives up at once.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let interrupts = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("jsheets-runtime: stopping the evaluation (Ctrl-C again to quit)");
+            let _ = stop_tx.send(());
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EX_INTERRUPTED);
+            }
+        }
+    });
+    let mut printer = LivePrinter::default();
+    let outcome =
+        client::evaluate_with_stop(&channel, &request, deadline, stop_rx, |r| printer.live(r))
+            .await;
+    interrupts.abort();
+    match outcome {
+        Ok(evaluated) => Ok(print_outcome(&request, &evaluated, &mut printer)),
+        Err(e) => Ok(report_error(endpoint, &e)),
+    }
+}
+
+/// Prints a failed call and chooses the exit code.
+fn report_error(endpoint: &str, e: &ClientError) -> ExitCode {
+    match e {
+        ClientError::Timeout(d) => eprintln!(
+            "jsheets-runtime: no answer from {endpoint} within {:.0} s (see --timeout)",
+            d.as_secs_f64()
+        ),
+        ClientError::Status(s) => eprintln!(
+            "jsheets-runtime: {endpoint} refused the evaluation: {}: {}",
+            client::code_name(s.code()),
+            s.message()
+        ),
+        _ => eprintln!("jsheets-runtime: {e}"),
+    }
+    ExitCode::from(exit_code(e))
+}
+
+/// Exit code of a failed call: EX_USAGE for a rejected request or bad options,
+/// EX_UNAVAILABLE if the node could not be reached or could not take the
+/// evaluation, EX_SOFTWARE otherwise.
+pub fn exit_code(e: &ClientError) -> u8 {
+    if e.is_bad_request() {
+        EX_USAGE
+    } else if e.is_unavailable() || e.code() == Some(Code::DeadlineExceeded) {
+        EX_UNAVAILABLE
+    } else {
+        EX_SOFTWARE
+    }
+}
+
+/// Writes live output as it arrives.
+#[derive(Debug)]
+struct LivePrinter {
+    /// Whether the last byte written to stdout ended a line.
+    stdout_at_line_start: bool,
+}
+
+impl Default for LivePrinter {
+    fn default() -> Self {
+        LivePrinter {
+            stdout_at_line_start: true,
+        }
+    }
+}
+
+impl LivePrinter {
+    /// Prints a live-output response: stdout (INFO) and stderr (ERROR) as is.
+    fn live(&mut self, response: &EvaluateResponse) {
+        if !client::is_live_output(response) {
+            return;
+        }
+        for r in &response.result {
+            self.raw(r);
+        }
+    }
+
+    fn raw(&mut self, r: &EvaluationResult) {
+        if r.output.is_empty() {
+            return;
+        }
+        if r.kind() == Kind::Error {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(r.output.as_bytes());
+            let _ = err.flush();
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(r.output.as_bytes());
+            let _ = out.flush();
+            self.stdout_at_line_start = r.output.ends_with('\n');
+        }
+    }
+
+    /// Prints a value of the final response on a line of its own.
+    fn value(&mut self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        if !self.stdout_at_line_start {
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "{}", text.strip_suffix('\n').unwrap_or(text));
+        let _ = out.flush();
+        self.stdout_at_line_start = true;
+    }
+}
+
+/// Prints the final values, the errors and the status line; returns the exit code.
+fn print_outcome(request: &EvalRequest, e: &Evaluated, printer: &mut LivePrinter) -> ExitCode {
+    for r in &e.results {
+        match r.kind() {
+            Kind::Error => printer.raw(r),
+            _ => printer.value(&r.output),
+        }
+    }
+    let _ = std::io::stdout().flush();
+    for error in &e.errors {
+        eprintln!("{}", format_error(request, error));
+    }
+    eprintln!("{}", status_line(&e.completion));
+    ExitCode::from(match e.status() {
+        _ if e.succeeded() => 0,
+        Status::SetupFailed | Status::InternalError => EX_SOFTWARE,
+        _ => 1,
+    })
+}
+
+/// `component:line:column: kind: message`, or `component: kind: message` without a
+/// span; the position is computed from the span's start in the component's code.
+fn format_error(request: &EvalRequest, error: &EvaluationError) -> String {
+    let code = request
+        .components
+        .iter()
+        .find(|(id, _)| *id == error.component_id)
+        .map(|(_, code)| code.as_str());
+    let place = match (&error.span, code) {
+        (Some(span), Some(code)) => match line_column(code, span.start) {
+            Some((line, column)) => format!("{}:{line}:{column}", error.component_id),
+            None => error.component_id.clone(),
+        },
+        _ => error.component_id.clone(),
+    };
+    let message = error.message.trim_end_matches('\n');
+    if place.is_empty() {
+        format!("{}: {message}", error.kind)
+    } else {
+        format!("{place}: {}: {message}", error.kind)
+    }
+}
+
+/// 1-based line and column of the character at `offset` in `code`.
+fn line_column(code: &str, offset: i64) -> Option<(usize, usize)> {
+    let offset = usize::try_from(offset).ok()?;
+    let (mut line, mut column) = (1, 1);
+    let mut chars = code.chars();
+    for _ in 0..offset {
+        match chars.next()? {
+            '\n' => {
+                line += 1;
+                column = 1;
+            }
+            _ => column += 1,
+        }
+    }
+    Some((line, column))
+}
+
+/// `status: ok  exit: 0  wall: 12 ms  cpu: 8 ms  peak memory: 6.9 MiB  runtime: ...`.
+fn status_line(c: &Completion) -> String {
+    let status = c.status();
+    let mut line = format!("status: {}", status.as_str_name().to_ascii_lowercase());
+    if c.signal != 0 {
+        line.push_str(&format!("  signal: {}", c.signal));
+    } else if c.exit_code != 0 || matches!(status, Status::Ok | Status::ExitedNonzero) {
+        line.push_str(&format!("  exit: {}", c.exit_code));
+    }
+    line.push_str(&format!(
+        "  wall: {} ms  cpu: {} ms  peak memory: {:.1} MiB",
+        c.wall_time_ms,
+        c.cpu_time_ms,
+        c.peak_memory_bytes as f64 / f64::from(1 << 20),
+    ));
+    if let Some(r) = &c.runtime {
+        line.push_str(&format!("  runtime: {}@{}", r.name, r.version));
+    }
+    if !c.service_id.is_empty() {
+        line.push_str(&format!("  node: {}", c.service_id));
+    }
+    if !c.evaluation_id.is_empty() {
+        line.push_str(&format!("  evaluation: {}", c.evaluation_id));
+    }
+    if c.output_truncated {
+        line.push_str("  (output truncated)");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use proto::jsheets::{CodeSpan, RuntimeRef};
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: EvalArgs,
+    }
+
+    fn parse(argv: &[&str]) -> EvalArgs {
+        Cmd::try_parse_from(std::iter::once("eval").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn components_limits_and_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.py");
+        std::fs::write(&file, "print(x)").unwrap();
+        let file = file.to_str().unwrap();
+        let args = parse(&[
+            "-e",
+            "x = 1",
+            "--code",
+            "y = 2",
+            file,
+            "--wall-time",
+            "200",
+            "--memory",
+            "64",
+        ]);
+        let p = prepare(&args).unwrap();
+        let ids: Vec<&str> = p.request.components.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(ids, ["e1", "e2", file]);
+        assert_eq!(p.request.components[2].1, "print(x)");
+        let limits = p.request.limits.unwrap();
+        assert_eq!(limits.wall_time_ms, 200_000);
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        assert_eq!(p.deadline, Duration::from_secs(230));
+        assert_eq!(p.request.runtime, "");
+
+        let p = prepare(&parse(&["-e", "1", "--timeout", "5", "-r", "python-3.11"])).unwrap();
+        assert_eq!(p.deadline, Duration::from_secs(5));
+        assert!(p.request.limits.is_none());
+        assert_eq!(p.request.runtime, "python-3.11");
+        let p = prepare(&parse(&["-e", "1"])).unwrap();
+        assert_eq!(p.deadline, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_arguments() {
+        for argv in [
+            &[][..],
+            &["-e", "1", "--wall-time", "0"],
+            &["-e", "1", "--wall-time", "NaN"],
+            &["-e", "1", "--memory", "0"],
+            &["-e", "1", "--timeout=-1"],
+            &["/nonexistent/file.py"],
+            &["-e", "1", "--stdin", "/nonexistent/input"],
+        ] {
+            assert!(prepare(&parse(argv)).is_err(), "{argv:?}");
+        }
+        assert!(Cmd::try_parse_from(["eval", "-e", "1", "--cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn tls_options() {
+        let args = parse(&["-e", "1"]);
+        assert!(args.node.tls().is_none());
+        let args = parse(&["-e", "1", "--ca", "ca.pem", "--domain", "node"]);
+        let tls = args.node.tls().unwrap();
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.domain.as_deref(), Some("node"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let status = |code| ClientError::Status(client::Status::new(code, "x"));
+        assert_eq!(exit_code(&status(Code::Unavailable)), EX_UNAVAILABLE);
+        assert_eq!(exit_code(&status(Code::ResourceExhausted)), EX_UNAVAILABLE);
+        assert_eq!(exit_code(&status(Code::InvalidArgument)), EX_USAGE);
+        assert_eq!(exit_code(&status(Code::NotFound)), EX_USAGE);
+        assert_eq!(exit_code(&status(Code::Internal)), EX_SOFTWARE);
+        assert_eq!(
+            exit_code(&ClientError::Timeout(Duration::from_secs(1))),
+            EX_UNAVAILABLE
+        );
+        assert_eq!(exit_code(&ClientError::Protocol("x".into())), EX_SOFTWARE);
+    }
+
+    #[test]
+    fn errors_and_status_line() {
+        let request = EvalRequest::new("").component("e1", "x = 1\ny = z\n");
+        let mut error = EvaluationError {
+            component_id: "e1".into(),
+            kind: "exception".into(),
+            message: "NameError: name 'z' is not defined\n".into(),
+            span: Some(CodeSpan { start: 10, end: 11 }),
+        };
+        assert_eq!(
+            format_error(&request, &error),
+            "e1:2:5: exception: NameError: name 'z' is not defined"
+        );
+        error.span = None;
+        assert_eq!(
+            format_error(&request, &error),
+            "e1: exception: NameError: name 'z' is not defined"
+        );
+        error.component_id.clear();
+        assert_eq!(
+            format_error(&request, &error),
+            "exception: NameError: name 'z' is not defined"
+        );
+        assert_eq!(line_column("ab", 5), None);
+
+        let c = Completion {
+            status: Status::Ok.into(),
+            wall_time_ms: 12,
+            cpu_time_ms: 8,
+            peak_memory_bytes: 7_235_174,
+            runtime: Some(RuntimeRef {
+                name: "python-3.11".into(),
+                version: "3.11.2".into(),
+            }),
+            service_id: "node-1".into(),
+            ..Completion::default()
+        };
+        assert_eq!(
+            status_line(&c),
+            "status: ok  exit: 0  wall: 12 ms  cpu: 8 ms  peak memory: 6.9 MiB  \
+             runtime: python-3.11@3.11.2  node: node-1"
+        );
+        let killed = Completion {
+            status: Status::WallTimeout.into(),
+            signal: 9,
+            ..Completion::default()
+        };
+        assert!(status_line(&killed).starts_with("status: wall_timeout  signal: 9  wall: 0 ms"));
+        let timed_out = Completion {
+            status: Status::WallTimeout.into(),
+            ..Completion::default()
+        };
+        assert!(status_line(&timed_out).starts_with("status: wall_timeout  wall: 0 ms"));
+    }
+}

@@ -1,0 +1,614 @@
+//! Running the real `jsheets-runtime serve` binary for end-to-end tests: shared runtimes
+//! built once, one server process per test configured through the environment, a Drop
+//! guard that always stops it (and prints its stderr when the test failed), gRPC helpers
+//! with a timeout around every network wait, and a look at the host's process table.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc as std_mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use proto::jsheets::evaluate_request::Message;
+use proto::jsheets::snippet_runtime_client::SnippetRuntimeClient;
+use proto::jsheets::{
+    evaluation_result, snippet, snippet_sources, Completion, EvaluateRequest, EvaluateResponse,
+    EvaluatedSnippet, SnippetSources, StartEvaluationRequest, StopEvaluationRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jsheets-runtime");
+
+/// How long any single network wait may take unless a test says otherwise.
+pub const NET: Duration = Duration::from_secs(20);
+
+/// Awaits `f`, failing the test if it takes longer than `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtimes, built once per target directory.
+
+/// The directory holding the `shell` and `python-3.11` runtimes, built with
+/// `jsheets-runtime runtime install` the first time (and again whenever the binary
+/// changes). Test processes run in parallel, so building is done under a file lock.
+pub fn runtimes_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("service-runtimes");
+        fs::create_dir_all(&base).unwrap();
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join(".lock"))
+            .unwrap();
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("locking the shared runtimes directory");
+        let dir = base.join("runtimes");
+        let marker = base.join("installed-by");
+        let meta = fs::metadata(BIN).unwrap();
+        let stamp = format!("{:?} {}", meta.modified().unwrap(), meta.len());
+        let complete = ["shell", "python-3.11"]
+            .iter()
+            .all(|r| dir.join(r).is_dir());
+        if complete && fs::read_to_string(&marker).ok().as_deref() == Some(stamp.as_str()) {
+            return dir;
+        }
+        let _ = fs::remove_file(&marker);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for name in ["shell", "python-3.11"] {
+            let out = Command::new(BIN)
+                .args(["runtime", "install", name])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("JSHEETS_RUNTIME_RUNTIMES_DIR", &dir)
+                .env("JSHEETS_RUNTIME_STATE_DIR", base.join("state"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "`jsheets-runtime runtime install {name}` failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        fs::write(&marker, stamp).unwrap();
+        dir
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process.
+
+/// A running `jsheets-runtime serve`; dropping it stops it (SIGTERM, then SIGKILL), and
+/// prints its stderr if the test is failing.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub service_id: String,
+    stderr_path: PathBuf,
+    exited: Option<ExitStatus>,
+    // Last: removed after the process is gone.
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1 with a free port, the shared runtimes, a state
+    /// directory of its own, python-3.11 as the default runtime and a 3 s shutdown grace;
+    /// `env` adds or overrides `JSHEETS_RUNTIME_*` variables.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let runtimes = runtimes_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("jsheets-service-test-")
+            .tempdir()
+            .unwrap();
+        let state = dir.path().join("state");
+        let config = dir.path().join("empty.toml");
+        fs::write(&config, "").unwrap();
+        let stderr_path = dir.path().join("stderr.log");
+        // If the test process dies without unwinding (killed by a harness timeout), the
+        // server must not outlive it: util-linux's setpriv sets the parent-death signal
+        // (tied to the spawning thread, the test's own for the whole test).
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", BIN]);
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NO_COLOR", "1")
+            // Hermetic: not /etc/jsheets-runtime/config.toml.
+            .env("JSHEETS_RUNTIME_CONFIG", &config)
+            .env("JSHEETS_RUNTIME_LOG_LEVEL", "info")
+            .env("JSHEETS_RUNTIME_SERVER_PORT", "0")
+            .env("JSHEETS_RUNTIME_SERVER_HOST", "127.0.0.1")
+            .env("JSHEETS_RUNTIME_SERVER_SHUTDOWN_GRACE_SECONDS", "3")
+            .env("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", &runtimes)
+            .env("JSHEETS_RUNTIME_EVALUATION_STATE_DIR", &state)
+            .env("JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME", "python-3.11");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_path).unwrap());
+        let mut child = cmd.spawn().expect("starting jsheets-runtime serve");
+        let pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            pid,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            service_id: String::new(),
+            stderr_path,
+            exited: None,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("jsheets-runtime listening on ") {
+                        let (addr, id) = rest
+                            .split_once(" as ")
+                            .unwrap_or_else(|| panic!("unexpected listening line {line:?}"));
+                        server.addr = addr.parse().unwrap();
+                        server.service_id = id.trim().to_string();
+                        return server;
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.wait().unwrap();
+                    server.exited = Some(status);
+                    panic!(
+                        "the server exited ({status}) before listening; stderr:\n{}",
+                        server.stderr()
+                    );
+                }
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                server.exited = Some(status);
+                panic!(
+                    "the server exited ({status}) before listening; stderr:\n{}",
+                    server.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not print its listening line within 30 s; stderr:\n{}",
+                server.stderr()
+            );
+        }
+    }
+
+    /// What the server wrote to stderr so far (its log).
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5));
+        within(NET, "connecting to the server", endpoint.connect())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.addr))
+    }
+
+    pub async fn client(&self) -> SnippetRuntimeClient<Channel> {
+        SnippetRuntimeClient::new(self.channel().await)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid as i32), signal).unwrap();
+    }
+
+    /// Waits (without blocking the runtime) for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        if let Some(s) = self.exited {
+            return s;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exited = Some(status);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server (pid {}) did not exit within {limit:?}",
+                self.pid
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop_blocking(&mut self) {
+        if self.exited.is_some() {
+            return;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.exited = Some(status);
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "the server (pid {}) ignored SIGTERM for 10 s: killing it",
+            self.pid
+        );
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_blocking();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- stderr of the server (pid {}, {}) ----\n{}---- end of server stderr ----",
+                self.pid,
+                self.addr,
+                self.stderr()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests.
+
+pub fn component(id: &str, order: i32, code: &str) -> snippet_sources::CodeComponent {
+    snippet_sources::CodeComponent {
+        id: id.into(),
+        order,
+        code: code.into(),
+    }
+}
+
+pub fn reference() -> snippet::Reference {
+    snippet::Reference {
+        sheet_id: "sheet-1".into(),
+        snippet_id: "snippet-1".into(),
+    }
+}
+
+/// The jsheets fields of a start request (`snippet` and `sources`) for `components`.
+pub fn jsheets_start(components: Vec<snippet_sources::CodeComponent>) -> StartEvaluationRequest {
+    StartEvaluationRequest {
+        snippet: Some(EvaluatedSnippet {
+            reference: Some(reference()),
+            hash: "h1".into(),
+            dependencies: vec![],
+        }),
+        sources: vec![SnippetSources {
+            reference: Some(reference()),
+            hash: "h1".into(),
+            code_components: components,
+        }],
+        ..Default::default()
+    }
+}
+
+/// A start request of one component `main` for `runtime` ("" = the default).
+pub fn start_code(runtime: &str, code: &str) -> StartEvaluationRequest {
+    StartEvaluationRequest {
+        runtime: runtime.into(),
+        ..jsheets_start(vec![component("main", 1, code)])
+    }
+}
+
+pub fn start(s: StartEvaluationRequest) -> EvaluateRequest {
+    EvaluateRequest {
+        message: Some(Message::Start(s)),
+    }
+}
+
+pub fn stop() -> EvaluateRequest {
+    EvaluateRequest {
+        message: Some(Message::Stop(StopEvaluationRequest {})),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Calls.
+
+/// An open Evaluate stream: requests go through `tx` (dropping it half-closes).
+#[derive(Debug)]
+pub struct Call {
+    pub tx: Option<mpsc::Sender<EvaluateRequest>>,
+    pub stream: Streaming<EvaluateResponse>,
+}
+
+impl Call {
+    /// Opens a stream, sending `first` (if any) right away.
+    pub async fn open(
+        client: &mut SnippetRuntimeClient<Channel>,
+        first: Option<EvaluateRequest>,
+    ) -> Result<Call, Status> {
+        let (tx, rx) = mpsc::channel(8);
+        if let Some(r) = first {
+            tx.send(r).await.unwrap();
+        }
+        let response = within(NET, "opening an Evaluate stream", async {
+            client.evaluate(ReceiverStream::new(rx)).await
+        })
+        .await?;
+        Ok(Call {
+            tx: Some(tx),
+            stream: response.into_inner(),
+        })
+    }
+
+    pub async fn send(&self, r: EvaluateRequest) {
+        let tx = self.tx.as_ref().expect("the call is half-closed");
+        within(NET, "sending a request", tx.send(r))
+            .await
+            .expect("the request stream is closed");
+    }
+
+    pub fn half_close(&mut self) {
+        self.tx = None;
+    }
+
+    /// The next response, `Ok(None)` at the end of the stream.
+    pub async fn next(&mut self, limit: Duration) -> Result<Option<EvaluateResponse>, Status> {
+        within(limit, "waiting for a response", self.stream.message()).await
+    }
+
+    /// Responses up to and including the next one carrying a completion (or the end of
+    /// the stream, or an error).
+    pub async fn until_completion(&mut self, limit: Duration) -> Transcript {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut t = Transcript::default();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match within(
+                left,
+                "waiting for the final response",
+                self.stream.message(),
+            )
+            .await
+            {
+                Ok(Some(r)) => {
+                    let done = r.completion.is_some();
+                    t.responses.push(r);
+                    if done {
+                        return t;
+                    }
+                }
+                Ok(None) => {
+                    t.ended = true;
+                    return t;
+                }
+                Err(s) => {
+                    t.status = Some(s);
+                    return t;
+                }
+            }
+        }
+    }
+
+    /// Every response until the stream ends.
+    pub async fn until_end(&mut self, limit: Duration) -> Transcript {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut t = Transcript::default();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match within(
+                left,
+                "waiting for the end of the stream",
+                self.stream.message(),
+            )
+            .await
+            {
+                Ok(Some(r)) => t.responses.push(r),
+                Ok(None) => {
+                    t.ended = true;
+                    return t;
+                }
+                Err(s) => {
+                    t.status = Some(s);
+                    return t;
+                }
+            }
+        }
+    }
+}
+
+/// Runs one start request on a fresh stream, half-closing after it, to the end.
+pub async fn evaluate(
+    client: &mut SnippetRuntimeClient<Channel>,
+    s: StartEvaluationRequest,
+    limit: Duration,
+) -> Transcript {
+    let mut call = match Call::open(client, Some(start(s))).await {
+        Ok(c) => c,
+        Err(status) => {
+            return Transcript {
+                status: Some(status),
+                ..Default::default()
+            }
+        }
+    };
+    call.half_close();
+    call.until_end(limit).await
+}
+
+/// What came back on a stream.
+#[derive(Debug, Default, Clone)]
+pub struct Transcript {
+    pub responses: Vec<EvaluateResponse>,
+    /// The stream ended normally.
+    pub ended: bool,
+    /// The stream ended with this status.
+    pub status: Option<Status>,
+}
+
+impl Transcript {
+    /// The error status the stream ended with; fails the test if it ended otherwise.
+    pub fn error(&self) -> &Status {
+        self.status
+            .as_ref()
+            .unwrap_or_else(|| panic!("expected an error status, got {self:#?}"))
+    }
+
+    /// The last response, which must carry the completion.
+    pub fn last(&self) -> &EvaluateResponse {
+        assert!(
+            self.status.is_none(),
+            "the stream failed: {:?}",
+            self.status
+        );
+        self.responses
+            .last()
+            .unwrap_or_else(|| panic!("no response: {self:#?}"))
+    }
+
+    pub fn completion(&self) -> &Completion {
+        let completions: Vec<_> = self
+            .responses
+            .iter()
+            .filter_map(|r| r.completion.as_ref())
+            .collect();
+        assert_eq!(completions.len(), 1, "expected one completion: {self:#?}");
+        self.last()
+            .completion
+            .as_ref()
+            .unwrap_or_else(|| panic!("the completion is not in the last response: {self:#?}"))
+    }
+
+    pub fn status_name(&self) -> String {
+        format!("{:?}", self.completion().status())
+    }
+
+    /// Live output of `component` of `kind` (all responses but the final one).
+    pub fn live(&self, component: &str, kind: evaluation_result::Kind) -> String {
+        let n = self.responses.len().saturating_sub(1);
+        self.responses[..n]
+            .iter()
+            .flat_map(|r| &r.result)
+            .filter(|r| r.component_id == component && r.kind() == kind)
+            .map(|r| r.output.as_str())
+            .collect()
+    }
+
+    /// All INFO output (live and final) concatenated.
+    pub fn stdout(&self) -> String {
+        self.responses
+            .iter()
+            .flat_map(|r| &r.result)
+            .filter(|r| r.kind() == evaluation_result::Kind::Info)
+            .map(|r| r.output.as_str())
+            .collect()
+    }
+
+    pub fn errors(&self) -> Vec<&proto::jsheets::EvaluationError> {
+        self.responses.iter().flat_map(|r| &r.error).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Host processes.
+
+/// Processes in a sandbox cgroup of the server with pid `server_pid` (cgroups named
+/// `sb-<server pid>-<n>`), zombies skipped; with `sandboxed_only`, only those running
+/// under a non-root uid (user code), which leaves out the idle pre-spawned helpers.
+/// Each entry is "pid uid comm".
+pub fn sandbox_processes(server_pid: u32, sandboxed_only: bool) -> Vec<String> {
+    let marker = format!("/sb-{server_pid}-");
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cgroup) = fs::read_to_string(e.path().join("cgroup")) else {
+            continue;
+        };
+        if !cgroup.contains(&marker) {
+            continue;
+        }
+        let Ok(status) = fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        if field("State:").starts_with('Z') {
+            continue;
+        }
+        let uid: u32 = field("Uid:")
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        if sandboxed_only && uid == 0 {
+            continue;
+        }
+        found.push(format!("{name} uid={uid} {}", field("Name:")));
+    }
+    found
+}
+
+/// Waits until no user-code process of the server's sandboxes is left.
+pub async fn wait_sandboxes_gone(server_pid: u32, limit: Duration) -> Result<(), Vec<String>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = sandbox_processes(server_pid, true);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(left);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
