@@ -486,7 +486,9 @@ mod tests {
         let mut current = "a".to_string();
         assert_eq!(
             driver_output(br#"{"event":"start","id":"b"}"#, &mut current),
-            None
+            Some(Output::Started {
+                component: "b".into()
+            })
         );
         assert_eq!(current, "b");
         assert_eq!(

@@ -167,10 +167,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         router = router.add_service(r);
     }
     let stop_accepting = shutdown.clone();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        async move { stop_accepting.cancelled().await },
-    ));
+    // Without TCP_NODELAY, small final responses wait for delayed ACKs (~40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            stop_accepting.cancelled().await
+        }));
     set_health(ServingStatus::Serving).await;
     // Scripts and tests wait for this line.
     println!(

@@ -17,7 +17,7 @@ use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies::{self, V1, V2};
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{Cgroup, Controllers, MaxValue};
+use cgroups_rs::fs::{Cgroup, Controllers, Hierarchy, MaxValue, Subsystem};
 use cgroups_rs::CgroupPid;
 
 /// Name of the subtree the service owns inside its own cgroup.
@@ -80,6 +80,54 @@ pub struct Usage {
     pub pids_limit_hits: u64,
 }
 
+/// The v1 hierarchies a sandbox joins: only the controllers it uses. Each extra
+/// hierarchy costs a mkdir, a migration and an rmdir per sandbox. Built once, as
+/// cgroups-rs would otherwise parse /proc/self/mountinfo for every sandbox.
+#[derive(Debug, Clone)]
+struct SelectedV1 {
+    inner: V1,
+    subsystems: Vec<Subsystem>,
+}
+
+impl SelectedV1 {
+    fn new(cpuset: bool) -> Self {
+        let inner = V1::new();
+        let wanted: &[&str] = if cpuset {
+            &["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset"]
+        } else {
+            &["memory", "pids", "cpu", "cpuacct", "freezer"]
+        };
+        let subsystems = inner
+            .subsystems()
+            .into_iter()
+            .filter(|s| wanted.contains(&s.controller_name().as_str()))
+            .collect();
+        SelectedV1 { inner, subsystems }
+    }
+}
+
+impl Hierarchy for SelectedV1 {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        self.subsystems.clone()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.inner.root()
+    }
+
+    fn root_control_group(&self) -> Cgroup {
+        self.inner.root_control_group()
+    }
+
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        self.inner.parent_control_group(path)
+    }
+
+    fn v2(&self) -> bool {
+        false
+    }
+}
+
 /// The service's subtree: creates, limits and removes sandbox cgroups.
 #[derive(Debug)]
 pub struct Manager {
@@ -89,6 +137,7 @@ pub struct Manager {
     /// Absolute directory of each controller's subtree (v2: one entry, "unified").
     dirs: HashMap<&'static str, PathBuf>,
     cpuset: Option<String>,
+    v1: Option<SelectedV1>,
 }
 
 impl Manager {
@@ -110,6 +159,7 @@ impl Manager {
                 relative: HashMap::new(),
                 dirs: HashMap::from([("unified", dir)]),
                 cpuset,
+                v1: None,
             }
         } else {
             let relative =
@@ -129,6 +179,9 @@ impl Manager {
                 ("freezer", Controllers::Freezer),
                 ("cpuset", Controllers::CpuSet),
             ] {
+                if name == "cpuset" && cpuset.is_none() {
+                    continue;
+                }
                 let (mount, root) = v1
                     .get_mount_point(controller)
                     .ok_or(CgroupError::V1Missing(name))?;
@@ -142,11 +195,13 @@ impl Manager {
                 })?;
                 dirs.insert(name, dir);
             }
+            let selected = SelectedV1::new(cpuset.is_some());
             Manager {
                 version: Version::V1,
                 relative,
                 dirs,
                 cpuset,
+                v1: Some(selected),
             }
         };
         manager.sweep();
@@ -173,9 +228,15 @@ impl Manager {
                     Some(controllers),
                 )
             }
-            Version::V1 => {
-                Cgroup::new_with_relative_paths(Box::new(V1::new()), &path, self.relative.clone())
-            }
+            Version::V1 => Cgroup::new_with_relative_paths(
+                Box::new(
+                    self.v1
+                        .clone()
+                        .unwrap_or_else(|| SelectedV1::new(self.cpuset.is_some())),
+                ),
+                &path,
+                self.relative.clone(),
+            ),
         }
         .map_err(|source| CgroupError::Cgroups {
             op: "creating the sandbox cgroup",
@@ -323,7 +384,7 @@ impl SandboxCgroup {
         let cg = |op, r: Result<(), cgroups_rs::fs::error::Error>| {
             r.map_err(|source| CgroupError::Cgroups { op, source })
         };
-        if self.version == Version::V1 {
+        if self.version == Version::V1 && self.dirs.contains_key("cpuset") {
             // A new v1 cpuset starts with no CPUs and no memory nodes: copy the parent's
             // (or the configured set) or no task could join it.
             let set: &CpuSetController = self
