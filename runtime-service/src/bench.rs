@@ -275,7 +275,59 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         .await
         .print();
     }
+    cancel_latency(&sandboxes, &python, args.iterations.min(50)).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Time from cancelling a running evaluation (a Python process asleep, with two
+/// forked children) to the sandbox being gone: processes killed, cgroup removed.
+async fn cancel_latency(sandboxes: &Sandboxes, python: &Runtime, n: usize) {
+    let code = "import os, time\nos.fork()\nos.fork()\nprint('up', flush=True)\ntime.sleep(600)";
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    let start = Instant::now();
+    for _ in 0..n {
+        let Ok(job) = evaluator::evaluate::job(
+            &python.launch(),
+            &[Component {
+                id: "bench".into(),
+                code: code.into(),
+            }],
+            Vec::new(),
+            Limits::default(),
+        ) else {
+            failures += 1;
+            continue;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            // Cancel once the snippet runs (its first output), then keep draining.
+            let mut at = None;
+            while let Some(e) = rx.recv().await {
+                if at.is_none() && matches!(e, Event::Driver(_)) {
+                    at = Some(Instant::now());
+                    trigger.cancel();
+                }
+            }
+            at
+        });
+        let outcome = sandboxes.run(job, tx, cancel).await;
+        let done = Instant::now();
+        match watcher.await {
+            Ok(Some(at)) if outcome.status == Status::Cancelled => latencies.push(done - at),
+            _ => failures += 1,
+        }
+    }
+    Row {
+        name: "cancel: running python to sandbox gone".into(),
+        concurrency: 1,
+        latencies,
+        elapsed: start.elapsed(),
+        failures,
+    }
+    .print();
 }
 
 /// The host interpreter the runtime was built from, for the no-sandbox baseline.

@@ -89,31 +89,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     set_health(ServingStatus::NotServing).await;
 
-    let runtimes_dir = config.evaluation.runtimes_dir.clone();
-    std::fs::create_dir_all(&runtimes_dir)
-        .with_context(|| format!("creating {}", runtimes_dir.display()))?;
-    let mut registry = Registry::load(&runtimes_dir);
-    if registry.list().is_empty() {
-        install_defaults(&runtimes_dir, &sandboxes).await;
-        registry = Registry::load(&runtimes_dir);
-    }
-    for problem in registry.problems() {
-        tracing::warn!("runtime {} not loaded: {}", problem.dir_name, problem.error);
-    }
-    if registry.list().is_empty() {
-        anyhow::bail!(
-            "no runtime is installed in {} and none could be built; install one with `jsheets-runtime runtime install NAME`",
-            runtimes_dir.display()
-        );
-    }
-    tracing::info!(
-        runtimes = %registry.list().iter().map(|r| format!("{}@{}", r.name(), r.version())).collect::<Vec<_>>().join(", "),
-        "runtimes loaded"
-    );
-
     let node = Arc::new(Node {
         sandboxes,
-        registry: RwLock::new(Arc::new(registry)),
+        registry: RwLock::new(Arc::new(Registry::default())),
+        ready: CancellationToken::new(),
         admission: Admission::new(
             config.evaluation.max_concurrent,
             config.evaluation.queue_size,
@@ -173,6 +152,34 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             stop_accepting.cancelled().await
         }));
+    // Reachable from here on, NOT_SERVING (and Evaluate UNAVAILABLE) until the runtimes
+    // are loaded, which at first start includes building the default ones.
+    tracing::info!(%local, "accepting connections; loading runtimes");
+    let runtimes_dir = config.evaluation.runtimes_dir.clone();
+    std::fs::create_dir_all(&runtimes_dir)
+        .with_context(|| format!("creating {}", runtimes_dir.display()))?;
+    let mut registry = Registry::load(&runtimes_dir);
+    if registry.list().is_empty() {
+        install_defaults(&runtimes_dir, &node.sandboxes).await;
+        registry = Registry::load(&runtimes_dir);
+    }
+    for problem in registry.problems() {
+        tracing::warn!("runtime {} not loaded: {}", problem.dir_name, problem.error);
+    }
+    if registry.list().is_empty() {
+        shutdown.cancel();
+        anyhow::bail!(
+            "no runtime is installed in {} and none could be built; install one with `jsheets-runtime runtime install NAME`",
+            runtimes_dir.display()
+        );
+    }
+    tracing::info!(
+        runtimes = %registry.list().iter().map(|r| format!("{}@{}", r.name(), r.version())).collect::<Vec<_>>().join(", "),
+        "runtimes loaded"
+    );
+
+    *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+    node.ready.cancel();
     set_health(ServingStatus::Serving).await;
     // Scripts and tests wait for this line.
     println!(

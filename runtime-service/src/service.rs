@@ -43,6 +43,8 @@ pub enum ServiceError {
     Exhausted(String),
     #[error("the node is shutting down")]
     Draining,
+    #[error("the node is still loading its runtimes")]
+    NotReady,
 }
 
 impl From<ServiceError> for Status {
@@ -53,7 +55,7 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::AlreadyRunning => Status::failed_precondition(message),
             ServiceError::Exhausted(_) => Status::resource_exhausted(message),
-            ServiceError::Draining => Status::unavailable(message),
+            ServiceError::Draining | ServiceError::NotReady => Status::unavailable(message),
         }
     }
 }
@@ -176,6 +178,8 @@ impl Admission {
 pub struct Node {
     pub sandboxes: Sandboxes,
     pub registry: RwLock<Arc<Registry>>,
+    /// Fired once the runtimes are loaded; until then evaluations are UNAVAILABLE.
+    pub ready: CancellationToken,
     pub config: EvaluationConfig,
     pub admission: Admission,
     pub service_id: String,
@@ -327,6 +331,9 @@ impl SnippetRuntime for RuntimeService {
     ) -> Result<Response<Self::EvaluateStream>, Status> {
         if self.node.draining.is_cancelled() {
             return Err(ServiceError::Draining.into());
+        }
+        if !self.node.ready.is_cancelled() {
+            return Err(ServiceError::NotReady.into());
         }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(32);
