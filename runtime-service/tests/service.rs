@@ -355,20 +355,25 @@ async fn limit_errors_name_the_component_that_was_running() {
     );
 }
 
+fn shell_with_output_limit(code: &str, output_bytes: u64) -> StartEvaluationRequest {
+    let mut s = start_code("shell", code);
+    s.limits = Some(Limits {
+        output_bytes,
+        ..Default::default()
+    });
+    s
+}
+
 /// Output beyond `Limits.output_bytes` is dropped, the evaluation is stopped, and the
 /// completion says so.
 #[tokio::test]
 async fn output_limit_stops_and_truncates() {
     let server = Server::start(&[]);
     let mut client = server.client().await;
-    let mut s = start_code(
-        "shell",
+    let s = shell_with_output_limit(
         "i=0; while [ $i -lt 300 ]; do echo 0123456789; i=$((i+1)); done; sleep 30",
+        1000,
     );
-    s.limits = Some(Limits {
-        output_bytes: 1000,
-        ..Default::default()
-    });
     let t = evaluate(&mut client, s, SECS(20)).await;
     assert_eq!(t.status_name(), "OutputLimit", "{t:#?}");
     assert!(t.completion().output_truncated, "{t:#?}");
@@ -387,14 +392,10 @@ async fn output_limit_caps_each_stream() {
     let server = Server::start(&[]);
     let mut client = server.client().await;
     // 700 bytes on each stream: under a per-stream limit of 1000.
-    let mut s = start_code(
-        "shell",
+    let s = shell_with_output_limit(
         "i=0; while [ $i -lt 70 ]; do echo 012345678; echo 012345678 >&2; i=$((i+1)); done",
+        1000,
     );
-    s.limits = Some(Limits {
-        output_bytes: 1000,
-        ..Default::default()
-    });
     let t = evaluate(&mut client, s, SECS(20)).await;
     let delivered = |kind: i32| -> usize {
         t.responses

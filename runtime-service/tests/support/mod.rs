@@ -399,50 +399,34 @@ impl Call {
     /// Responses up to and including the next one carrying a completion (or the end of
     /// the stream, or an error).
     pub async fn until_completion(&mut self, limit: Duration) -> Transcript {
+        self.collect(limit, "waiting for the final response", true)
+            .await
+    }
+
+    /// Every response until the stream ends.
+    pub async fn until_end(&mut self, limit: Duration) -> Transcript {
+        self.collect(limit, "waiting for the end of the stream", false)
+            .await
+    }
+
+    async fn collect(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        stop_at_completion: bool,
+    ) -> Transcript {
         let deadline = tokio::time::Instant::now() + limit;
         let mut t = Transcript::default();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match within(
-                left,
-                "waiting for the final response",
-                self.stream.message(),
-            )
-            .await
-            {
+            match within(left, what, self.stream.message()).await {
                 Ok(Some(r)) => {
-                    let done = r.completion.is_some();
+                    let done = stop_at_completion && r.completion.is_some();
                     t.responses.push(r);
                     if done {
                         return t;
                     }
                 }
-                Ok(None) => {
-                    t.ended = true;
-                    return t;
-                }
-                Err(s) => {
-                    t.status = Some(s);
-                    return t;
-                }
-            }
-        }
-    }
-
-    /// Every response until the stream ends.
-    pub async fn until_end(&mut self, limit: Duration) -> Transcript {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut t = Transcript::default();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match within(
-                left,
-                "waiting for the end of the stream",
-                self.stream.message(),
-            )
-            .await
-            {
-                Ok(Some(r)) => t.responses.push(r),
                 Ok(None) => {
                     t.ended = true;
                     return t;
