@@ -1,6 +1,7 @@
 //! Fresh single-use sandboxes, self-contained runtimes and language evaluators.
 
 pub mod builder;
+pub mod classfile;
 pub mod evaluate;
 pub mod runtime;
 pub mod sandbox;
