@@ -1,5 +1,6 @@
 //! Fresh single-use sandboxes, self-contained runtimes and language evaluators.
 
+pub mod access;
 pub mod builder;
 pub mod classfile;
 pub mod evaluate;

@@ -71,6 +71,11 @@ pub enum Command {
     },
     /// Measure sandbox latency and throughput against bubblewrap.
     Bench(bench::BenchArgs),
+    /// Check access lists.
+    AccessList {
+        #[command(subcommand)]
+        command: AccessListCommand,
+    },
     /// Print the effective configuration (defaults, file, environment), secrets redacted.
     Config {
         /// Configuration file (TOML); default $JSHEETS_RUNTIME_CONFIG, then
@@ -140,6 +145,13 @@ impl LimitArgs {
             ..Limits::default()
         })
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessListCommand {
+    /// Report syntax errors (file, line, column) and rules that can never decide
+    /// anything (duplicated, shadowed, redundant). Exits 1 when there is any.
+    Check { files: Vec<PathBuf> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +248,45 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(args) => bench::run(&cli.runtimes_dir, &cli.state_dir, args).await,
         Command::Config { config } => Ok(show_config(config.as_deref())),
+        Command::AccessList {
+            command: AccessListCommand::Check { files },
+        } => Ok(check_access_lists(&files)),
+    }
+}
+
+/// `access-list check`: every problem of every file, one per line.
+fn check_access_lists(files: &[PathBuf]) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("jsheets-runtime: access-list check needs at least one FILE");
+        return ExitCode::from(EX_USAGE);
+    }
+    let mut problems = 0;
+    for file in files {
+        match evaluator::access::AccessList::load(file) {
+            Ok(list) => {
+                let findings = evaluator::access::lint(&list);
+                for f in &findings {
+                    println!("{f}");
+                }
+                problems += findings.len();
+                if findings.is_empty() {
+                    println!(
+                        "{}: {} rules, no problems",
+                        file.display(),
+                        list.rules().len()
+                    );
+                }
+            }
+            Err(e) => {
+                println!("{}", error_chain(&e));
+                problems += 1;
+            }
+        }
+    }
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

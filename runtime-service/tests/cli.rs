@@ -181,3 +181,43 @@ fn bad_configuration_exits_64_naming_key_value_and_source() {
         "secrets are redacted"
     );
 }
+
+#[test]
+fn access_list_check_reports_errors_and_dead_rules() {
+    let lists = Path::new(env!("CARGO_MANIFEST_DIR")).join("../access-lists");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_jsheets-runtime"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for name in [
+        "java-default.access",
+        "python-default.access",
+        "jsheets-original.access",
+    ] {
+        let path = lists.join(name);
+        let out = run(&["access-list", "check", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("no problems"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.access");
+    std::fs::write(&bad, "java.util\n!foo bar\n").unwrap();
+    let out = run(&["access-list", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("bad.access:2:6:"),
+        "file, line and column: {}",
+        text(&out.stdout)
+    );
+    let dup = tmp.path().join("dup.access");
+    std::fs::write(&dup, "java.util\njava.util # again\n").unwrap();
+    let out = run(&["access-list", "check", dup.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("dup.access:1:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
