@@ -221,3 +221,15 @@ fn access_list_check_reports_errors_and_dead_rules() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn the_example_configuration_loads() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_jsheets-runtime"))
+        .args(["config", "--config", example.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("port = 8080"));
+}
