@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use evaluator::evaluate::{self, Component, Output};
 use evaluator::runtime::{Registry, Runtime};
@@ -79,9 +79,6 @@ pub struct Admission {
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
     _memory: OwnedSemaphorePermit,
-    /// Time spent waiting in the queue (reported as a metric).
-    #[allow(dead_code, reason = "read by the metrics reporter")]
-    pub queued: Duration,
 }
 
 impl Admission {
@@ -118,7 +115,6 @@ impl Admission {
     }
 
     pub async fn admit(&self, memory_bytes: u64) -> Result<Admitted, ServiceError> {
-        let start = Instant::now();
         let mib = u32::try_from(memory_bytes.div_ceil(1 << 20))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -136,7 +132,6 @@ impl Admission {
             return Ok(Admitted {
                 _slot: slot,
                 _memory: memory,
-                queued: Duration::ZERO,
             });
         }
         drop(immediate);
@@ -159,7 +154,6 @@ impl Admission {
             Ok((Ok(slot), Ok(memory))) => Ok(Admitted {
                 _slot: slot,
                 _memory: memory,
-                queued: start.elapsed(),
             }),
             _ => Err(ServiceError::Exhausted(format!(
                 "node at capacity: no slot within {} ms; retry later or on another node",
@@ -552,7 +546,6 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             }
         };
         node.active.fetch_add(1, Ordering::SeqCst);
-        let start = Instant::now();
         // Killing on shutdown, stop, or the client going away.
         let kill = cancel.clone();
         let kill_all = node.kill_all.clone();
@@ -651,7 +644,6 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             output_truncated: outcome.stdout_truncated || outcome.stderr_truncated,
             evaluation_id: id.clone(),
         });
-        let _ = start;
         let _ = tx.send(Ok(finals)).await;
     }
     .instrument(span)

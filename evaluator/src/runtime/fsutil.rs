@@ -272,6 +272,17 @@ pub(crate) fn sibling(path: &Path, prefix: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Sorted entry names of `dir` (tests).
+#[cfg(test)]
+pub(crate) fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("readable directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1165,15 +1165,6 @@ mod tests {
         path
     }
 
-    fn visible(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[tokio::test]
     async fn installs_the_shell_recipe_and_keeps_the_old_version_on_failure() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1244,7 +1235,7 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(".staging-shell-"));
-        assert_eq!(visible(&runtimes), ["shell"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
         let events = events.lock().unwrap().clone();
         assert!(events
             .iter()
@@ -1281,7 +1272,7 @@ mod tests {
             "verification printed \"3\\n\", expected \"2\\n\""
         );
         assert_eq!(std::fs::read_to_string(iso.join("marker")).unwrap(), "old");
-        assert_eq!(visible(&runtimes), ["shell"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
 
         // A successful rebuild replaces it.
         install(
@@ -1293,10 +1284,10 @@ mod tests {
         .await
         .unwrap();
         assert!(!iso.join("marker").exists());
-        assert_eq!(visible(&runtimes), ["shell"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
 
         remove(&runtimes, "shell").unwrap();
-        assert!(visible(&runtimes).is_empty());
+        assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1355,7 +1346,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().ends_with("failed: no network"), "{err}");
-        assert_eq!(visible(&runtimes), ["shell"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
     }
 
     #[tokio::test]
@@ -1399,9 +1390,9 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "{from} -> {to}: {err}");
             assert!(
-                !runtimes.exists() || visible(&runtimes).is_empty(),
+                !runtimes.exists() || crate::runtime::fsutil::sorted_names(&runtimes).is_empty(),
                 "{:?}",
-                visible(&runtimes)
+                crate::runtime::fsutil::sorted_names(&runtimes)
             );
         }
         let other = if std::env::consts::ARCH == "s390x" {
@@ -1442,7 +1433,7 @@ mod tests {
         ));
         std::fs::create_dir_all(tmp.path().join("rt/isolated")).unwrap();
         remove(tmp.path(), "rt").unwrap();
-        assert_eq!(visible(tmp.path()), ["etc"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(tmp.path()), ["etc"]);
     }
 
     #[test]

@@ -517,7 +517,7 @@ mod tests {
             std::fs::read_link(hosts.join("rt/isolated/lib")).unwrap(),
             Path::new("usr/lib")
         );
-        assert_eq!(names(&hosts), ["rt"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
 
         // A newer version replaces the installed one; explicit checksums work too.
         let built2 = tmp.path().join("built2");
@@ -525,7 +525,7 @@ mod tests {
         let (archive2, sum2) = pack(&built2, "rt", &tmp.path().join("out")).unwrap();
         let rt = unpack(&archive2, &hosts, Some(&sum2.to_uppercase())).unwrap();
         assert_eq!(rt.version(), "1.3.0");
-        assert_eq!(names(&hosts), ["rt"]);
+        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
 
         // Wrong checksum: refused, nothing changes.
         let err = unpack(&archive, &hosts, Some(&sum2))
@@ -561,15 +561,6 @@ mod tests {
             pack(tmp.path(), "../rt", tmp.path()),
             Err(PackError::InvalidName(_))
         ));
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     /// Entries for a hostile archive, written with raw headers so nothing is sanitized.
@@ -737,9 +728,9 @@ mod tests {
             assert!(err.contains(problem), "{entry}: {err}");
             // Nothing is left behind, and nothing was written outside.
             assert!(
-                names(&runtimes).is_empty(),
+                crate::runtime::fsutil::sorted_names(&runtimes).is_empty(),
                 "{entry}: {:?}",
-                names(&runtimes)
+                crate::runtime::fsutil::sorted_names(&runtimes)
             );
             assert!(!tmp.path().join("x").exists() && !tmp.path().join("other").exists());
         }
@@ -757,7 +748,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "refused archive entry `rt/isolated/usr/bin/sneaky`: symlink chain escapes the runtime directory");
-        assert!(names(&tmp.path().join("runtimes")).is_empty());
+        assert!(crate::runtime::fsutil::sorted_names(&tmp.path().join("runtimes")).is_empty());
     }
 
     #[test]
@@ -798,6 +789,6 @@ mod tests {
             source.ends_with("mounts[1].source: `isolated/etc` does not exist"),
             "{source}"
         );
-        assert!(names(&runtimes).is_empty());
+        assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
     }
 }
