@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, Run};
+use common::Fixture;
 use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Event, Job, Limits, Status};
 use tokio_util::sync::CancellationToken;
@@ -523,9 +523,6 @@ async fn exit_codes_and_signals_are_reported() {
     }
 }
 
-#[allow(dead_code)]
-fn _uses(_: Run) {}
-
 #[tokio::test]
 async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
     use evaluator::runtime::BuildRunner;
@@ -592,4 +589,34 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
         "{err}"
     );
     fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    let run = || async {
+        let job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        fx.sandboxes.run(job, tx, CancellationToken::new()).await
+    };
+    assert_eq!(run().await.status, Status::Ok);
+    while fx.sandboxes.pending_refills() > 0 || fx.sandboxes.idle() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Kill every idle helper from outside (they are root-owned helpers waiting in read()).
+    let ours = format!("sb-{}-", std::process::id());
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap_or(0);
+        if pid > 0 && cgroup.contains(&ours) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let outcome = run().await;
+    assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
 }

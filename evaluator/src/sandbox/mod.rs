@@ -379,7 +379,14 @@ impl Sandboxes {
         // Pre-spawned helpers have their network namespace already: builds, which use
         // the host network, always get a helper of their own.
         let taken = if job.isolate_network {
-            let taken = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut taken = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            // A helper that died while waiting (killed from outside) is not used: the
+            // request gets a fresh one instead of a setup failure.
+            if let Some(p) = taken.as_mut() {
+                if !matches!(p.child.try_wait(), Ok(None)) {
+                    taken = None;
+                }
+            }
             self.refill();
             taken
         } else {
