@@ -127,9 +127,9 @@ impl<'a> SandboxBuilder<'a> {
                         problems.push(String::from_utf8_lossy(&data).into_owned())
                     }
                     Output::Exception { traceback, .. } => problems.push(traceback),
-                    Output::Diagnostic { message, .. } | Output::Internal { message, .. } => {
-                        problems.push(message)
-                    }
+                    Output::Diagnostic { message, .. }
+                    | Output::Internal { message, .. }
+                    | Output::Violation { message, .. } => problems.push(message),
                     Output::Value { .. } | Output::Started { .. } => {}
                 }
             }

@@ -8,17 +8,27 @@
 //! never a panic.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessList;
 use crate::runtime::Runtime;
 use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes};
 
 /// The Python driver, run inside the sandbox by `python -I -c BOOTSTRAP`.
 const PYTHON_DRIVER: &str = include_str!("drivers/python_driver.py");
 const PYTHON_BOOTSTRAP: &str = include_str!("drivers/python_bootstrap.txt");
+/// The JShell driver's source, compiled into every JShell runtime when it is installed.
+pub const JSHELL_DRIVER: &str = include_str!("drivers/JShellDriver.java");
+pub const JSHELL_DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
+/// Where a JShell runtime carries its compiled driver (inside the sandbox).
+pub const JSHELL_DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
+const JSHELL_DRIVER_VERSION: i32 = 1;
+/// Statements per component (jsheets' cap).
+const MAX_STATEMENTS: i32 = 100;
 
 /// Where the payload finds its input (the code) inside the sandbox.
 const INPUT_PATH: &str = "/proc/self/fd/3";
@@ -56,6 +66,8 @@ pub struct Launch {
     /// (host source, sandbox target), all read-only.
     pub mounts: Vec<(PathBuf, PathBuf)>,
     pub environment: Vec<(String, String)>,
+    /// The access list snippets are held to; `None` runs them unchecked.
+    pub access_list: Option<Arc<AccessList>>,
 }
 
 /// One code component of a snippet.
@@ -103,6 +115,12 @@ pub enum Output {
         traceback: String,
         line: Option<u32>,
     },
+    /// The snippet used something the access list denies.
+    Violation {
+        component: String,
+        reference: String,
+        message: String,
+    },
     /// The driver reported a problem of its own.
     Internal {
         component: String,
@@ -144,12 +162,32 @@ enum DriverEvent {
         traceback: String,
         line: Option<u32>,
     },
+    /// Python: the snippet reached something the list denies (already stopped).
+    Violation {
+        id: String,
+        reference: String,
+        message: String,
+    },
+    /// JShell: class files to vet before they are loaded.
+    Classes {
+        seq: u64,
+        id: String,
+        classes: Vec<ClassFile>,
+    },
+    /// JShell: the heap ran out.
+    MemoryLimit {},
     Exit {},
     End {},
     Done {},
     Internal {
         message: String,
     },
+}
+
+#[derive(Debug, Deserialize)]
+struct ClassFile {
+    name: String,
+    bytes: String,
 }
 
 impl Runtime {
@@ -166,6 +204,7 @@ impl Runtime {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            access_list: None,
         }
     }
 
@@ -217,7 +256,7 @@ impl Runtime {
 pub fn job(
     launch: &Launch,
     components: &[Component],
-    stdin: Vec<u8>,
+    mut stdin: Vec<u8>,
     limits: Limits,
 ) -> Result<Job, EvaluateError> {
     if components.is_empty() {
@@ -238,11 +277,14 @@ pub fn job(
     let (input, events) = match launch.kind {
         Kind::Python => {
             argv.extend(["-I".into(), "-c".into(), PYTHON_BOOTSTRAP.trim().into()]);
-            let doc = serde_json::json!({
+            let mut doc = serde_json::json!({
                 "driver": PYTHON_DRIVER,
                 "components": components.iter().map(|c| serde_json::json!({"id": c.id, "code": c.code})).collect::<Vec<_>>(),
                 "max_value_chars": MAX_VALUE_CHARS,
             });
+            if let Some(list) = &launch.access_list {
+                doc["access"] = python_rules(list);
+            }
             (
                 Some(serde_json::to_vec(&doc).map_err(EvaluateError::Encode)?),
                 true,
@@ -263,28 +305,34 @@ pub fn job(
             (Some(joined(components).into_bytes()), false)
         }
         Kind::Jshell => {
-            // Plain JShell over the whole snippet, compiled and run inside the sandboxed
-            // JVM; the heap follows the memory limit so a big allocation is an
-            // OutOfMemoryError rather than a kill.
+            // The driver compiles and runs each statement inside the sandboxed JVM. The
+            // heap follows the memory limit (the rest is for metaspace, javac's code
+            // and thread stacks) so that a big allocation is an OutOfMemoryError the
+            // driver reports as the memory limit, not a kill nobody explains.
             let heap_mib = ((limits.memory_bytes / 2) >> 20).max(32);
+            let metaspace_mib = ((limits.memory_bytes / 4) >> 20).max(64);
             argv.extend([
                 "-XX:+UseSerialGC".into(),
                 "-XX:TieredStopAtLevel=1".into(),
                 format!("-Xmx{heap_mib}m"),
-                // JShell's preferences store logs its creation in every fresh sandbox.
+                format!("-XX:MaxMetaspaceSize={metaspace_mib}m"),
+                "-XX:ReservedCodeCacheSize=32m".into(),
+                "-Xss1m".into(),
+                // Fewer JVM service threads: each counts against the process limit.
+                "-XX:CICompilerCount=1".into(),
+                "-XX:-UsePerfData".into(),
+                "-Xshare:auto".into(),
+                "--enable-preview".into(),
                 "-Djava.util.logging.config.file=/dev/null".into(),
                 "-Duser.home=/work".into(),
-                "-m".into(),
-                "jdk.jshell/jdk.internal.jshell.tool.JShellToolProvider".into(),
-                "--execution".into(),
-                "local".into(),
-                "-q".into(),
-                INPUT_PATH.into(),
+                "-cp".into(),
+                JSHELL_DRIVER_DIR.into(),
+                "JShellDriver".into(),
             ]);
-            (
-                Some(format!("{}\n/exit\n", joined(components)).into_bytes()),
-                false,
-            )
+            let input = jshell_input(components, &stdin, launch.access_list.is_some());
+            // The snippet's stdin travels in the input: fd 0 carries the verdicts.
+            stdin = Vec::new();
+            (Some(input), true)
         }
     };
     Ok(Job {
@@ -301,6 +349,85 @@ pub fn job(
     })
 }
 
+/// The JShell driver's input (see the driver's header): big-endian, length-prefixed.
+fn jshell_input(components: &[Component], stdin: &[u8], check_classes: bool) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = b"JSHD".to_vec();
+    out.extend_from_slice(&JSHELL_DRIVER_VERSION.to_be_bytes());
+    out.extend_from_slice(&MAX_STATEMENTS.to_be_bytes());
+    out.extend_from_slice(&(MAX_VALUE_CHARS as i32).to_be_bytes());
+    out.push(u8::from(check_classes));
+    put(&mut out, stdin);
+    out.extend_from_slice(&(components.len() as i32).to_be_bytes());
+    for c in components {
+        put(&mut out, c.id.as_bytes());
+        put(&mut out, c.code.as_bytes());
+    }
+    out
+}
+
+/// A list's rules as the Python driver takes them: `[segments, allow]` in file order.
+fn python_rules(list: &AccessList) -> serde_json::Value {
+    serde_json::json!({
+        "list": list.name(),
+        "rules": list
+            .rules()
+            .iter()
+            .filter(|r| r.params().is_none() && r.return_type().is_none())
+            .map(|r| serde_json::json!([r.segments(), !r.is_deny()]))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Vets the class files of one `classes` event; every denied reference and every
+/// unreadable class becomes an output. True when all may be loaded.
+fn vet_classes(
+    list: &AccessList,
+    component: &str,
+    classes: &[ClassFile],
+    outputs: &mut Vec<Output>,
+) -> bool {
+    use base64::Engine;
+    let mut allowed = true;
+    for class in classes {
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(class.bytes.as_bytes()) {
+            Ok(b) => b,
+            Err(e) => {
+                outputs.push(Output::Internal {
+                    component: component.to_owned(),
+                    message: format!("undecodable class file from the sandbox: {e}"),
+                });
+                allowed = false;
+                continue;
+            }
+        };
+        match crate::access::java::check_class(list, &bytes) {
+            Ok(denials) => {
+                for d in denials {
+                    allowed = false;
+                    outputs.push(Output::Violation {
+                        component: component.to_owned(),
+                        message: format!("{d} in {}", list.name()),
+                        reference: d.reference,
+                    });
+                }
+            }
+            Err(e) => {
+                allowed = false;
+                outputs.push(Output::Violation {
+                    component: component.to_owned(),
+                    reference: class.name.chars().take(200).collect(),
+                    message: format!("class {:.200} was not loaded: {e}", class.name),
+                });
+            }
+        }
+    }
+    allowed
+}
+
 /// Runs `components` in a fresh sandbox of `launch`, streaming [`Output`]s.
 pub async fn evaluate(
     sandboxes: &Sandboxes,
@@ -313,6 +440,16 @@ pub async fn evaluate(
 ) -> Result<Outcome, EvaluateError> {
     let output_cap = limits.output_bytes;
     let job = job(launch, components, stdin, limits)?;
+    // JShell asks before loading each class; the verdicts go back on its stdin.
+    let (verdict_tx, verdict_rx) = match (&launch.access_list, launch.kind) {
+        (Some(_), Kind::Jshell) => {
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
+    let access_list = launch.access_list.clone();
+    let mut memory_limit = false;
     let first = components[0].id.clone();
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     // Output reaches us on the pipes and, from Python-level writes, as driver events;
@@ -329,10 +466,39 @@ pub async fn evaluate(
             let output = match event {
                 Event::Stdout(data) => caps.take(true, current.clone(), data),
                 Event::Stderr(data) => caps.take(false, current.clone(), data),
-                Event::Driver(line) => match driver_output(&line, &mut current) {
-                    Some(Output::Stdout { component, data }) => caps.take(true, component, data),
-                    Some(Output::Stderr { component, data }) => caps.take(false, component, data),
-                    other => other,
+                Event::Driver(line) => match driver_event(&line, &current) {
+                    Ok(DriverEvent::Classes { seq, id, classes }) => {
+                        let mut outputs = Vec::new();
+                        let allowed = match &access_list {
+                            Some(list) => vet_classes(list, &id, &classes, &mut outputs),
+                            None => true,
+                        };
+                        for o in outputs {
+                            if out.send(o).await.is_err() {
+                                return (caps, memory_limit);
+                            }
+                        }
+                        let verdict = if allowed { "allow" } else { "deny" };
+                        if let Some(tx) = &verdict_tx {
+                            // A driver that is gone does not need its answer.
+                            let _ = tx.send(format!("{seq} {verdict}\n").into_bytes()).await;
+                        }
+                        None
+                    }
+                    Ok(DriverEvent::MemoryLimit {}) => {
+                        memory_limit = true;
+                        None
+                    }
+                    Ok(event) => match translate_event(event, &mut current) {
+                        Some(Output::Stdout { component, data }) => {
+                            caps.take(true, component, data)
+                        }
+                        Some(Output::Stderr { component, data }) => {
+                            caps.take(false, component, data)
+                        }
+                        other => other,
+                    },
+                    Err(internal) => Some(internal),
                 },
             };
             if caps.exceeded() {
@@ -341,13 +507,26 @@ pub async fn evaluate(
             if let Some(o) = output {
                 if out.send(o).await.is_err() {
                     // The caller went away: dropping rx makes the sandbox cancel itself.
-                    return caps;
+                    return (caps, memory_limit);
                 }
             }
         }
-        caps
+        (caps, memory_limit)
     };
-    let (mut outcome, caps) = tokio::join!(sandboxes.run(job, tx, stop), translate);
+    let (mut outcome, (caps, memory_limit)) = tokio::join!(
+        sandboxes.run_with_stdin(job, verdict_rx, tx, stop),
+        translate
+    );
+    // The driver's word can only make its own result worse; the JVM ends an exhausted
+    // heap with an OutOfMemoryError, not with the cgroup's kill.
+    if memory_limit
+        && matches!(
+            outcome.status,
+            crate::sandbox::Status::Ok | crate::sandbox::Status::ExitedNonZero
+        )
+    {
+        outcome.status = crate::sandbox::Status::MemoryLimit;
+    }
     outcome.stdout_truncated |= caps.stdout_truncated;
     outcome.stderr_truncated |= caps.stderr_truncated;
     outcome.stdout_bytes = outcome.stdout_bytes.max(caps.stdout);
@@ -399,16 +578,22 @@ impl OutputCaps {
     }
 }
 
+fn driver_event(line: &[u8], current: &str) -> Result<DriverEvent, Output> {
+    serde_json::from_slice(line).map_err(|e| Output::Internal {
+        component: current.to_owned(),
+        message: format!("unreadable driver event: {e}"),
+    })
+}
+
+#[cfg(test)]
 fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
-    let event: DriverEvent = match serde_json::from_slice(line) {
-        Ok(e) => e,
-        Err(e) => {
-            return Some(Output::Internal {
-                component: current.clone(),
-                message: format!("unreadable driver event: {e}"),
-            })
-        }
-    };
+    match driver_event(line, current.as_str()) {
+        Ok(event) => translate_event(event, current),
+        Err(internal) => Some(internal),
+    }
+}
+
+fn translate_event(event: DriverEvent, current: &mut String) -> Option<Output> {
     match event {
         DriverEvent::Start { id } => {
             current.clone_from(&id);
@@ -473,6 +658,17 @@ fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
             component: current.clone(),
             message,
         }),
+        DriverEvent::Violation {
+            id,
+            reference,
+            message,
+        } => Some(Output::Violation {
+            component: id,
+            reference,
+            message,
+        }),
+        // Handled by the caller, which can answer them.
+        DriverEvent::Classes { .. } | DriverEvent::MemoryLimit {} => None,
         DriverEvent::Exit {} | DriverEvent::End {} | DriverEvent::Done {} => None,
     }
 }
@@ -521,6 +717,7 @@ mod tests {
             args: vec![],
             mounts: vec![],
             environment: vec![],
+            access_list: None,
         };
         assert!(matches!(
             job(&launch, &[], vec![], Limits::default()),
@@ -536,6 +733,7 @@ mod tests {
             args: vec![],
             mounts: vec![],
             environment: vec![("LANG".into(), "C".into())],
+            access_list: None,
         };
         let c = [Component {
             id: "1".into(),

@@ -79,6 +79,15 @@ pub fn dup_onto(src: RawFd, dst: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the file behind fd number `fd` (a pipe of the sandbox) to `uid`/`gid`.
+pub fn fchown_fd(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: fchown(2) on a plain fd number reads no memory; a closed fd is EBADF.
+    if unsafe { libc::fchown(fd, uid, gid) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn clear_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_SETFD with 0 only changes the fd's flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {

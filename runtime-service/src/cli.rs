@@ -3,16 +3,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use evaluator::access::catalog::Catalog;
+use evaluator::access::AccessList;
 use evaluator::evaluate::{Component, Output};
 use evaluator::runtime::{self, Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench;
+use crate::config::DEFAULT_ACCESS_LISTS_DIR;
 
 /// Exit code for a bad command line or configuration (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
@@ -98,6 +102,10 @@ pub struct RunArgs {
     /// File fed to the snippet's standard input.
     #[arg(long)]
     pub stdin: Option<PathBuf>,
+    /// Access list: a name (looked up in /etc/jsheets-runtime/access-lists, then among
+    /// the built-in lists), a FILE.access, or `none`. Default: the runtime's own.
+    #[arg(long)]
+    pub access_list: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -370,9 +378,16 @@ async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result<Exi
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
+    let access_list = match cli_access_list(&runtime, args.access_list.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e:#}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
     let sandboxes = sandboxes(state_dir)?;
     let (outcome, failed) =
-        evaluate_printing(&sandboxes, &runtime, components, stdin, limits).await?;
+        evaluate_printing(&sandboxes, &runtime, access_list, components, stdin, limits).await?;
     print_outcome(&runtime, &outcome);
     Ok(match outcome.status {
         Status::Ok if !failed => ExitCode::SUCCESS,
@@ -381,16 +396,31 @@ async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result<Exi
     })
 }
 
+/// The list `run` holds a snippet to: `--access-list` (name, file or `none`) over
+/// the runtime's own.
+fn cli_access_list(runtime: &Runtime, flag: Option<&str>) -> Result<Option<Arc<AccessList>>> {
+    if let Some(path) = flag.filter(|f| f.contains('/') || f.ends_with(".access")) {
+        return Ok(Some(Arc::new(AccessList::load(Path::new(path))?)));
+    }
+    let catalog = Catalog::new(Some(PathBuf::from(DEFAULT_ACCESS_LISTS_DIR)));
+    Ok(catalog
+        .for_runtime(runtime.access_list(), flag)
+        .with_context(|| format!("access list of runtime {}", runtime.name()))?
+        .map(Arc::new))
+}
+
 /// Evaluates and prints everything as it streams; returns the outcome and whether the
 /// snippet reported an error of its own (exception, diagnostic).
 pub async fn evaluate_printing(
     sandboxes: &Sandboxes,
     runtime: &Runtime,
+    access_list: Option<Arc<AccessList>>,
     components: Vec<Component>,
     stdin: Vec<u8>,
     limits: Limits,
 ) -> Result<(Outcome, bool)> {
-    let launch = runtime.launch();
+    let mut launch = runtime.launch();
+    launch.access_list = access_list;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let cancel = CancellationToken::new();
     let ctrl_c = cancel.clone();
@@ -431,6 +461,12 @@ pub async fn evaluate_printing(
                     let _ = write!(err, "{traceback}");
                 }
                 Output::Started { .. } => {}
+                Output::Violation {
+                    component, message, ..
+                } => {
+                    failed = true;
+                    let _ = writeln!(err, "{component}: sandbox: {message}");
+                }
                 Output::Internal { component, message } => {
                     failed = true;
                     let _ = writeln!(err, "{component}: internal error: {message}");
@@ -520,6 +556,7 @@ async fn runtime_command(
             let (outcome, failed) = evaluate_printing(
                 &sandboxes,
                 &r,
+                None,
                 vec![Component {
                     id: "test".into(),
                     code: code.into(),

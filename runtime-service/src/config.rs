@@ -49,6 +49,9 @@ const ENV_LAYER: &str = "environment variables";
 const RUNTIME_NAME: &str = "a runtime name matching ^[a-z0-9][a-z0-9._-]{0,63}$";
 
 /// A configuration that cannot be used; the binary prints it and exits with 64.
+/// Where operators put their own `<name>.access` files.
+pub const DEFAULT_ACCESS_LISTS_DIR: &str = "/etc/jsheets-runtime/access-lists";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {} does not exist", path.display())]
@@ -188,8 +191,10 @@ pub struct EvaluationConfig {
     pub limits: LimitsConfig,
     /// CPUs the sandboxes may use (cpuset syntax, e.g. `0-3,6`); all if unset.
     pub cpuset: Option<String>,
-    /// Runtime name → access list name, overriding the runtime's own.
+    /// Runtime name → access list name, overriding the runtime's own (`none`: off).
     pub access_lists: BTreeMap<String, String>,
+    /// Where `<name>.access` files are looked up before the built-in lists.
+    pub access_lists_dir: PathBuf,
     /// Runtime name → pre-started sandboxes.
     pub pool: BTreeMap<String, PoolConfig>,
 }
@@ -211,6 +216,7 @@ impl Default for EvaluationConfig {
             limits: LimitsConfig::default(),
             cpuset: None,
             access_lists: BTreeMap::new(),
+            access_lists_dir: DEFAULT_ACCESS_LISTS_DIR.into(),
             pool: BTreeMap::new(),
         }
     }
@@ -608,6 +614,7 @@ const KEYS: &[Key] = &[
         Table,
         "a table of runtime name = access list name, e.g. {openjdk-17 = \"strict\"}",
     ),
+    key("evaluation.accessListsDir", Text, DIR),
     key(
         "evaluation.pool",
         Table,
@@ -1206,6 +1213,7 @@ fn validate_evaluation(
     for (key, dir) in [
         ("evaluation.runtimesDir", &evaluation.runtimes_dir),
         ("evaluation.stateDir", &evaluation.state_dir),
+        ("evaluation.accessListsDir", &evaluation.access_lists_dir),
     ] {
         if !dir.is_absolute() {
             check.bad(key, dir, expected(key));

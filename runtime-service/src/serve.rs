@@ -92,6 +92,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let node = Arc::new(Node {
         sandboxes,
         registry: RwLock::new(Arc::new(Registry::default())),
+        access_lists: RwLock::new(Arc::new(Default::default())),
         ready: CancellationToken::new(),
         admission: Admission::new(
             config.evaluation.max_concurrent,
@@ -178,6 +179,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         "runtimes loaded"
     );
 
+    let lists = match crate::service::access_lists(&registry, &config.evaluation) {
+        Ok(l) => l,
+        Err(e) => {
+            shutdown.cancel();
+            anyhow::bail!("access lists: {e}");
+        }
+    };
+    *node.access_lists.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lists);
     *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
     node.ready.cancel();
     set_health(ServingStatus::Serving).await;

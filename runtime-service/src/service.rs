@@ -4,12 +4,14 @@
 //! the completion message. Every error becomes a gRPC status in one place
 //! ([`ServiceError`] → [`Status`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use evaluator::access::catalog::Catalog;
+use evaluator::access::AccessList;
 use evaluator::evaluate::{self, Component, Output};
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, Sandboxes, Status as SandboxStatus};
@@ -172,6 +174,8 @@ impl Admission {
 pub struct Node {
     pub sandboxes: Sandboxes,
     pub registry: RwLock<Arc<Registry>>,
+    /// Runtime name → the access list its snippets are held to (absent: none).
+    pub access_lists: RwLock<Arc<BTreeMap<String, Arc<AccessList>>>>,
     /// Fired once the runtimes are loaded; until then evaluations are UNAVAILABLE.
     pub ready: CancellationToken,
     pub config: EvaluationConfig,
@@ -455,6 +459,39 @@ struct Prepared {
     components: Vec<Component>,
     limits: Limits,
     stdin: Vec<u8>,
+    access_list: Option<Arc<AccessList>>,
+}
+
+/// The access list of every runtime in `registry`: configuration over the runtime's
+/// own. Any list that cannot be loaded is an error: the node does not start on it.
+pub fn access_lists(
+    registry: &Registry,
+    config: &EvaluationConfig,
+) -> Result<BTreeMap<String, Arc<AccessList>>, String> {
+    let catalog = Catalog::new(Some(config.access_lists_dir.clone()));
+    let mut lists = BTreeMap::new();
+    for runtime in registry.list() {
+        let configured = config.access_lists.get(runtime.name()).map(String::as_str);
+        match catalog.for_runtime(runtime.access_list(), configured) {
+            Ok(Some(list)) => {
+                tracing::info!(runtime = runtime.name(), list = list.name(), file = %list.file().display(), "access list");
+                lists.insert(runtime.name().to_owned(), Arc::new(list));
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    runtime = runtime.name(),
+                    "no access list: snippets are held by the sandbox only"
+                );
+            }
+            Err(e) => return Err(format!("runtime {}: {e}", runtime.name())),
+        }
+    }
+    for name in config.access_lists.keys() {
+        if !registry.list().iter().any(|r| r.name() == name) {
+            tracing::warn!(runtime = %name, "evaluation.accessLists names a runtime that is not installed");
+        }
+    }
+    Ok(lists)
 }
 
 fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, Status> {
@@ -472,11 +509,18 @@ fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, Statu
     }
     let runtime = node.runtime(&start.runtime)?;
     let limits = node.limits(start.limits.as_ref())?;
+    let access_list = node
+        .access_lists
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(runtime.name())
+        .cloned();
     Ok(Prepared {
         runtime,
         components,
         limits,
         stdin: start.stdin,
+        access_list,
     })
 }
 
@@ -554,7 +598,8 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             kill.cancel();
         });
         let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
-        let launch = p.runtime.launch();
+        let mut launch = p.runtime.launch();
+        launch.access_list = p.access_list.clone();
         let flush_every = Duration::from_millis(node.config.flush_interval_ms.max(1));
         let forward = async {
             let mut pending = Pending::default();
@@ -587,6 +632,12 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
                                 span: None,
                             }),
                             Output::Started { component } => last_component = component,
+                            Output::Violation { component, message, .. } => finals.error.push(EvaluationError {
+                                component_id: component,
+                                kind: "sandbox".into(),
+                                message,
+                                span: None,
+                            }),
                             Output::Internal { component, message } => finals.error.push(EvaluationError {
                                 component_id: component,
                                 kind: "internal".into(),

@@ -32,6 +32,8 @@
 //!   for the class-file checker (hostile input: bounds checked, size capped).
 //! - [`mod@lint`]: [`lint()`], rules that can never change a verdict.
 
+pub mod catalog;
+pub mod java;
 pub mod jvm;
 pub mod lint;
 pub mod matcher;
@@ -192,6 +194,14 @@ impl AccessList {
     }
 
     /// The file the list was read from (or named after).
+    /// The list's name: its file name without `.access`.
+    pub fn name(&self) -> &str {
+        self.file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("the access list")
+    }
+
     pub fn file(&self) -> &Path {
         &self.file
     }

@@ -404,6 +404,9 @@ impl Loader<'_> {
         let isolated = self.isolated()?;
         let mounts = self.mounts(&mut top, &isolated)?;
         let evaluator = self.evaluator(&mut top, &mounts)?;
+        if evaluator.kind == EvaluatorKind::Jshell {
+            self.jshell_driver()?;
+        }
         let environment = self.environment(&mut top)?;
 
         let access_list = match self.optional(&mut top, "access_list") {
@@ -445,6 +448,27 @@ impl Loader<'_> {
             packages,
             dir: self.dir.to_owned(),
         })
+    }
+
+    /// A JShell runtime carries the driver it was built with; one built by another
+    /// version of the service would speak another protocol.
+    fn jshell_driver(&mut self) -> Result<()> {
+        let relative = format!(
+            "{ISOLATED_DIR}{}/{}",
+            crate::evaluate::JSHELL_DRIVER_DIR,
+            crate::evaluate::JSHELL_DRIVER_SOURCE_FILE
+        );
+        match std::fs::read_to_string(self.dir.join(&relative)) {
+            Ok(text) if text == crate::evaluate::JSHELL_DRIVER => Ok(()),
+            Ok(_) => Err(self.invalid(
+                "evaluator.kind",
+                format!("{relative} is from another version of jsheets-runtime: reinstall the runtime"),
+            )),
+            Err(_) => Err(self.invalid(
+                "evaluator.kind",
+                format!("{relative} is missing (a JShell runtime carries its driver): reinstall the runtime"),
+            )),
+        }
     }
 
     fn requirements(&mut self, top: &mut Fields) -> Result<Vec<String>> {

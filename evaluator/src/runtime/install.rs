@@ -121,6 +121,8 @@ pub enum InstallError {
     Elf(#[source] ElfError),
     #[error("shared libraries not found: {0}")]
     MissingLibraries(String),
+    #[error("JShell runtimes need a JDK: no javac at {}", .0.display())]
+    NoJavac(PathBuf),
     #[error("build step `{argv}` failed: {message}")]
     BuildStep { argv: String, message: String },
     #[error("writing {}", path.display())]
@@ -175,6 +177,7 @@ pub enum Step {
     Copy,
     Pip,
     PostInstall,
+    Driver,
     ElfDeps,
     Config,
     Verify,
@@ -189,6 +192,7 @@ impl Step {
             Step::Copy => "copy",
             Step::Pip => "pip",
             Step::PostInstall => "post-install",
+            Step::Driver => "driver",
             Step::ElfDeps => "elf-deps",
             Step::Config => "config",
             Step::Verify => "verify",
@@ -668,6 +672,19 @@ async fn build(
             files: 0,
         });
     }
+    if recipe.evaluator.kind == EvaluatorKind::Jshell {
+        build_jshell_driver(
+            recipe,
+            &copier,
+            &tmp,
+            runner,
+            &env(&tmp),
+            staging,
+            runtimes_dir,
+            progress,
+        )
+        .await?;
+    }
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .map_err(io_context(format!("cannot remove {}", tmp.display())))?;
@@ -801,6 +818,56 @@ fn write_yaml(path: &Path, value: &impl Serialize, header: &str) -> Result<()> {
     })?;
     std::fs::write(path, format!("{header}{text}"))
         .map_err(io_context(format!("cannot write {}", path.display())))
+}
+
+/// Compiles the JShell driver with the runtime's own javac (the copy in `isolated/`,
+/// so the driver matches the JVM that runs it) into the runtime, next to a copy of
+/// its source by which a later version of the service recognises a stale driver.
+#[allow(clippy::too_many_arguments)]
+async fn build_jshell_driver(
+    recipe: &Recipe,
+    copier: &Copier<'_>,
+    tmp: &Path,
+    runner: &dyn BuildRunner,
+    env: &[(String, String)],
+    staging: &Path,
+    runtimes_dir: &Path,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<()> {
+    progress(Progress::Started {
+        step: Step::Driver,
+        detail: "JShell driver".into(),
+    });
+    let javac = copier.dest(&Path::new(&recipe.evaluator.program).with_file_name("javac"));
+    if !javac.is_file() {
+        return Err(InstallError::NoJavac(javac));
+    }
+    let src_dir = tmp.join("jshell-driver");
+    let out = copier.dest(Path::new(crate::evaluate::JSHELL_DRIVER_DIR));
+    for dir in [&src_dir, &out] {
+        std::fs::create_dir_all(dir)
+            .map_err(io_context(format!("cannot create {}", dir.display())))?;
+    }
+    let source = src_dir.join(crate::evaluate::JSHELL_DRIVER_SOURCE_FILE);
+    std::fs::write(&source, crate::evaluate::JSHELL_DRIVER)
+        .map_err(io_context(format!("cannot write {}", source.display())))?;
+    let argv: Vec<String> = vec![
+        javac.display().to_string(),
+        "-encoding".into(),
+        "UTF-8".into(),
+        "-d".into(),
+        out.display().to_string(),
+        source.display().to_string(),
+    ];
+    run_step(runner, &argv, env, staging, runtimes_dir).await?;
+    let stamp = out.join(crate::evaluate::JSHELL_DRIVER_SOURCE_FILE);
+    std::fs::write(&stamp, crate::evaluate::JSHELL_DRIVER)
+        .map_err(io_context(format!("cannot write {}", stamp.display())))?;
+    progress(Progress::Finished {
+        step: Step::Driver,
+        files: 0,
+    });
+    Ok(())
 }
 
 async fn run_step(

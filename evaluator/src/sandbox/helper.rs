@@ -419,6 +419,14 @@ fn payload_exec(
             }
         }
         sys::cloexec_from(PAYLOAD_EVENTS_FD as u32 + 1).step("closing inherited fds")?;
+        // The payload's pipes become its own, so that it may reopen them through
+        // /proc/self/fd (the JVM can only name a descriptor that way).
+        for fd in [0, 1, 2, PAYLOAD_EVENTS_FD] {
+            if fd == PAYLOAD_EVENTS_FD && events.is_none() {
+                continue;
+            }
+            sys::fchown_fd(fd, plan.uid, plan.gid).step("handing the pipes to the payload")?;
+        }
 
         let limits = &plan.rlimits;
         setrlimit(

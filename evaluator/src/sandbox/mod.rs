@@ -359,6 +359,20 @@ impl Sandboxes {
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
     ) -> Outcome {
+        self.run_with_stdin(job, None, events, cancel).await
+    }
+
+    /// [`Sandboxes::run`], with more stdin after `job.stdin`: whatever arrives on
+    /// `more_stdin` is written to the payload's stdin until the sender goes away. This
+    /// is how a driver inside the sandbox gets answers from outside (the JShell driver
+    /// waits for the verdict on each class before loading it).
+    pub async fn run_with_stdin(
+        &self,
+        job: Job,
+        more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let start = Instant::now();
         let inner = &self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
@@ -403,7 +417,7 @@ impl Sandboxes {
         if let Err(e) = prepared.cg.apply_limits(&limits) {
             return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
         }
-        supervise(job, plan, prepared, events, cancel, start).await
+        supervise(job, plan, prepared, more_stdin, events, cancel, start).await
     }
 
     /// Tops the pool of idle helpers up in the background.
@@ -610,6 +624,7 @@ async fn supervise(
     job: Job,
     plan: Plan,
     prepared: Prepared,
+    mut more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     start: Instant,
@@ -645,9 +660,20 @@ async fn supervise(
     }
     if let Some(mut stdin) = child.stdin.take() {
         let data = job.stdin.clone();
+        let mut more = more_stdin.take();
         tokio::spawn(async move {
-            // A payload that never reads stdin is fine: the write just stops.
-            let _ = stdin.write_all(&data).await;
+            // A payload that never reads stdin is fine: the write just stops (and the
+            // task ends with the pipe when the sandbox dies).
+            if stdin.write_all(&data).await.is_err() {
+                return;
+            }
+            if let Some(more) = more.as_mut() {
+                while let Some(chunk) = more.recv().await {
+                    if stdin.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
         });
     }
     let mut streams = Streams {

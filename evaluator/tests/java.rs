@@ -1,0 +1,355 @@
+//! Java snippets through the JShell driver in real sandboxes, held to the shipped
+//! java-default access list, which the supervisor enforces on the class files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Fixture, Run};
+use evaluator::access::catalog::Catalog;
+use evaluator::evaluate::{Component, Launch, Output};
+use evaluator::sandbox::{Limits, Status};
+
+fn components(codes: &[&str]) -> Vec<Component> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component {
+            id: format!("c{}", i + 1),
+            code: (*code).into(),
+        })
+        .collect()
+}
+
+async fn java(fx: &Fixture) -> Launch {
+    let runtime = fx.runtime("openjdk-17").await;
+    let mut launch = runtime.launch();
+    launch.access_list = Some(Arc::new(
+        Catalog::new(None)
+            .for_runtime(runtime.access_list(), None)
+            .unwrap()
+            .expect("openjdk-17 names java-default"),
+    ));
+    launch
+}
+
+fn stdout_of(run: &Run, component: &str) -> String {
+    run.outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Stdout { component: c, data } if c == component => {
+                Some(String::from_utf8_lossy(data).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn values_of(run: &Run, component: &str) -> Vec<String> {
+    run.outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Value { component: c, text } if c == component => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn violations_of(run: &Run, component: &str) -> Vec<String> {
+    run.outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Violation {
+                component: c,
+                reference,
+                ..
+            } if c == component => Some(reference.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// No errors of any kind in `component`.
+fn assert_clean(run: &Run, component: &str) {
+    let errors: Vec<&Output> = run
+        .outputs
+        .iter()
+        .filter(|o| match o {
+            Output::Diagnostic { component: c, .. }
+            | Output::Exception { component: c, .. }
+            | Output::Violation { component: c, .. }
+            | Output::Internal { component: c, .. } => c == component,
+            _ => false,
+        })
+        .collect();
+    assert!(errors.is_empty(), "{component}: {errors:#?}");
+}
+
+#[tokio::test]
+async fn the_language_works_under_the_default_list() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "System.out.println(\"hello\");",
+                "1 + 1",
+                "int a = 20; int b = 22; a + b",
+                "class Counter { private int n; int next() { return ++n; } }",
+                "var c = new Counter(); c.next(); c.next()",
+                "record Point(int x, int y) {}\nnew Point(1, 2)",
+                "List.of(3, 1, 2).stream().sorted().map(i -> i * 10).collect(Collectors.toList())",
+                "String name = \"jsheets\"; \"hi \" + name + \" \" + a",
+                "String block = \"\"\"\n    one\n    two\n    \"\"\";\nblock.lines().count()",
+                "Object o = 42;\nString kind = switch (o) {\n  case Integer i && i > 40 -> \"big \" + i;\n  case Integer i -> \"int \" + i;\n  default -> \"other\";\n};\nkind",
+                "Function<Integer, Integer> twice = x -> x * 2; BigInteger.TEN.pow(3).toString() + twice.apply(4)",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    for c in 1..=11 {
+        assert_clean(&run, &format!("c{c}"));
+    }
+    assert_eq!(stdout_of(&run, "c1"), "hello\n");
+    assert_eq!(values_of(&run, "c2"), ["2"]);
+    assert_eq!(values_of(&run, "c3"), ["42"]);
+    // Every expression statement reports its value, as JShell shows each one.
+    assert_eq!(values_of(&run, "c5"), ["1", "2"]);
+    assert_eq!(values_of(&run, "c6"), ["Point[x=1, y=2]"]);
+    assert_eq!(values_of(&run, "c7"), ["[10, 20, 30]"]);
+    assert_eq!(values_of(&run, "c8"), ["\"hi jsheets 20\""]);
+    assert_eq!(values_of(&run, "c9"), ["2"]);
+    assert_eq!(values_of(&run, "c10"), ["\"big 42\""]);
+    assert_eq!(values_of(&run, "c11"), ["\"10008\""]);
+}
+
+#[tokio::test]
+async fn diagnostics_point_into_the_component_and_exceptions_are_reported() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let second = "int ok = 1;\nint bad = ok + missing;";
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                second,
+                "int f(int x) { return 10 / x; }\nf(0)",
+                "System.out.println(\"after\");",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    let diag = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Diagnostic {
+                component,
+                kind,
+                line,
+                start,
+                end,
+                ..
+            } if component == "c1" => Some((kind.clone(), *line, *start, *end)),
+            _ => None,
+        })
+        .expect("a diagnostic for c1");
+    let at = second.find("missing").unwrap() as u64;
+    assert_eq!(
+        diag,
+        (
+            "compiler.err.cant.resolve.location".into(),
+            2,
+            at,
+            at + "missing".len() as u64
+        )
+    );
+    let exception = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Exception {
+                component,
+                kind,
+                traceback,
+                line,
+                ..
+            } if component == "c2" => Some((kind.clone(), traceback.clone(), *line)),
+            _ => None,
+        })
+        .expect("an exception for c2");
+    assert_eq!(exception.0, "java.lang.ArithmeticException");
+    assert!(
+        exception.1.contains("at f (component c2, line 1)"),
+        "{}",
+        exception.1
+    );
+    assert_eq!(exception.2, Some(1));
+    // Later components still run.
+    assert_eq!(stdout_of(&run, "c3"), "after\n");
+}
+
+#[tokio::test]
+async fn denied_references_are_reported_and_never_run() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let exit = "java.lang.System#exit(int):void";
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "System.exit(3);",
+                "IntConsumer c = System::exit;\nc.accept(4);",
+                "Runnable r = () -> System.exit(5);\nr.run();",
+                "Runtime.getRuntime().exec(\"true\")",
+                "Class.forName(\"java.lang.Runtime\")",
+                "String.class.getDeclaredMethods()",
+                "ProcessHandle.current().pid()",
+                "class Sneaky { void go() { Runtime.getRuntime().halt(6); } }",
+                "new java.io.File(\"/etc/passwd\").exists()",
+                "System.out.println(\"still here\");",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    // Had any of them run, the JVM would have exited with 3 to 6.
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(violations_of(&run, "c1"), [exit]);
+    assert_eq!(violations_of(&run, "c2"), [exit]);
+    assert_eq!(violations_of(&run, "c3"), [exit]);
+    assert!(violations_of(&run, "c4")
+        .contains(&"java.lang.Runtime#getRuntime():java.lang.Runtime".to_owned()));
+    assert_eq!(
+        violations_of(&run, "c5"),
+        ["java.lang.Class#forName(java.lang.String):java.lang.Class"]
+    );
+    assert_eq!(
+        violations_of(&run, "c6"),
+        ["java.lang.Class#getDeclaredMethods():java.lang.reflect.Method[]"]
+    );
+    assert!(violations_of(&run, "c7")
+        .contains(&"java.lang.ProcessHandle#current():java.lang.ProcessHandle".to_owned()));
+    assert!(violations_of(&run, "c8").contains(&"java.lang.Runtime#halt(int):void".to_owned()));
+    assert!(violations_of(&run, "c9")
+        .iter()
+        .any(|r| r.starts_with("java.io.File#<init>")));
+    assert_eq!(stdout_of(&run, "c10"), "still here\n");
+    // Each violation is a sandbox error naming the list.
+    let message = run
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Violation { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(message.contains("java-default"), "{message}");
+}
+
+#[tokio::test]
+async fn a_denied_class_is_not_loaded_for_later_components() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "class Quitter { static void quit() { System.exit(7); } }",
+                "Quitter.quit();",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(
+        violations_of(&run, "c1"),
+        ["java.lang.System#exit(int):void"]
+    );
+    // The class was dropped: the next component does not compile against it.
+    assert!(
+        run.outputs.iter().any(|o| matches!(o,
+            Output::Diagnostic { component, kind, .. } if component == "c2" && kind == "compiler.err.cant.resolve.location")),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_end_java_snippets_with_the_right_status() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&["while (true) {}"]),
+            Limits {
+                wall_time: std::time::Duration::from_secs(4),
+                cpu_time: std::time::Duration::from_secs(60),
+                ..Limits::default()
+            },
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::WallTimeout, "{run:#?}");
+
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "long[] big = new long[200_000_000];",
+                "System.out.println(\"no\");",
+            ]),
+            Limits {
+                memory_bytes: 256 << 20,
+                ..Limits::default()
+            },
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::MemoryLimit, "{run:#?}");
+    assert!(!run.stdout().contains("no"));
+    fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn statements_per_component_are_capped() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let code = "int i = 0;\n".to_owned() + &"i++;\n".repeat(120);
+    let run = fx
+        .eval_launch(&launch, components(&[&code, "i"]), Limits::default())
+        .await;
+    let limit = run.outputs.iter().find_map(|o| match o {
+        Output::Diagnostic {
+            component,
+            kind,
+            line,
+            ..
+        } if component == "c1" => Some((kind.clone(), *line)),
+        _ => None,
+    });
+    assert_eq!(
+        limit,
+        Some(("compiler.err.jsheets.statement.limit".into(), 101)),
+        "{run:#?}"
+    );
+    // The first hundred ran: i is 99 (the declaration is the first statement).
+    assert_eq!(values_of(&run, "c2"), ["99"]);
+}
+
+#[tokio::test]
+async fn without_a_list_classes_load_unchecked() {
+    let fx = Fixture::new();
+    let runtime = fx.runtime("openjdk-17").await;
+    let launch = runtime.launch();
+    assert!(launch.access_list.is_none());
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&["System.getProperty(\"java.version\").isEmpty()"]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(values_of(&run, "c1"), ["false"], "{run:#?}");
+}
