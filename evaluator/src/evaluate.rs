@@ -27,6 +27,8 @@ pub const JSHELL_DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
 /// Where a JShell runtime carries its compiled driver (inside the sandbox).
 pub const JSHELL_DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
 const JSHELL_DRIVER_VERSION: i32 = 1;
+/// The class-data-sharing archive in [`JSHELL_DRIVER_DIR`].
+pub const JSHELL_ARCHIVE_FILE: &str = "jshell.jsa";
 /// Statements per component (jsheets' cap).
 const MAX_STATEMENTS: i32 = 100;
 
@@ -321,7 +323,11 @@ pub fn job(
                 // Fewer JVM service threads: each counts against the process limit.
                 "-XX:CICompilerCount=1".into(),
                 "-XX:-UsePerfData".into(),
+                format!("-XX:SharedArchiveFile={JSHELL_DRIVER_DIR}/{JSHELL_ARCHIVE_FILE}"),
                 "-Xshare:auto".into(),
+                // A rejected archive only costs time; it must not print into the output.
+                "-Xlog:cds=off".into(),
+                "-Xlog:cds+dynamic=off".into(),
                 "--enable-preview".into(),
                 "-Djava.util.logging.config.file=/dev/null".into(),
                 "-Duser.home=/work".into(),
@@ -367,6 +373,30 @@ fn jshell_input(components: &[Component], stdin: &[u8], check_classes: bool) -> 
         put(&mut out, c.code.as_bytes());
     }
     out
+}
+
+/// The input of the install-time training run of the JShell driver: the language
+/// features snippets use most, so that their classes are in the runtime's archive.
+pub fn jshell_training_input() -> Vec<u8> {
+    let snippets = [
+        "System.out.println(\"training\");\nint x = 20 + 22;\nx",
+        "String s = \"a\" + x; s.length()",
+        "record P(int a, int b) {}\nvar ps = List.of(new P(1, 2), new P(3, 4));",
+        "ps.stream().map(p -> p.a() * 2).collect(Collectors.toList())",
+        "class C { int f(int y) { return 10 / y; } }\nnew C().f(0)",
+        "Object o = 5; switch (o) { case Integer i -> System.out.println(i); default -> {} }",
+        "int broken = missing + 1;",
+        "Map<String, Integer> m = new HashMap<>(); m.put(\"k\", 1); m",
+    ];
+    let components: Vec<Component> = snippets
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component {
+            id: format!("t{i}"),
+            code: (*code).into(),
+        })
+        .collect();
+    jshell_input(&components, &[], false)
 }
 
 /// A list's rules as the Python driver takes them: `[segments, allow]` in file order.

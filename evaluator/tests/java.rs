@@ -25,12 +25,7 @@ fn components(codes: &[&str]) -> Vec<Component> {
 async fn java(fx: &Fixture) -> Launch {
     let runtime = fx.runtime("openjdk-17").await;
     let mut launch = runtime.launch();
-    launch.access_list = Some(Arc::new(
-        Catalog::new(None)
-            .for_runtime(runtime.access_list(), None)
-            .unwrap()
-            .expect("openjdk-17 names java-default"),
-    ));
+    launch.access_list = Some(Arc::new(Catalog::new(None).load("java-default").unwrap()));
     launch
 }
 

@@ -38,6 +38,10 @@ pub struct ServiceBenchArgs {
     /// Deadline of each evaluation, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
+    /// A host command (run with `sh -c`) measured the same way after each row, as the
+    /// baseline: e.g. `jshell -R-Xshare:auto /tmp/one.jsh` for Java.
+    #[arg(long, value_name = "COMMAND")]
+    pub baseline: Option<String>,
 }
 
 /// How one evaluation went.
@@ -142,7 +146,7 @@ impl Row {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn print(&self) {
+    fn print(&self, what: &str) {
         let ms = |p: f64| {
             let v = self.percentile_ms(p);
             if v.is_nan() {
@@ -152,7 +156,8 @@ impl Row {
             }
         };
         println!(
-            "{:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7} {:>9} {:>6}",
+            "{:>7} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9.1} {:>7} {:>9} {:>6}",
+            what,
             self.concurrency,
             self.latencies.len(),
             ms(0.5),
@@ -170,11 +175,55 @@ impl Row {
     }
 }
 
+/// One run of the baseline command: OK when it exits 0 within `deadline`.
+async fn baseline_once(command: &str, deadline: Duration) -> Sample {
+    let started = Instant::now();
+    let run = tokio::process::Command::new("/bin/sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let outcome = match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(out)) if out.status.success() => Outcome::Ok,
+        Ok(Ok(out)) => Outcome::NotOk(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+        )),
+        Ok(Err(e)) => Outcome::Other(format!("running /bin/sh: {e}")),
+        Err(_) => Outcome::Other("deadline exceeded".into()),
+    };
+    Sample {
+        latency: started.elapsed(),
+        outcome,
+    }
+}
+
+/// What a measurement loop does once.
+#[derive(Clone)]
+enum Target {
+    Service(Channel, Arc<EvalRequest>),
+    Host(Arc<str>),
+}
+
+impl Target {
+    async fn once(&self, deadline: Duration) -> Sample {
+        match self {
+            Target::Service(channel, request) => evaluate_once(channel, request, deadline).await,
+            Target::Host(command) => baseline_once(command, deadline).await,
+        }
+    }
+}
+
 /// Runs `concurrency` loops of back-to-back evaluations for `duration`. A loop
 /// starts no evaluation after `duration`; each evaluation is bounded by `deadline`.
 async fn measure(
-    channel: &Channel,
-    request: &Arc<EvalRequest>,
+    target: &Target,
     concurrency: usize,
     duration: Duration,
     deadline: Duration,
@@ -183,12 +232,11 @@ async fn measure(
     let end = started + duration;
     let mut loops = JoinSet::new();
     for _ in 0..concurrency {
-        let channel = channel.clone();
-        let request = Arc::clone(request);
+        let target = target.clone();
         loops.spawn(async move {
             let mut samples = Vec::new();
             while Instant::now() < end {
-                let sample = evaluate_once(&channel, &request, deadline).await;
+                let sample = target.once(deadline).await;
                 let refused = matches!(sample.outcome, Outcome::Exhausted(_) | Outcome::Other(_));
                 samples.push(sample);
                 if refused {
@@ -284,8 +332,12 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
         duration.as_secs_f64(),
         deadline.as_secs_f64(),
     );
+    if let Some(b) = &args.baseline {
+        println!("baseline (rows marked host): sh -c {b:?}");
+    }
     println!(
-        "{:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6}",
+        "{:>7} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6}",
+        "what",
         "conc",
         "ok",
         "p50 ms",
@@ -298,10 +350,17 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
         "other"
     );
     let mut every_row_ok = true;
+    let service = Target::Service(channel, request);
+    let host = args.baseline.as_deref().map(|b| Target::Host(b.into()));
     for &concurrency in &args.concurrency {
-        let row = measure(&channel, &request, concurrency, duration, deadline).await;
-        row.print();
+        let row = measure(&service, concurrency, duration, deadline).await;
+        row.print("service");
         every_row_ok &= !row.latencies.is_empty();
+        if let Some(host) = &host {
+            let row = measure(host, concurrency, duration, deadline).await;
+            row.print("host");
+            every_row_ok &= !row.latencies.is_empty();
+        }
     }
     Ok(if every_row_ok {
         ExitCode::SUCCESS

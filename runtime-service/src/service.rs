@@ -352,6 +352,12 @@ impl SnippetRuntime for RuntimeService {
         let registry = self.node.registry();
         let d = &self.node.config.limits.defaults;
         let default = self.node.runtime("").ok().map(|r| r.name().to_string());
+        let lists = self
+            .node
+            .access_lists
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let runtimes = registry
             .list()
             .iter()
@@ -361,7 +367,11 @@ impl SnippetRuntime for RuntimeService {
                 language: r.language().into(),
                 description: r.description().into(),
                 default_limits: Some(wire_limits(d)),
-                access_list: r.access_list().unwrap_or_default().into(),
+                // The list in effect (configuration over the runtime's own).
+                access_list: lists
+                    .get(r.name())
+                    .map(|l| l.name().to_owned())
+                    .unwrap_or_default(),
                 is_default: default.as_deref() == Some(r.name()),
                 pool_size: 0,
                 pool_idle: 0,

@@ -83,7 +83,11 @@ async fn jsheets_client_runs_components_in_order_with_shared_state_and_live_outp
     // Listed out of order; `order` decides (and need not be contiguous or positive).
     let components = vec![
         component("value", 7, "x * 2"),
-        component("warn", 5, "import sys\nprint('careful', file=sys.stderr)"),
+        component(
+            "warn",
+            5,
+            "from sys import stderr\nprint('careful', file=stderr)",
+        ),
         component("assign", -1, "x = 40"),
         component("print", 3, "print(x + 2)"),
     ];
@@ -285,7 +289,7 @@ async fn runtime_choice_stdin_limits_and_completion() {
     // No runtime named: the configured default (python-3.11).
     let t = evaluate(
         &mut client,
-        start_code("", "import sys\nprint(sys.version_info[:2])"),
+        start_code("", "from sys import version_info\nprint(version_info[:2])"),
         SECS(20),
     )
     .await;
@@ -434,8 +438,11 @@ async fn list_runtimes_shows_installed_runtimes_defaults_and_the_default() {
     .runtimes;
     runtimes.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<&str> = runtimes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["python-3.11", "shell"], "{runtimes:#?}");
-    let (python, shell) = (&runtimes[0], &runtimes[1]);
+    assert_eq!(names, ["openjdk-17", "python-3.11", "shell"], "{runtimes:#?}");
+    let (java, python, shell) = (&runtimes[0], &runtimes[1], &runtimes[2]);
+    assert_eq!(java.access_list, "java-default");
+    assert_eq!(python.access_list, "python-default");
+    assert_eq!(shell.access_list, "");
     assert!(python.version.starts_with("3.11"), "{python:?}");
     assert!(!shell.version.is_empty(), "{shell:?}");
     assert_eq!(python.language, "python");
@@ -1245,4 +1252,35 @@ async fn reflection_only_when_enabled() {
     let server = Server::start(&[]);
     let r = reflection_call(&server, MessageRequest::ListServices(String::new())).await;
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn java_snippets_are_held_to_the_runtimes_access_list() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let t = evaluate(
+        &mut client,
+        start_code(
+            "openjdk-17",
+            "System.out.println(\"hi\");\nSystem.exit(3);\nIntConsumer quit = System::exit;",
+        ),
+        SECS(60),
+    )
+    .await;
+    assert_eq!(t.stdout(), "hi\n", "{t:#?}");
+    assert_eq!(t.status_name(), "Ok", "{t:#?}");
+    let sandbox: Vec<_> = t
+        .errors()
+        .into_iter()
+        .filter(|e| e.kind == "sandbox")
+        .collect();
+    assert_eq!(sandbox.len(), 2, "{t:#?}");
+    for e in sandbox {
+        assert!(
+            e.message
+                .contains("`java.lang.System#exit(int):void` is not allowed")
+                && e.message.contains("java-default"),
+            "{e:?}"
+        );
+    }
 }

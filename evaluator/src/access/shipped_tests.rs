@@ -162,7 +162,8 @@ fn python_default_verdicts() {
         ("importlib.import_module", false),
         ("ctypes", false),
         ("pickle.loads", false),
-        ("numpy", false),
+        ("numpy", true),
+        ("numpy.ctypeslib", true),
     ];
     for (path, allowed) in cases {
         let verdict = list.check(&Reference::module(path));

@@ -2,8 +2,10 @@
  * The JShell driver: runs a snippet's Java components inside the sandboxed JVM.
  *
  * Compiled with the runtime's own javac when an openjdk runtime is installed (see the
- * jshell driver step of runtime installation) and run as
- *   java [heap and thread options] -cp DRIVER_DIR JShellDriver
+ * jshell driver step of runtime installation), which also records a class-data-sharing
+ * archive of what a typical snippet loads (JShell and javac), and run as
+ *   java [heap and thread options] -XX:SharedArchiveFile=DRIVER_DIR/jshell.jsa
+ *        -cp DRIVER_DIR JShellDriver
  * Input on fd 3 (a sealed memfd), big-endian:
  *   "JSHD" int version(1) int maxStatements int maxValueChars boolean checkClasses
  *   bytes stdin, int count, then count x (bytes id, bytes code)
@@ -77,14 +79,18 @@ public final class JShellDriver {
 
     public static void main(String[] args) {
         PrintStream rawErr = System.err;
+        // `JShellDriver INPUT EVENTS` (files) is the training run that records which
+        // classes go into the runtime's class-data-sharing archive at install time.
+        String input = args.length == 2 ? args[0] : "/proc/self/fd/3";
+        String output = args.length == 2 ? args[1] : "/proc/self/fd/4";
         try {
-            events = new Events(new FileOutputStream("/proc/self/fd/4"));
+            events = new Events(new FileOutputStream(output));
         } catch (IOException e) {
             rawErr.println("jsheets driver: cannot open the event channel: " + e);
             System.exit(70);
         }
         try {
-            run();
+            run(input);
             events.flushOutput();
             events.write("{\"event\":\"done\"}");
             events.close();
@@ -114,8 +120,8 @@ public final class JShellDriver {
         Runtime.getRuntime().halt(3);
     }
 
-    private static void run() throws IOException {
-        DataInputStream in = new DataInputStream(new FileInputStream("/proc/self/fd/3"));
+    private static void run(String input) throws IOException {
+        DataInputStream in = new DataInputStream(new FileInputStream(input));
         byte[] magic = new byte[4];
         in.readFully(magic);
         if (!new String(magic, StandardCharsets.US_ASCII).equals("JSHD") || in.readInt() != VERSION) {

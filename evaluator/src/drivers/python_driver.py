@@ -15,7 +15,9 @@ Input (fd 3, one JSON object, the host closes its end after writing it):
      "max_value_chars": 10000,          # optional, default 10000
      "max_traceback_chars": 20000,      # optional, default 20000
      "traceback_frames": "user",        # optional: "user" (default) | "all"
-     "prelude": "<python code>"}        # optional
+     "prelude": "<python code>",        # optional
+     "access": {"list": NAME,           # optional, see "Access lists"
+                "rules": [[[SEGMENT, ...], ALLOW], ...]}}
 
 Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
 
@@ -25,6 +27,7 @@ Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
      "line":L,"column":C,"end_line":EL,"end_column":EC,"start":S,"end":E}
     {"event":"value","id":ID,"repr":R,"truncated":BOOL}
     {"event":"exception","id":ID,"type":T,"message":M,"traceback":TB,"line":L}
+    {"event":"violation","id":ID,"reference":R,"message":M}
     {"event":"exit","id":ID,"code":STATUS}
     {"event":"end","id":ID,"ok":BOOL}
     {"event":"done"}
@@ -36,6 +39,8 @@ exits 0.  "internal" means the driver itself failed (bad input, prelude
 error, ...); the process then exits 70.  "output" events carry what Python
 code writes to sys.stdout / sys.stderr, in order with the other events;
 sys.stdout and sys.stderr are flushed before each other event is written.
+"violation" (only with "access") is written when the access list stops
+something, even if the snippet catches the exception; see "Access lists".
 
 This protocol is not a trust boundary: user code runs in this same process
 and can, with some effort, find the event descriptor.  The host must treat
@@ -63,6 +68,86 @@ largest part of what it costs, so:
   sources go into its cache when somebody imports it (_LinecacheHook), at
   each component start once it is loaded, and before a traceback is
   formatted.
+
+Access lists
+------------
+With "access" (absent or null: no checks, no hook, nothing of this runs; it
+lives in cold section "access"), the list NAME's rules, in file order, decide
+dotted references: of the rules whose segments are a prefix of the
+reference's, the one with the most segments decides, at equal segments the
+later one; a reference no rule covers is denied.  After the prelude (which
+runs unchecked) and before the first component:
+
+* The components' namespace gets its own builtins dict: a copy of builtins'
+  where each name n with `builtins.n` denied is a stub that raises, and
+  __import__ is a wrapper that checks what an import binds: `import a.b.c`
+  checks a, a.b and a.b.c; `from a.b import x` checks a.b.x (so rules
+  `!os` + `os.path` allow `from os import path`, not `import os.path`);
+  `from a.b import *` checks a.b.*, allowed when a.b is and no deny rule lies
+  below it; a relative import is denied as `<relative import>` (a snippet is
+  no package).  __builtins__ is reset to it at each component start.
+  Library modules keep the real builtins, so what they import for themselves
+  is not checked.  C code that imports for the snippet (time.strptime imports
+  _strptime) goes through the snippet's __import__ and is checked: the list
+  has to allow such helper modules.
+* An audit hook (sys.addaudithook; it cannot be removed) checks the events
+  snippet code causes.  Snippet code: a frame whose f_builtins is that dict or
+  whose f_globals is the components' namespace (exec/eval with fresh globals,
+  spoofed filenames and a rebound __builtins__ stay snippet code).  Events:
+  import -> the module; open (also io.open_code, os.open) -> builtins.open;
+  exec (also eval) -> builtins.exec; compile -> builtins.compile;
+  function.__new__ -> types.FunctionType; code.__new__ -> types.CodeType;
+  object.__getattr__/__setattr__/__delattr__ of frame-reaching attributes
+  (tb_frame, gi_frame, cr_frame, ag_frame, f_back, f_globals, f_builtins,
+  f_locals, f_code, gi_code, ...) -> sys._getframe, assignments to a
+  function's __code__/__defaults__/__kwdefaults__ -> types.FunctionType;
+  "cpython.*", sys.unraisablehook and sys.excepthook are not checked; any
+  other event is its own name, up to a "/" (os.system, subprocess.Popen,
+  socket.connect, ctypes.dlopen, sys._getframe, sys.settrace, time.sleep).
+  Who caused an event: walking up from the frame that raised it, skipping
+  importlib's frames, to the first snippet frame S.  The event is checked if
+  it came from S itself (importlib frames between: the snippet imported with
+  the real __import__, print.__self__.__import__, so the loader's file access
+  is checked too), or from library code S called directly whose module
+  (f_globals["__name__"]) the list denies (random._os.popen: "os"), unless
+  that library was importing; imports done by library code are not checked
+  (but the import wrapper's own, re-driven with forged state, are).  No
+  snippet frame: the driver's own work in the main thread is not checked; in
+  another thread (started by the snippet) the event is checked as snippet
+  code's.
+* A violation raises AccessDeniedImportError (an ImportError; for import
+  events and the wrapper) or AccessDeniedError (a PermissionError), message
+  "`REF` is not allowed by the access list NAME", and at once writes a
+  "violation" event, once per (component, reference).  One that ends a
+  component gets no "exception" event (the violation is the report); the
+  component ends with ok false and the next ones run, as after an exception.
+
+The hook finds the causing frame through a generator's own frame (its f_back
+is the hook) instead of sys._getframe, whose own audit event would re-enter
+it (several such generators, and several reporting ones, so that threads do
+not wait for each other); its verdicts come from frozensets and a mapping
+proxy bound into it, and the functions involved have globals with nothing in
+them (see the section), so rebinding names, closure cells or the real
+builtins does not change them; a hook frame that leaks through a traceback
+shows only immutable state.  A snippet that closes those generators (reached
+from such a frame) makes every checked event fail, the driver's own too: the
+run dies.  What was reported and the current component are plain driver
+state: a snippet that reaches the driver's globals can confuse the reports,
+not the verdicts.
+
+This is a policy, not a boundary (the OS sandbox is).  Known gaps: a denied
+module reached as an attribute of an allowed one (random._os, json.decoder.re)
+is usable where its use raises no audit event from snippet code or from a
+function of a denied module the snippet calls (reading os.environ, calling a
+built-in module that audits nothing, such as _posixsubprocess.fork_exec);
+modules already loaded are reachable through the real builtins
+(print.__self__.__import__ raises no import event for them); library code
+that calls a snippet-supplied callable (copy's __reduce__ protocol, a
+generated function) makes that call as library code, so a real builtin passed
+that way is checked only as the library's; allowed libraries that hand out
+frames (traceback.walk_stack) reach the driver's globals, and a module's
+__name__ can be rebound to make its functions look like an allowed module's;
+exec/eval with explicit real builtins escape where the list allows exec.
 """
 
 import os
@@ -313,6 +398,10 @@ def _parse_input(data):
         raise _Internal("'traceback_frames' must be 'user' or 'all'")
     if cfg["prelude"] is not None and not isinstance(cfg["prelude"], str):
         raise _Internal("'prelude' must be a string")
+    access = cfg["access"] = data.get("access")
+    if access is not None:
+        _need("access")
+        cfg["access"] = _parse_access(access)
     for key, default in (("max_value_chars", 10000), ("max_traceback_chars", 20000)):
         value = cfg[key] = data.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -370,6 +459,9 @@ def _run_component(cid, code, namespace, cfg):
     """Run one component; return an exit status if it raised SystemExit."""
     filename = "<%s>" % cid
     _emit({"event": "start", "id": cid})
+    access = cfg["access"]
+    if access is not None:
+        _access_begin(cid, namespace)
     _add_source(filename, code)
     ok = True
     value_event = exit_status = expr_line = None
@@ -383,8 +475,12 @@ def _run_component(cid, code, namespace, cfg):
             if value is not None:
                 in_repr = True
                 builtins._ = None  # like sys.displayhook
+                if access is not None:
+                    _state["snippet_builtins"]["_"] = None
                 text, truncated = _bounded_repr(value, cfg["max_value_chars"])
                 builtins._ = value
+                if access is not None:
+                    _state["snippet_builtins"]["_"] = value
                 if truncated:
                     text += TRUNCATION_MARKER
                 value_event = {"event": "value", "id": cid, "repr": text,
@@ -423,6 +519,8 @@ def _main():
     # and friends can resolve classes defined by components.
     main_module = type(sys)("__main__")
     main_module.__dict__["__builtins__"] = builtins
+    if cfg["access"] is not None:
+        _install_access(cfg["access"], main_module.__dict__)
     _state["previous_main"] = sys.modules.get("__main__")
     sys.modules["__main__"] = main_module
 
@@ -618,6 +716,8 @@ def _component_failed(cid, exc, filename, in_repr, expr_line, cfg):
         _emit(event)
     elif isinstance(exc, SystemExit):
         return _exit_status(exc.code)
+    elif cfg["access"] is not None and isinstance(exc, _ACCESS_ERRORS):
+        pass  # its "violation" event was written when it was raised
     else:
         _need("traceback")
         line = _innermost_line(exc, filename)
@@ -906,3 +1006,373 @@ def _walk_repr(value, limit):
     if len(text) > limit:
         return text[:limit], True
     return text, False
+
+
+#@cold access
+# Access-list enforcement (input member "access"); see "Access lists" in the
+# module docstring.  The checking functions below (_access_*) never run as they
+# are defined here: _private() rebinds each to a globals dict that holds nothing,
+# not even builtins, and their state comes in one immutable tuple (bound with
+# MethodType, or the hook's default argument) or generator locals.  So no name
+# the snippet can reach or rebind (driver globals, builtins, closure cells,
+# __kwdefaults__) changes a verdict.
+
+class AccessDeniedError(PermissionError):
+    """An operation the access list denies (the snippet may catch it)."""
+
+
+class AccessDeniedImportError(ImportError):
+    """An import the access list denies (the snippet may catch it)."""
+
+
+AccessDeniedError.__module__ = AccessDeniedImportError.__module__ = "jsheets"
+_ACCESS_ERRORS = (AccessDeniedError, AccessDeniedImportError)
+_FunctionType = type(_need)
+_MethodType = type(_need.__get__(0))
+_MappingProxyType = type(type.__dict__)
+
+# Audit events checked as another reference than their own name.
+_ACCESS_EVENT_REFERENCES = {
+    "open": "builtins.open",  # open(), io.open_code(), os.open()
+    "exec": "builtins.exec",  # exec() and eval()
+    "compile": "builtins.compile",
+    "builtins.input/result": "builtins.input",
+    "function.__new__": "types.FunctionType",
+    "code.__new__": "types.CodeType",
+}
+# Events whose reference depends on their arguments (see _access_hook).
+_ACCESS_SPECIAL_EVENTS = ("import", "jsheets.check", "object.__getattr__",
+                          "object.__setattr__", "object.__delattr__")
+# Notifications of the interpreter, not something the snippet does; "cpython.*"
+# events are never checked either.
+_ACCESS_IGNORED_EVENTS = ("sys.unraisablehook", "sys.excepthook")
+# Frequent events, answered from a precomputed table.
+_ACCESS_FREQUENT_EVENTS = ("marshal.loads", "marshal.load", "os.listdir", "os.scandir",
+                           "sys._getframe", "builtins.id", "builtins.input", "time.sleep",
+                           "pickle.find_class", "os.exec", "os.system", "os.fork",
+                           "os.posix_spawn", "subprocess.Popen", "socket.__new__",
+                           "socket.connect", "ctypes.dlopen", "gc.get_objects")
+# Attributes that reach frames (object.__getattr__ & co. events): checked as
+# sys._getframe.
+_ACCESS_FRAME_ATTRIBUTES = frozenset((
+    "tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals",
+    "f_builtins", "f_locals", "f_code", "gi_code", "cr_code", "ag_code"))
+# Function attributes whose assignment makes another function (checked as
+# types.FunctionType): a library function given snippet code runs as library code.
+_ACCESS_FUNCTION_ATTRIBUTES = frozenset(("__code__", "__defaults__", "__kwdefaults__"))
+_ACCESS_SPECIAL = object()
+_ACCESS_MAX_REFERENCE = 1000
+_ACCESS_WALKERS = 4
+
+
+def _parse_access(value):
+    """Validate the "access" input member; return (list name, {segments: allow})
+    where a later rule for the same segments replaces an earlier one."""
+    if not isinstance(value, dict) or set(value) != {"list", "rules"}:
+        raise _Internal("'access' must be an object with the members 'list' and 'rules'")
+    name, rules = value["list"], value["rules"]
+    if not isinstance(name, str) or not name:
+        raise _Internal("'access.list' must be a non-empty string")
+    if not isinstance(rules, list):
+        raise _Internal("'access.rules' must be a list")
+    table = {}
+    for rule in rules:
+        if not (isinstance(rule, list) and len(rule) == 2 and isinstance(rule[0], list)
+                and rule[0] and isinstance(rule[1], bool)
+                and all(isinstance(s, str) and s and "." not in s for s in rule[0])):
+            raise _Internal("each 'access.rules' entry must be [[SEGMENT, ...], true|false] "
+                            "with non-empty segments without '.', not %r" % (rule,))
+        table[tuple(rule[0])] = rule[1]
+    return name, table
+
+
+def _private(func):
+    """`func` rebound to globals that hold nothing, not even builtins."""
+    return _FunctionType(func.__code__, {"__builtins__": {}}, func.__name__)
+
+
+def _install_access(access, namespace):
+    """Build the snippet builtins and install the audit hook; before the first
+    component, after the prelude (which runs unchecked)."""
+    list_name, table = access
+    allow = frozenset(k for k, v in table.items() if v)
+    deny = frozenset(k for k, v in table.items() if not v)
+    deny_below = frozenset(k[:i] for k in deny for i in range(1, len(k)))
+    allowed = _MethodType(_private(_access_allowed), (allow, deny, deny_below, tuple))
+    audit = sys.audit
+
+    def message(reference):
+        return "`%s` is not allowed by the access list %s" % (reference, list_name)
+
+    import_globals = {"__builtins__": {}}
+    import_function = _FunctionType(_access_import.__code__, import_globals, "__import__",
+                                    _access_import.__defaults__)
+    import_state = (audit, builtins.__import__, "".join, int.__index__, tuple, str, int, type,
+                    isinstance, TypeError)
+    make_stub = _private(_access_stub_maker)(audit, AccessDeniedError)
+    snippet_builtins = {}
+    for name, value in vars(builtins).items():
+        reference = "builtins." + name
+        if name == "__import__":
+            value = _MethodType(import_function, import_state)
+        elif not allowed(reference):
+            value = make_stub(name, reference, message(reference))
+        snippet_builtins[name] = value
+
+    refs = {}
+    for event in _ACCESS_FREQUENT_EVENTS:
+        refs[event] = None if allowed(event) else event
+    for event, reference in _ACCESS_EVENT_REFERENCES.items():
+        refs[event] = None if allowed(reference) else reference
+    for event in _ACCESS_IGNORED_EVENTS:
+        refs[event] = None
+    for event in _ACCESS_SPECIAL_EVENTS:
+        refs[event] = _ACCESS_SPECIAL
+
+    bottom = sys._getframe()  # the main thread's outermost frame: the bootstrap's
+    while bottom.f_back is not None:
+        bottom = bottom.f_back
+    walker = _private(_access_walker)
+    walks = []
+    for _ in range(_ACCESS_WALKERS):
+        gen = walker(namespace, snippet_builtins, vars(sys.modules["_frozen_importlib"]),
+                     vars(sys.modules["_frozen_importlib_external"]), bottom)
+        next(gen)
+        gen.send(gen.gi_frame)
+        walks.append(gen.send)
+    # Reporters: like the walkers, several, so that threads do not wait; they
+    # share what was reported (in their frames only) and the current component,
+    # which _access_begin sets.
+    current, seen = [None], {}
+    reporter = _private(_access_reporter)
+    reports = []
+    for _ in range(_ACCESS_WALKERS):
+        gen = reporter(_emit, os.getpid, current, seen, tuple, str, type, BaseException)
+        next(gen)
+        reports.append(gen.send)
+
+    hook_state = (_MappingProxyType(refs), _ACCESS_SPECIAL, allowed, _ACCESS_FRAME_ATTRIBUTES,
+                  _ACCESS_FUNCTION_ATTRIBUTES, tuple(walks), tuple(reports), import_globals,
+                  import_state, AccessDeniedError, AccessDeniedImportError, ValueError, str,
+                  type, "".join, list_name, _ACCESS_MAX_REFERENCE)
+    # A function with its state as default, not a bound method: for every event
+    # CPython looks up __cantrace__ on each hook, and on a method that lookup
+    # fails through to the function, an exception each time.
+    sys.addaudithook(_FunctionType(_access_hook.__code__, {"__builtins__": {}}, "_access_hook",
+                                   (hook_state,)))
+    namespace["__builtins__"] = _state["snippet_builtins"] = snippet_builtins
+    _state["access_current"] = current
+
+
+def _access_begin(cid, namespace):
+    """At the start of each component: the snippet may have rebound __builtins__."""
+    namespace["__builtins__"] = _state["snippet_builtins"]
+    _state["access_current"][0] = cid
+
+
+# --- Private functions: see _private().  No global names, no builtins. ---------
+
+def _access_allowed(rules, reference):
+    """Whether the list allows `reference` (a str): the rule with the most
+    segments that are a prefix of its segments decides; none: denied.  "a.b.*"
+    (import *) is allowed when a.b is and no deny rule lies below a.b."""
+    allow, deny, deny_below, tuple_ = rules
+    if reference[-2:] == ".*":
+        key = tuple_(reference[:-2].split("."))
+        if key in deny_below:
+            return False
+    else:
+        key = tuple_(reference.split("."))
+    while key:
+        if key in allow:
+            return True
+        if key in deny:
+            return False
+        key = key[:-1]
+    return False
+
+
+def _access_import(state, name, globals=None, locals=None, fromlist=(), level=0):
+    """The snippet's __import__: checks what the import binds, then imports with
+    the real __import__ (which then runs unchecked: library code)."""
+    (audit, real_import, exact_str, exact_int, tuple_, str_, int_, type_, isinstance_,
+     type_error) = state
+    if type_(name) is not str_:
+        if not isinstance_(name, str_):
+            return real_import(name, globals, locals, fromlist, level)  # TypeError
+        name = exact_str((name,))
+    if type_(level) is not int_:
+        if not isinstance_(level, int_):
+            return real_import(name, globals, locals, fromlist, level)  # TypeError
+        level = exact_int(level)
+    if level:
+        # Snippets are no package: resolving would only follow a forged __package__.
+        audit("jsheets.check", "<relative import>", "import")
+    elif not name:
+        return real_import(name, globals, locals, fromlist, level)  # ValueError
+    if fromlist:
+        names = []
+        for item in fromlist:
+            if type_(item) is not str_:
+                if not isinstance_(item, str_):
+                    raise type_error("Item in from list must be str, not %s"
+                                     % type_(item).__name__)
+                item = exact_str((item,))
+            audit("jsheets.check", name + (".*" if item == "*" else "." + item), "import")
+            names.append(item)
+        return real_import(name, globals, locals, tuple_(names), level)
+    prefix = None
+    for part in name.split("."):
+        prefix = part if prefix is None else prefix + "." + part
+        audit("jsheets.check", prefix, "import")
+    return real_import(name, globals, locals, None, level)
+
+
+def _access_stub_maker(audit, error):
+    def make(name, reference, message):
+        def stub(*args, **kwargs):
+            audit("jsheets.check", reference, "permission")
+            raise error(message)  # not reached unless the hook was tampered with
+
+        stub.__name__ = stub.__qualname__ = name
+        stub.__module__ = "builtins"
+        return stub
+
+    return make
+
+
+def _access_walker(namespace, snippet_builtins, bootstrap, bootstrap_external, bottom):
+    """Generator: each send(None) from the audit hook answers who caused the
+    event, as (snippet, child, importing, driver): snippet: a frame of snippet
+    code is on the stack; child: the frame nearest to it (not importlib) that it
+    called, or None if the event came from the snippet frame itself; importing:
+    importlib frames lie between; driver: no snippet frame, and the stack ends
+    in the main thread's outermost frame.  (Its own frame, sent at set-up, gives
+    the hook's caller without sys._getframe and its audit event.)"""
+    me = yield
+    answer = None
+    while True:
+        yield answer
+        hook = me.f_back
+        f = hook.f_back if hook is not None else None
+        child = last = None
+        importing = False
+        while f is not None:
+            g = f.f_globals
+            if g is namespace or f.f_builtins is snippet_builtins:
+                break
+            if g is bootstrap or g is bootstrap_external:
+                importing = True
+            else:
+                child = f
+            last = f
+            f = f.f_back
+        if f is not None:
+            answer = (True, child, importing, False)
+        else:
+            answer = (False, None, importing, last is bottom)
+
+
+def _access_reporter(emit, getpid, current, seen, tuple_, str_, type_, base_exception):
+    """Generator: receives (REFERENCE, MESSAGE) and writes the "violation"
+    event, once per (component, reference) (current[0]: the component); not in
+    a forked child."""
+    pid = getpid()
+    while True:
+        item = yield
+        if type_(item) is not tuple_ or item.__len__() != 2:
+            continue
+        reference, message = item
+        if type_(reference) is not str_ or type_(message) is not str_ or getpid() != pid:
+            continue
+        cid = current[0]
+        key = (cid, reference)
+        if key not in seen:
+            seen[key] = True
+            try:
+                emit({"event": "violation", "id": cid, "reference": reference,
+                      "message": message})
+            except base_exception:
+                pass
+
+
+def _access_hook(event, args, state=None):
+    """The audit hook (its state is the default of `state`)."""
+    ref = state[0].get(event, state)  # state: no precomputed answer
+    if ref is None:
+        return
+    (refs, special, allowed, frame_attributes, function_attributes, walks, reports,
+     import_globals, import_state, denied_error, denied_import_error, value_error, str_,
+     type_, exact_str, list_name, max_reference) = state
+    kind = "permission"
+    walk = True
+    if ref is state:  # the event's own name is the reference
+        if event[:8] == "cpython.":
+            return
+        ref = event.partition("/")[0]
+        if allowed(ref):
+            return
+    elif ref is special:
+        if event == "import":
+            ref = args[0]
+            if type_(ref) is not str_:
+                ref = exact_str((ref,))
+            kind = "import"
+        elif event == "jsheets.check":  # from the import wrapper and the stubs
+            ref, kind = args
+            if type_(ref) is not str_ or type_(kind) is not str_:
+                return
+            walk = False
+        else:  # object.__getattr__, object.__setattr__, object.__delattr__
+            attribute = args[1]
+            if type_(attribute) is not str_:
+                return
+            if attribute in frame_attributes:
+                ref = "sys._getframe"
+            elif attribute in function_attributes and event != "object.__getattr__":
+                ref = "types.FunctionType"
+            else:
+                return
+        if allowed(ref):
+            return
+    if walk:  # the reference is denied: did snippet code cause the event?
+        answer = None
+        while answer is None:
+            for send in walks:
+                try:
+                    answer = send(None)
+                except value_error:  # running in another thread
+                    continue
+                break
+        snippet, child, importing, driver = answer
+        if snippet:
+            if child is not None:  # library code the snippet called raised it
+                if importing:
+                    return  # while the library imports (it checked nothing itself)
+                g = child.f_globals
+                if kind == "import":
+                    # A library's own imports are not checked, but the import
+                    # wrapper's only with its own state (not re-driven by hand).
+                    if g is not import_globals or child.f_locals.get("state") is import_state:
+                        return
+                else:
+                    name = g.get("__name__")
+                    if type_(name) is str_ and allowed(name):
+                        return
+        elif driver:
+            return
+    if ref[max_reference:]:
+        ref = ref[:max_reference] + "... [truncated]"
+    message = "`%s` is not allowed by the access list %s" % (ref, list_name)
+    sent = False
+    while not sent:
+        for send in reports:
+            try:
+                send((ref, message))
+            except value_error:  # running in another thread, or below us
+                continue
+            sent = True
+            break
+    if kind == "import":
+        raise denied_import_error(message, name=ref)
+    raise denied_error(message)

@@ -608,6 +608,366 @@ class DriverTest(unittest.TestCase):
         self.assertEqual(r.one("c1", "value")["repr"], "[]")
 
 
+def _rule(reference, allow=True):
+    return [reference.split("."), allow]
+
+
+# Like the shipped python-default list, smaller.
+DEFAULT_RULES = [
+    _rule("math"), _rule("json"), _rule("random"), _rule("collections"), _rule("time"),
+    _rule("builtins"), _rule("builtins.open", False), _rule("builtins.eval", False),
+    _rule("builtins.exec", False), _rule("builtins.compile", False),
+    _rule("builtins.__import__", False), _rule("os", False), _rule("sys", False),
+    _rule("sys.stdout"), _rule("importlib", False), _rule("subprocess", False),
+    _rule("socket", False), _rule("ctypes", False), _rule("gc", False), _rule("inspect", False),
+]
+
+
+def access_list(*extra_rules, rules=DEFAULT_RULES):
+    return {"list": "python-default", "rules": list(rules) + list(extra_rules)}
+
+
+class AccessListTest(unittest.TestCase):
+    """The "access" input member: the snippet builtins, the import wrapper and
+    the audit hook (see "Access lists" in the driver docstring)."""
+
+    maxDiff = None
+
+    def assertDenied(self, r, cid, reference, ended=True):
+        """`cid` caused exactly one violation, of `reference`; if `ended`, it
+        ended the component, which then has no "exception" event."""
+        found = r.of(cid, "violation")
+        self.assertEqual([v["reference"] for v in found], [reference], (r.events, r.stderr))
+        self.assertEqual(found[0], {
+            "event": "violation", "id": cid, "reference": reference,
+            "message": "`%s` is not allowed by the access list python-default" % reference})
+        if ended:
+            self.assertEqual(r.of(cid, "exception"), [], r.events)
+            self.assertEqual([k for k, i in r.kinds() if i == cid], ["start", "violation", "end"])
+            self.assertFalse(r.one(cid, "end")["ok"])
+
+    def assertNoViolations(self, r):
+        self.assertEqual([e for e in r.events if e["event"] == "violation"], [])
+
+    def test_denied_imports(self):
+        cases = [
+            ("import", "import os", "os"),
+            ("import_submodule", "import os.path", "os"),
+            ("from", "from os import system", "os.system"),
+            ("dunder", "__import__('os')", "os"),
+            ("dunder_fromlist", "__import__('os', fromlist=['system'])", "os.system"),
+            ("importlib", "import importlib\nimportlib.import_module('os')", "importlib"),
+            ("loaded_at_start", "import sys", "sys"),
+            ("star", "from os import *", "os.*"),
+            ("relative", "from . import x", "<relative import>"),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases] + [("after", "'still runs'")],
+                       access=access_list())
+        for cid, _, reference in cases:
+            self.assertDenied(r, cid, reference)
+        self.assertEqual(r.one("after", "value")["repr"], "'still runs'")
+        self.assertDone(r)
+
+    def test_import_forms_that_are_allowed(self):
+        r = run_driver([
+            ("from_allowed", "from sys import stdout\nstdout.write('via sys.stdout\\n')"),
+            ("os_path", "from os import path\npath.join('a', 'b')"),
+            ("star", "from math import *\nfloor(2.5)"),
+            ("star_below_deny", "from sys import *"),
+        ], access=access_list(_rule("os.path")))
+        self.assertEqual(r.stdout, b"via sys.stdout\n")
+        self.assertEqual(r.one("os_path", "value")["repr"], "'a/b'")
+        self.assertEqual(r.one("star", "value")["repr"], "2")
+        self.assertDenied(r, "star_below_deny", "sys.*")
+        self.assertEqual(len([e for e in r.events if e["event"] == "violation"]), 1)
+
+    def test_denied_import_is_an_import_error(self):
+        r = run_driver([("c1", "try:\n    import os\n"
+                               "except ImportError as e:\n"
+                               "    caught = type(e).__name__, e.name, str(e)\n"
+                               "caught")], access=access_list())
+        self.assertDenied(r, "c1", "os", ended=False)
+        self.assertEqual(r.one("c1", "value")["repr"], repr((
+            "AccessDeniedImportError", "os",
+            "`os` is not allowed by the access list python-default")))
+        self.assertTrue(r.one("c1", "end")["ok"])
+
+    def test_denied_builtins_and_dynamic_code(self):
+        cases = [
+            ("builtins_dict", "__builtins__['eval']('1 + 1')", "builtins.eval"),
+            ("eval", "eval(\"__import__('os')\")", "builtins.eval"),
+            ("exec", "exec('import os')", "builtins.exec"),
+            ("compile", "compile('1', 'x', 'eval')", "builtins.compile"),
+            ("open", "open('/etc/hostname')", "builtins.open"),
+            # The real builtins module is print.__self__: its functions raise
+            # audit events, and those are checked.
+            ("real_open", "print.__self__.open('/etc/hostname')", "builtins.open"),
+            ("real_exec", "print.__self__.exec((lambda: None).__code__)", "builtins.exec"),
+            # a string is compiled first
+            ("real_eval", "print.__self__.eval('1')", "builtins.compile"),
+            ("real_import", "print.__self__.__import__('os').system('echo pwned')", "os.system"),
+            ("function", "type(lambda: 0)((lambda: 1).__code__, {})", "types.FunctionType"),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases], access=access_list())
+        for cid, _, reference in cases:
+            self.assertDenied(r, cid, reference)
+        self.assertNotIn(b"pwned", r.stdout)
+        self.assertDone(r)
+
+    def test_denied_operation_is_a_permission_error(self):
+        r = run_driver([("c1", "try:\n    open('/etc/hostname')\n"
+                               "except OSError as e:\n"
+                               "    caught = type(e).__name__, isinstance(e, PermissionError)\n"
+                               "caught")], access=access_list())
+        self.assertDenied(r, "c1", "builtins.open", ended=False)
+        self.assertEqual(r.one("c1", "value")["repr"], "('AccessDeniedError', True)")
+
+    def test_violation_reported_once_per_component_and_when_caught(self):
+        r = run_driver([
+            ("c1", "print('before', end='')\n"
+                   "for _ in range(3):\n"
+                   "    try:\n        import os\n    except ImportError:\n        pass\n"
+                   "'survived'"),
+            ("c2", "import os"),
+            ("c3", "'next runs'"),
+        ], access=access_list())
+        self.assertDenied(r, "c1", "os", ended=False)
+        self.assertEqual(r.one("c1", "value")["repr"], "'survived'")
+        self.assertTrue(r.one("c1", "end")["ok"])
+        # output written before the violation reaches the host before it
+        self.assertEqual(r.stdout_at[r.events.index(r.one("c1", "violation"))], b"before")
+        self.assertDenied(r, "c2", "os")
+        self.assertEqual(r.one("c3", "value")["repr"], "'next runs'")
+        self.assertDone(r)
+
+    def test_allowed_modules_work(self):
+        r = run_driver([
+            ("math", "import math\nmath.sqrt(4)"),
+            ("json", "import json\njson.dumps({'a': [1]})"),
+            ("counter", "from collections import Counter\nCounter('abca').most_common(1)"),
+            ("sleep", "import time\ntime.sleep(0)\n'slept'"),
+            ("random", "import random\nrandom.Random(1).random() < 1"),
+            ("namedtuple", "from collections import namedtuple\nnamedtuple('P', 'x y')(1, 2)"),
+            ("display", "6 * 7"),
+            ("underscore", "_ + 1"),
+            ("input", "input()"),
+        ], stdin=b"typed\n", access=access_list())
+        self.assertNoViolations(r)
+        for cid, expected in [("math", "2.0"), ("json", repr('{"a": [1]}')),
+                              ("counter", "[('a', 2)]"), ("sleep", "'slept'"), ("random", "True"),
+                              ("namedtuple", "P(x=1, y=2)"), ("display", "42"),
+                              ("underscore", "43"), ("input", "'typed'")]:
+            self.assertEqual(r.one(cid, "value")["repr"], expected, r.events)
+        self.assertDone(r)
+
+    def test_library_imports_are_not_checked(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "helper_lib.py"), "w") as f:
+                f.write("import tempfile as _tempfile\n"
+                        "import denied_dep\n"
+                        "VALUE = denied_dep.VALUE\n"
+                        "def lazy():\n"
+                        "    import shutil\n"
+                        "    return shutil.__name__\n")
+            with open(os.path.join(tmp, "denied_dep.py"), "w") as f:
+                f.write("VALUE = 42\n")
+            r = run_driver([
+                ("json", "import json\njson.loads('[1]')"),  # json imports re for itself
+                ("re", "import re"),
+                ("lib", "import helper_lib\nhelper_lib.VALUE, helper_lib.lazy()"),
+                ("dep", "import denied_dep"),
+                ("tempfile", "import tempfile"),
+            ], prelude="import sys\nsys.path.insert(0, %r)\n" % tmp,
+               access=access_list(_rule("helper_lib")))
+        self.assertEqual(r.one("json", "value")["repr"], "[1]")
+        self.assertDenied(r, "re", "re")
+        self.assertEqual(r.one("lib", "value")["repr"], "(42, 'shutil')")
+        self.assertDenied(r, "dep", "denied_dep")
+        self.assertDenied(r, "tempfile", "tempfile")
+        self.assertDone(r)
+
+    def test_denied_module_reached_as_attribute_is_caught_where_used(self):
+        r = run_driver([
+            # os.system raises its audit event from snippet code
+            ("system", "import random\nrandom._os.system('echo pwned')"),
+            # os.popen is Python code in a denied module the snippet called:
+            # what it does is checked (it opens the pipe before it spawns)
+            ("popen", "import random\nrandom._os.popen('echo pwned').read()"),
+            ("listdir", "import random\nrandom._os.listdir('/')"),
+        ], access=access_list())
+        self.assertDenied(r, "system", "os.system")
+        self.assertDenied(r, "popen", "builtins.open")
+        self.assertDenied(r, "listdir", "os.listdir")
+        self.assertNotIn(b"pwned", r.stdout)
+
+    def test_rebound_builtins_stay_checked(self):
+        r = run_driver([
+            # Functions (here a comprehension) made after rebinding __builtins__
+            # get the real builtins, but run in the snippet's namespace.
+            ("rebind", "__builtins__ = print.__self__\n"
+                       "[__import__('os').system('echo pwned') for _ in [1]]"),
+            ("reset", "open('/etc/hostname')"),  # the snippet builtins are back
+            ("real_eval", "f = print.__self__.eval\n"
+                          "f('1')"),
+        ], access=access_list())
+        self.assertDenied(r, "rebind", "os.system")
+        self.assertDenied(r, "reset", "builtins.open")
+        self.assertDenied(r, "real_eval", "builtins.compile")
+        self.assertNotIn(b"pwned", r.stdout)
+
+    def test_frames_are_denied(self):
+        r = run_driver([
+            ("traceback", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+                          "    e.__traceback__.tb_frame"),
+            ("generator", "def g():\n    yield 1\ng().gi_frame"),
+            ("code", "def f():\n    pass\nf.__code__ = (lambda: 1).__code__"),
+            ("not_frames", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+                           "    t = e.__traceback__\n"
+                           "(t.tb_lineno, (lambda: 1).__code__.co_name)"),
+        ], access=access_list())
+        self.assertDenied(r, "traceback", "sys._getframe")
+        self.assertDenied(r, "generator", "sys._getframe")
+        self.assertDenied(r, "code", "types.FunctionType")
+        self.assertEqual(r.one("not_frames", "value")["repr"], "(2, '<lambda>')")
+
+    def test_import_wrapper_with_forged_state_is_checked(self):
+        # __import__ is a method bound to its state; called again with other
+        # state (a checker that lets everything through), the import it makes
+        # is checked as the snippet's.
+        r = run_driver([("c1", "state = __import__.__self__\n"
+                               "forged = (lambda *args: None,) + state[1:]\n"
+                               "__import__.__func__(forged, 'ctypes')")],
+                       access=access_list())
+        self.assertDenied(r, "c1", "ctypes")
+
+    def test_thread_started_by_snippet_is_checked(self):
+        # A thread that runs a C function has no Python frame at all.
+        r = run_driver([("c1", "import _thread, time\n"
+                               "system = print.__self__.__import__('os').system\n"
+                               "_thread.start_new_thread(system, ('echo pwned',))\n"
+                               # _count() counts threads once they run
+                               "deadline = time.monotonic() + 1\n"
+                               "while not _thread._count() and time.monotonic() < deadline:\n"
+                               "    time.sleep(0.01)\n"
+                               "while _thread._count():\n"
+                               "    time.sleep(0.01)\n"
+                               "'waited'")],
+                       access=access_list(_rule("_thread")))
+        self.assertDenied(r, "c1", "os.system", ended=False)
+        self.assertEqual(r.one("c1", "value")["repr"], "'waited'")
+        self.assertNotIn(b"pwned", r.stdout)
+
+    def test_c_code_importing_for_the_snippet_is_checked(self):
+        # time.strptime imports _strptime through the snippet's __import__.
+        code = "import time\ntime.strptime('2024', '%Y').tm_year"
+        r = run_driver([("c1", code)], access=access_list())
+        self.assertDenied(r, "c1", "_strptime")
+        r = run_driver([("c1", code)], access=access_list(_rule("_strptime")))
+        self.assertEqual(r.one("c1", "value")["repr"], "2024")
+        self.assertNoViolations(r)
+
+    def test_prelude_runs_unchecked_before_the_list_applies(self):
+        r = run_driver([("c1", "PRELUDE_PID > 0"), ("c2", "import os")],
+                       prelude="import os, builtins\nbuiltins.PRELUDE_PID = os.getpid()\n",
+                       access=access_list())
+        self.assertEqual(r.one("c1", "value")["repr"], "True")
+        self.assertDenied(r, "c2", "os")
+
+    def test_absent_access_changes_nothing(self):
+        for options in ({}, {"access": None}):
+            r = run_driver([("c1", "import os\nos.path.join('a', 'b')"),
+                            ("c2", "__builtins__ is __import__('builtins')")], **options)
+            self.assertEqual(r.one("c1", "value")["repr"], "'a/b'")
+            self.assertEqual(r.one("c2", "value")["repr"], "True")
+            self.assertNoViolations(r)
+            self.assertEqual(r.stderr, b"")
+
+    def test_malformed_access_is_internal(self):
+        bad = [
+            "python-default",
+            [],
+            {"list": "l"},
+            {"list": "l", "rules": [], "extra": 1},
+            {"list": "", "rules": []},
+            {"list": 1, "rules": []},
+            {"list": "l", "rules": {}},
+            {"list": "l", "rules": [["os", True]]},
+            {"list": "l", "rules": [[["os"], 1]]},
+            {"list": "l", "rules": [[["os"]]]},
+            {"list": "l", "rules": [[["os"], True, 1]]},
+            {"list": "l", "rules": [[[], True]]},
+            {"list": "l", "rules": [[[""], True]]},
+            {"list": "l", "rules": [[["os.path"], True]]},
+            {"list": "l", "rules": [[[1], True]]},
+        ]
+        for access in bad:
+            r = run_driver([("c1", "print('never')")], access=access)
+            self.assertEqual(r.returncode, 70, access)
+            self.assertEqual([e["event"] for e in r.events], ["internal"], access)
+            self.assertIn("access", r.events[0]["message"])
+            self.assertEqual(r.stdout, b"")
+
+    def test_rule_order_and_specificity(self):
+        rules = [_rule("builtins"), _rule("json"), _rule("json.decoder", False),
+                 _rule("json.decoder.JSONDecodeError"), _rule("collections", False),
+                 _rule("collections")]  # later wins at equal segments
+        r = run_driver([
+            ("decoder", "from json import decoder"),
+            ("error", "from json.decoder import JSONDecodeError\nJSONDecodeError.__name__"),
+            ("other", "from json.decoder import JSONDecoder"),
+            ("later", "import collections\n'ok'"),
+            ("uncovered", "import math"),
+        ], access={"list": "python-default", "rules": rules})
+        self.assertDenied(r, "decoder", "json.decoder")
+        self.assertEqual(r.one("error", "value")["repr"], "'JSONDecodeError'")
+        self.assertDenied(r, "other", "json.decoder.JSONDecoder")
+        self.assertEqual(r.one("later", "value")["repr"], "'ok'")
+        self.assertDenied(r, "uncovered", "math")
+
+    def test_denied_builtins_are_stubs(self):
+        r = run_driver([("c1", "open.__name__, callable(open), open is not print.__self__.open"),
+                        ("c2", "len('abc')")],
+                       access=access_list())
+        self.assertEqual(r.one("c1", "value")["repr"], "('open', True, True)")
+        self.assertEqual(r.one("c2", "value")["repr"], "3")
+        self.assertNoViolations(r)
+
+    def test_start_up_imports_stay_lean_with_access(self):
+        r = run_driver([("c1", "import sys\n"
+                               "[m for m in ('re', 'json', 'linecache', 'traceback', 'ast', "
+                               "'tokenize', 'base64', 'types', '__future__', 'threading') "
+                               "if m in sys.modules]")],
+                       access=access_list(_rule("sys")))
+        self.assertEqual(r.one("c1", "value")["repr"], "[]")
+
+    def test_checking_functions_use_no_global_names(self):
+        # They run with globals that hold nothing (see _private in the driver):
+        # a global name would fail at run time, or be the snippet's to bind.
+        import dis
+        section = compile(_cold_section("access"), "<access>", "exec")
+        names = {"_access_allowed", "_access_import", "_access_stub_maker",
+                 "_access_walker", "_access_reporter", "_access_hook"}
+        found = set()
+
+        def check(code):
+            for ins in dis.get_instructions(code):
+                self.assertNotIn(ins.opname, ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL",
+                                              "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"),
+                                 (code.co_name, ins.argval))
+            for const in code.co_consts:
+                if hasattr(const, "co_code"):
+                    check(const)
+
+        for const in section.co_consts:
+            if hasattr(const, "co_name") and const.co_name in names:
+                found.add(const.co_name)
+                check(const)
+        self.assertEqual(found, names)
+
+    assertDone = DriverTest.assertDone
+
+
 def _cold_section(name):
     """The source of the driver's cold section NAME (line numbers kept)."""
     start = DRIVER_SOURCE.index("\n#@cold %s\n" % name) + 1

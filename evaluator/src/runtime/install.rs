@@ -860,6 +860,49 @@ async fn build_jshell_driver(
         source.display().to_string(),
     ];
     run_step(runner, &argv, env, staging, runtimes_dir).await?;
+
+    // A class-data-sharing archive of the JDK classes a typical snippet loads (JShell,
+    // javac): recorded by a training run, dumped without the driver's own classes so
+    // that it stays valid for the driver's directory inside the sandbox. Starting a
+    // JShell evaluation is about a third faster with it.
+    let java = copier.dest(Path::new(&recipe.evaluator.program));
+    let training = src_dir.join("training.bin");
+    std::fs::write(&training, crate::evaluate::jshell_training_input())
+        .map_err(io_context(format!("cannot write {}", training.display())))?;
+    let recorded = src_dir.join("classes.recorded");
+    let argv: Vec<String> = vec![
+        java.display().to_string(),
+        "-Xshare:off".into(),
+        format!("-XX:DumpLoadedClassList={}", recorded.display()),
+        "-XX:+UseSerialGC".into(),
+        "--enable-preview".into(),
+        "-cp".into(),
+        out.display().to_string(),
+        "JShellDriver".into(),
+        training.display().to_string(),
+        "/dev/null".into(),
+    ];
+    run_step(runner, &argv, env, staging, runtimes_dir).await?;
+    let list = std::fs::read_to_string(&recorded)
+        .map_err(io_context(format!("cannot read {}", recorded.display())))?;
+    let jdk_only: String = list
+        .lines()
+        .filter(|l| !l.contains("JShellDriver") && !l.contains("REPL/"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let class_list = src_dir.join("classes.jdk");
+    std::fs::write(&class_list, jdk_only)
+        .map_err(io_context(format!("cannot write {}", class_list.display())))?;
+    let archive = out.join(crate::evaluate::JSHELL_ARCHIVE_FILE);
+    let argv: Vec<String> = vec![
+        java.display().to_string(),
+        "-Xshare:dump".into(),
+        format!("-XX:SharedClassListFile={}", class_list.display()),
+        format!("-XX:SharedArchiveFile={}", archive.display()),
+        "-XX:+UseSerialGC".into(),
+    ];
+    run_step(runner, &argv, env, staging, runtimes_dir).await?;
+
     let stamp = out.join(crate::evaluate::JSHELL_DRIVER_SOURCE_FILE);
     std::fs::write(&stamp, crate::evaluate::JSHELL_DRIVER)
         .map_err(io_context(format!("cannot write {}", stamp.display())))?;

@@ -45,7 +45,10 @@ pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
 // ---------------------------------------------------------------------------------------
 // Runtimes, built once per target directory.
 
-/// The directory holding the `shell` and `python-3.11` runtimes, built with
+/// Runtimes the suites use.
+const RUNTIMES: [&str; 3] = ["shell", "python-3.11", "openjdk-17"];
+
+/// The directory holding the [`RUNTIMES`], built with
 /// `jsheets-runtime runtime install` the first time (and again whenever the binary
 /// changes). Test processes run in parallel, so building is done under a file lock.
 pub fn runtimes_dir() -> PathBuf {
@@ -66,16 +69,14 @@ pub fn runtimes_dir() -> PathBuf {
         let marker = base.join("installed-by");
         let meta = fs::metadata(BIN).unwrap();
         let stamp = format!("{:?} {}", meta.modified().unwrap(), meta.len());
-        let complete = ["shell", "python-3.11"]
-            .iter()
-            .all(|r| dir.join(r).is_dir());
+        let complete = RUNTIMES.iter().all(|r| dir.join(r).is_dir());
         if complete && fs::read_to_string(&marker).ok().as_deref() == Some(stamp.as_str()) {
             return dir;
         }
         let _ = fs::remove_file(&marker);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        for name in ["shell", "python-3.11"] {
+        for name in RUNTIMES {
             let out = Command::new(BIN)
                 .args(["runtime", "install", name])
                 .env_clear()
