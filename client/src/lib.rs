@@ -83,6 +83,9 @@ pub enum ClientError {
     /// The node broke the protocol, e.g. the stream ended without a completion.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A fleet has no node to send the evaluation to.
+    #[error("no node available: {0}")]
+    NoNode(String),
 }
 
 impl ClientError {
@@ -99,7 +102,7 @@ impl ClientError {
     /// `RESOURCE_EXHAUSTED`): another node, or a later retry, may succeed.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            ClientError::Connect { .. } | ClientError::Timeout(_) => true,
+            ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::NoNode(_) => true,
             ClientError::Status(s) => {
                 matches!(s.code(), Code::Unavailable | Code::ResourceExhausted)
             }
@@ -637,6 +640,9 @@ where
     })
     .await
 }
+
+pub mod fleet;
+pub use fleet::{Fleet, FleetOptions, NodeStatus};
 
 #[cfg(test)]
 mod tests;

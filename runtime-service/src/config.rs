@@ -49,6 +49,9 @@ const ENV_LAYER: &str = "environment variables";
 const RUNTIME_NAME: &str = "a runtime name matching ^[a-z0-9][a-z0-9._-]{0,63}$";
 
 /// A configuration that cannot be used; the binary prints it and exits with 64.
+/// `service.advertisedHost` value that advertises this host's name.
+pub const ADVERTISE_AUTO: &str = "auto";
+
 /// Where operators put their own `<name>.access` files.
 pub const DEFAULT_ACCESS_LISTS_DIR: &str = "/etc/jsheets-runtime/access-lists";
 
@@ -438,18 +441,19 @@ impl Config {
     }
 
     /// The `host:port` to advertise in ZooKeeper: `service.advertisedHost`, or with
-    /// `service.advertiseHostname` this machine's host name and `server.port`; `None`
-    /// when the node should not register.
-    #[allow(dead_code, reason = "read by service discovery")]
-    pub fn advertised_address(&self) -> std::io::Result<Option<String>> {
-        if let Some(host) = &self.service.advertised_host {
-            return Ok(Some(host.clone()));
-        }
-        if !self.service.advertise_hostname {
-            return Ok(None);
+    /// `service.advertisedHost = auto` (or `service.advertiseHostname`) this machine's
+    /// host name and the port the server listens on; `None` when the node should not
+    /// register.
+    pub fn advertised_address(&self, listening_port: u16) -> std::io::Result<Option<String>> {
+        match self.service.advertised_host.as_deref() {
+            Some(ADVERTISE_AUTO) => {}
+            Some(host) if is_host_port(host) => return Ok(Some(host.to_owned())),
+            Some(host) => return Ok(Some(format!("{host}:{listening_port}"))),
+            None if self.service.advertise_hostname => {}
+            None => return Ok(None),
         }
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
-        Ok(Some(format!("{}:{}", name.trim(), self.server.port)))
+        Ok(Some(format!("{}:{listening_port}", name.trim())))
     }
 }
 
@@ -585,7 +589,7 @@ const KEYS: &[Key] = &[
     ),
     key("server.shutdownGraceSeconds", Number, SECONDS),
     key("service.id", Text, TEXT).env_alias(&["JSHEETS_RUNTIME_SERVER_SERVICE_ID"]),
-    key("service.advertisedHost", Text, "host:port"),
+    key("service.advertisedHost", Text, "host:port, host, or auto"),
     key("service.advertiseHostname", Bool, BOOL),
     key("evaluation.sandbox.disable", Bool, BOOL),
     key("evaluation.sandbox.iKnowThisIsUnsafe", Bool, BOOL),
@@ -1170,11 +1174,11 @@ fn validate_service(service: &ServiceConfig, check: &mut Checker<'_>) {
         );
     }
     if let Some(host) = &service.advertised_host {
-        if !is_host_port(host) {
+        if host != ADVERTISE_AUTO && !is_host_port(host) && !is_host_name(host) {
             check.bad(
                 "service.advertisedHost",
                 host,
-                "expected host:port, e.g. runtime-1:8080 or [fd00::1]:8080",
+                "expected host:port (runtime-1:8080, [fd00::1]:8080), a host (the port is the one listened on), or auto (this host's name)",
             );
         }
         if service.advertise_hostname {
@@ -2084,7 +2088,7 @@ mod tests {
             let (config, warnings) = load(jail, None).unwrap();
             assert_eq!(config.monitoring.backend, MonitoringBackend::Influx);
             assert_eq!(
-                config.advertised_address().unwrap().as_deref(),
+                config.advertised_address(8080).unwrap().as_deref(),
                 Some("[fd00::1]:8080")
             );
             assert_eq!(warnings.len(), 1, "{warnings:?}");

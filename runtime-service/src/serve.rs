@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use evaluator::runtime::Registry;
+
+use crate::registration::{NodeDetails, Registration, ServiceInstance, Target};
 use evaluator::sandbox::{SandboxConfig, Sandboxes};
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
 use tokio_util::sync::CancellationToken;
@@ -196,9 +198,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config.service.id
     );
     tracing::info!(%local, service_id = %config.service.id, "serving");
+    let registration = register(&config, local.port(), &node);
 
     wait_for_signal().await;
     tracing::info!("shutdown requested: draining");
+    // Backends stop choosing this node before it refuses work.
+    if let Some(r) = registration {
+        r.deregister().await;
+    }
     set_health(ServingStatus::NotServing).await;
     node.draining.cancel();
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
@@ -234,6 +241,61 @@ fn bracket(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_string()
+    }
+}
+
+/// Starts the ZooKeeper registration when `zookeeper.connectionString` and an address
+/// to advertise are configured. Never fails the node: problems are logged.
+fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
+    let connection = config.zookeeper.connection_string.clone()?;
+    let address = match config.advertised_address(port) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            tracing::warn!("zookeeper.connectionString is set but service.advertisedHost is not: not registering");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading this host's name to advertise: not registering");
+            return None;
+        }
+    };
+    let registry = node
+        .registry
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let details = NodeDetails {
+        runtimes: registry
+            .list()
+            .iter()
+            .map(|r| format!("{}@{}", r.name(), r.version()))
+            .collect(),
+        default_runtime: config.evaluation.default_runtime.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        max_concurrent: config.evaluation.max_concurrent,
+        queue_size: config.evaluation.queue_size,
+        tls: config.server.tls.cert_file.is_some(),
+    };
+    let instance = match ServiceInstance::new(&config.service.id, &address, details.tls, details) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "not registering");
+            return None;
+        }
+    };
+    let target = Target {
+        connection_string: connection,
+        base_path: config.zookeeper.base_path.clone(),
+        connect_backoff: Duration::from_millis(config.zookeeper.connect_backoff),
+        session_timeout: Duration::from_millis(config.zookeeper.session_timeout_ms),
+    };
+    tracing::info!(%address, base_path = %target.base_path, "registering in zookeeper");
+    match Registration::start(target, instance) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "not registering");
+            None
+        }
     }
 }
 

@@ -597,3 +597,179 @@ pub async fn wait_sandboxes_gone(server_pid: u32, limit: Duration) -> Result<(),
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// ZooKeeper (Debian's `zookeeper` package), one server per test on a free loopback port.
+
+/// A standalone ZooKeeper; dropping it kills it. `stop` and `start` keep its port and,
+/// unless [`ZooKeeper::wipe`] is called, its data (sessions survive a restart).
+#[derive(Debug)]
+pub struct ZooKeeper {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ZooKeeper {
+    pub fn start() -> ZooKeeper {
+        ZooKeeper::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> ZooKeeper {
+        let dir = tempfile::Builder::new()
+            .prefix("jsheets-zk-")
+            .tempdir()
+            .unwrap();
+        let mut zk = ZooKeeper {
+            port,
+            dir,
+            child: None,
+        };
+        zk.run();
+        zk
+    }
+
+    pub fn connection(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let data = self.dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        let cfg = self.dir.path().join("zoo.cfg");
+        fs::write(
+            &cfg,
+            format!(
+                "tickTime=200\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\nminSessionTimeout=400\nmaxSessionTimeout=20000\n\
+                 4lw.commands.whitelist=ruok\n",
+                data.display(),
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "java",
+                "-Xmx128m",
+                "-XX:+UseSerialGC",
+            ])
+            .args(["-cp", "/usr/share/java/*"])
+            .arg(format!("-Dzookeeper.log.dir={}", self.dir.path().display()))
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(File::create(self.dir.path().join("out.log")).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting ZooKeeper (Debian package zookeeper)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn is_ok(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = String::new();
+        s.write_all(b"ruok").is_ok() && s.read_to_string(&mut answer).is_ok() && answer == "imok"
+    }
+
+    /// Kills the server (like a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Forgets every session and znode (a server replaced by a new one).
+    pub fn wipe(&mut self) {
+        let _ = fs::remove_dir_all(self.dir.path().join("data"));
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    pub fn start_again(&mut self) {
+        self.run();
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain ZooKeeper client for looking at what nodes registered.
+pub async fn zk_client(zk: &ZooKeeper) -> zookeeper_client::Client {
+    within(
+        NET,
+        "connecting to ZooKeeper",
+        zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .connect(&zk.connection()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The data of `path`, once it exists (polling), within `limit`.
+pub async fn wait_for_znode(
+    client: &zookeeper_client::Client,
+    path: &str,
+    limit: Duration,
+) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok((data, _)) = client.get_data(path).await {
+            return Some(data);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `path` is gone within `limit`.
+pub async fn wait_for_no_znode(
+    client: &zookeeper_client::Client,
+    path: &str,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if matches!(client.check_stat(path).await, Ok(None)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
