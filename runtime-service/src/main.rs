@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod eval;
 mod install;
+mod metrics;
 mod registration;
 mod serve;
 mod service;

@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use evaluator::runtime::Registry;
 
+use crate::config::MonitoringBackend;
+use crate::metrics::{self, Gauges, Metrics};
 use crate::registration::{NodeDetails, Registration, ServiceInstance, Target};
 use evaluator::sandbox::{SandboxConfig, Sandboxes};
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
@@ -107,7 +109,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         draining: CancellationToken::new(),
         kill_all: CancellationToken::new(),
         active: AtomicUsize::new(0),
+        metrics: Metrics::new(&config.service.id),
     });
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = start_metrics(&config, &node, metrics_stop.clone());
 
     let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = tls {
@@ -232,6 +237,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // Streams still open (idle clients) must not hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     node.sandboxes.drain_idle();
+    // A last push with the final counts, bounded.
+    metrics_stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -242,6 +252,35 @@ fn bracket(host: &str) -> String {
     } else {
         host.to_string()
     }
+}
+
+/// Starts pushing metrics when `monitoring.backend = influx`.
+fn start_metrics(
+    config: &Config,
+    node: &Arc<Node>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.monitoring.backend != MonitoringBackend::Influx {
+        return None;
+    }
+    let influx = config.monitoring.influx.clone();
+    tracing::info!(uri = %influx.uri, api = if influx.org.is_some() { "v2" } else { "v1" }, step_s = influx.step, "pushing metrics to influx");
+    let weak = Arc::downgrade(node);
+    let gauges = move || {
+        weak.upgrade()
+            .map(|n| Gauges {
+                active_evaluations: n.active.load(Ordering::SeqCst),
+                live_sandboxes: n.sandboxes.live(),
+                idle_sandboxes: n.sandboxes.idle(),
+            })
+            .unwrap_or_default()
+    };
+    let metrics = node.metrics.clone();
+    Some(tokio::spawn(async move {
+        if let Err(e) = metrics::push_loop(metrics, influx, gauges, stop).await {
+            tracing::error!(error = %e, "metrics disabled");
+        }
+    }))
 }
 
 /// Starts the ZooKeeper registration when `zookeeper.connectionString` and an address

@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::config::{EvaluationConfig, LimitValues};
+use crate::metrics::{EvaluationRecord, Metrics, Verdict};
 
 /// Everything that can go wrong before or around an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +187,7 @@ pub struct Node {
     /// Fired after the grace period: running evaluations are killed.
     pub kill_all: CancellationToken,
     pub active: AtomicUsize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -592,14 +594,18 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
     );
     let span = tracing::info_span!("evaluation", id = %id, runtime = %p.runtime.name(), status = tracing::field::Empty);
     async move {
+        let queued_at = std::time::Instant::now();
         let admitted = match node.admission.admit(p.limits.memory_bytes).await {
             Ok(a) => a,
             Err(e) => {
+                node.metrics.rejected();
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
         };
+        let queue_wait = queued_at.elapsed();
         node.active.fetch_add(1, Ordering::SeqCst);
+        node.metrics.sandbox_started();
         // Killing on shutdown, stop, or the client going away.
         let kill = cancel.clone();
         let kill_all = node.kill_all.clone();
@@ -685,12 +691,37 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
                 return;
             }
         };
+        let mut limit = None;
         if let Some(mut error) = limit_error(&outcome, &p.limits, &last_component) {
             if outcome.status == SandboxStatus::Cancelled && node.kill_all.is_cancelled() {
                 error.message = "the node shut down before the evaluation finished".into();
             }
+            limit = LIMIT_KINDS.iter().copied().find(|k| *k == error.kind);
             finals.error.push(error);
         }
+        let denials = finals.error.iter().filter(|e| e.kind == "sandbox").count() as u64;
+        let verdict = if outcome.status == SandboxStatus::SetupFailed
+            || denials > 0
+            || finals.error.iter().any(|e| e.kind == "internal")
+        {
+            Verdict::Failed
+        } else if outcome.status == SandboxStatus::Ok && finals.error.is_empty() {
+            Verdict::Successful
+        } else {
+            Verdict::Erroneous
+        };
+        node.metrics.record(&EvaluationRecord {
+            runtime: p.runtime.name().to_owned(),
+            status: outcome.status.as_str(),
+            outcome: verdict,
+            wall: outcome.wall_time,
+            cpu: outcome.cpu_time,
+            peak_memory: outcome.peak_memory,
+            queue_wait,
+            setup: outcome.setup_time,
+            access_denials: denials,
+            limit,
+        });
         tracing::Span::current().record("status", outcome.status.as_str());
         tracing::info!(wall_ms = outcome.wall_time.as_millis() as u64, cpu_ms = outcome.cpu_time.as_millis() as u64, "evaluation finished");
         finals.completion = Some(Completion {
@@ -712,6 +743,9 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
 }
 
 static EVAL_SEQ: AtomicUsize = AtomicUsize::new(1);
+
+/// The `kind`s of [`limit_error`] that are limits (for metrics).
+const LIMIT_KINDS: [&str; 5] = ["timeout", "cpu", "memory", "output", "processes"];
 
 /// The error a limit hit adds to the final response, in jsheets' `kind` vocabulary.
 fn limit_error(o: &Outcome, l: &Limits, component: &str) -> Option<EvaluationError> {

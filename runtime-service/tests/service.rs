@@ -438,7 +438,11 @@ async fn list_runtimes_shows_installed_runtimes_defaults_and_the_default() {
     .runtimes;
     runtimes.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<&str> = runtimes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["openjdk-17", "python-3.11", "shell"], "{runtimes:#?}");
+    assert_eq!(
+        names,
+        ["openjdk-17", "python-3.11", "shell"],
+        "{runtimes:#?}"
+    );
     let (java, python, shell) = (&runtimes[0], &runtimes[1], &runtimes[2]);
     assert_eq!(java.access_list, "java-default");
     assert_eq!(python.access_list, "python-default");

@@ -773,3 +773,155 @@ pub async fn wait_for_no_znode(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// An Influx-protocol server: Debian's `victoria-metrics`, which takes InfluxDB 1 and 2
+// writes and gives them back through its export API.
+
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl VictoriaMetrics {
+    pub fn start() -> VictoriaMetrics {
+        let mut vm = VictoriaMetrics {
+            port: free_port(),
+            dir: tempfile::Builder::new()
+                .prefix("jsheets-vm-")
+                .tempdir()
+                .unwrap(),
+            child: None,
+        };
+        vm.run();
+        vm
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "victoria-metrics"])
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg("-loggerLevel=ERROR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting victoria-metrics (Debian package victoria-metrics)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "victoria-metrics did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        self.run();
+    }
+
+    /// Every sample of every `jsheets*` series: (metric name, labels, values).
+    pub fn export(&self) -> Vec<(String, serde_json::Map<String, serde_json::Value>, Vec<f64>)> {
+        let get = |path: &str| -> String {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default()
+        };
+        get("/internal/force_flush");
+        let body = get("/api/v1/export?match%5B%5D=%7B__name__%3D~%22jsheets.*%22%7D");
+        body.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let mut labels = v["metric"].as_object().cloned().unwrap_or_default();
+                let name = labels
+                    .remove("__name__")
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let values = v["values"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+                    .unwrap_or_default();
+                (name, labels, values)
+            })
+            .collect()
+    }
+
+    /// Whether a series `name` with labels including `with` appears within `limit`.
+    pub async fn wait_for_series(
+        &self,
+        name: &str,
+        with: &[(&str, &str)],
+        limit: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = self.export().iter().any(|(n, labels, _)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).and_then(|x| x.as_str()) == Some(*v))
+            });
+            if found || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Sum of all samples of `name` whose labels include `with`, polling until it
+    /// reaches at least `min` or `limit` passes; returns the last sum seen.
+    pub async fn wait_sum(
+        &self,
+        name: &str,
+        with: &[(&str, &str)],
+        min: f64,
+        limit: Duration,
+    ) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let sum: f64 = self
+                .export()
+                .into_iter()
+                .filter(|(n, labels, _)| {
+                    n == name
+                        && with
+                            .iter()
+                            .all(|(k, v)| labels.get(*k).and_then(|x| x.as_str()) == Some(*v))
+                })
+                .flat_map(|(_, _, values)| values)
+                .sum();
+            if sum >= min || Instant::now() > deadline {
+                return sum;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
