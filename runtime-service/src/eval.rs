@@ -101,6 +101,18 @@ pub struct EvalArgs {
     /// Give up after this many seconds [default: 120, or --wall-time + 30 if larger].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// Find nodes in ZooKeeper (`zk1:2181,zk2:2181`) instead of --endpoint: the
+    /// evaluation goes to the less loaded of two live nodes and moves to another node
+    /// if one fails before it started.
+    #[arg(
+        long,
+        value_name = "HOSTS",
+        env = "JSHEETS_RUNTIME_ZOOKEEPER_CONNECTION_STRING"
+    )]
+    pub zookeeper: Option<String>,
+    /// Where the nodes register in ZooKeeper.
+    #[arg(long, value_name = "PATH", default_value = "/jsheets/services/runtime")]
+    pub zookeeper_base_path: String,
 }
 
 /// A checked `eval` command line.
@@ -175,6 +187,9 @@ pub async fn run(args: EvalArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
+    if let Some(zookeeper) = &args.zookeeper {
+        return run_on_fleet(&args, zookeeper, request, deadline).await;
+    }
     let endpoint = &args.node.endpoint;
     let channel = match args.node.connect(CONNECT_TIMEOUT.min(deadline)).await {
         Ok(c) => c,
@@ -201,6 +216,37 @@ pub async fn run(args: EvalArgs) -> Result<ExitCode> {
     match outcome {
         Ok(evaluated) => Ok(print_outcome(&request, &evaluated, &mut printer)),
         Err(e) => Ok(report_error(endpoint, &e)),
+    }
+}
+
+/// `eval --zookeeper`: the evaluation on whichever registered node the fleet picks.
+async fn run_on_fleet(
+    args: &EvalArgs,
+    zookeeper: &str,
+    request: EvalRequest,
+    deadline: Duration,
+) -> Result<ExitCode> {
+    let fleet = client::Fleet::from_zookeeper(
+        zookeeper,
+        &args.zookeeper_base_path,
+        client::FleetOptions {
+            tls: args.node.tls(),
+            connect_timeout: CONNECT_TIMEOUT.min(deadline),
+            ..client::FleetOptions::default()
+        },
+    );
+    let what = format!("the nodes in {zookeeper}{}", args.zookeeper_base_path);
+    if fleet.wait_for_nodes(1, CONNECT_TIMEOUT.min(deadline)).await == 0 {
+        eprintln!("jsheets-runtime: no node registered under {what}");
+        return Ok(ExitCode::from(EX_UNAVAILABLE));
+    }
+    let mut printer = LivePrinter::default();
+    match fleet
+        .evaluate(&request, deadline, |r| printer.live(r))
+        .await
+    {
+        Ok(evaluated) => Ok(print_outcome(&request, &evaluated, &mut printer)),
+        Err(e) => Ok(report_error(&what, &e)),
     }
 }
 

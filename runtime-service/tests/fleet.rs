@@ -271,3 +271,58 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
         newcomer_node.stderr()
     );
 }
+
+#[tokio::test]
+async fn the_cli_finds_a_node_through_zookeeper() {
+    let zk = ZooKeeper::start();
+    let server = start_node(&zk, &[]);
+    let zkc = zk_client(&zk).await;
+    let path = format!("{BASE}/{}", server.service_id);
+    assert!(wait_for_znode(&zkc, &path, Duration::from_secs(30))
+        .await
+        .is_some());
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "eval",
+            "--zookeeper",
+            &zk.connection(),
+            "-r",
+            "python-3.11",
+            "-e",
+            "print(5 * 5)",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("25"));
+    // Nothing registered under another path: a clear failure, not a hang.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "eval",
+            "--zookeeper",
+            &zk.connection(),
+            "--zookeeper-base-path",
+            "/nobody",
+            "-e",
+            "print(1)",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node registered"));
+}
