@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessList;
 use crate::runtime::Runtime;
-use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes};
+use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
 /// The Python driver, run inside the sandbox by `python -I -c BOOTSTRAP`.
 const PYTHON_DRIVER: &str = include_str!("drivers/python_driver.py");
@@ -178,6 +178,8 @@ enum DriverEvent {
     },
     /// JShell: the heap ran out.
     MemoryLimit {},
+    /// A waiting sandbox is warm (normally consumed before the request).
+    Ready {},
     Exit {},
     End {},
     Done {},
@@ -279,14 +281,8 @@ pub fn job(
     let (input, events) = match launch.kind {
         Kind::Python => {
             argv.extend(["-I".into(), "-c".into(), PYTHON_BOOTSTRAP.trim().into()]);
-            let mut doc = serde_json::json!({
-                "driver": PYTHON_DRIVER,
-                "components": components.iter().map(|c| serde_json::json!({"id": c.id, "code": c.code})).collect::<Vec<_>>(),
-                "max_value_chars": MAX_VALUE_CHARS,
-            });
-            if let Some(list) = &launch.access_list {
-                doc["access"] = python_rules(list);
-            }
+            let mut doc = python_preface(launch, false)?;
+            doc["components"] = python_components(components);
             (
                 Some(serde_json::to_vec(&doc).map_err(EvaluateError::Encode)?),
                 true,
@@ -357,15 +353,29 @@ pub fn job(
 
 /// The JShell driver's input (see the driver's header): big-endian, length-prefixed.
 fn jshell_input(components: &[Component], stdin: &[u8], check_classes: bool) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-        out.extend_from_slice(bytes);
-    }
+    let mut out = jshell_header(check_classes, false);
+    out.extend(jshell_request(components, stdin));
+    out
+}
+
+/// What the JShell driver reads before it starts JShell.
+fn jshell_header(check_classes: bool, warm: bool) -> Vec<u8> {
     let mut out = b"JSHD".to_vec();
     out.extend_from_slice(&JSHELL_DRIVER_VERSION.to_be_bytes());
     out.extend_from_slice(&MAX_STATEMENTS.to_be_bytes());
     out.extend_from_slice(&(MAX_VALUE_CHARS as i32).to_be_bytes());
     out.push(u8::from(check_classes));
+    out.push(u8::from(warm));
+    out
+}
+
+/// What the JShell driver reads once JShell runs: the request.
+fn jshell_request(components: &[Component], stdin: &[u8]) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::new();
     put(&mut out, stdin);
     out.extend_from_slice(&(components.len() as i32).to_be_bytes());
     for c in components {
@@ -373,6 +383,76 @@ fn jshell_input(components: &[Component], stdin: &[u8], check_classes: bool) -> 
         put(&mut out, c.code.as_bytes());
     }
     out
+}
+
+/// The Python driver's first document: everything but the components.
+fn python_preface(launch: &Launch, deferred: bool) -> Result<serde_json::Value, EvaluateError> {
+    let mut doc = serde_json::json!({
+        "driver": PYTHON_DRIVER,
+        "max_value_chars": MAX_VALUE_CHARS,
+    });
+    if let Some(list) = &launch.access_list {
+        doc["access"] = python_rules(list);
+    }
+    if deferred {
+        doc["deferred"] = serde_json::Value::Bool(true);
+    }
+    Ok(doc)
+}
+
+fn python_components(components: &[Component]) -> serde_json::Value {
+    serde_json::Value::Array(
+        components
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "code": c.code}))
+            .collect(),
+    )
+}
+
+/// A sandbox of `launch` to start ahead of its request, and the first part of its
+/// input (written at once): the interpreter starts, loads its driver (and for JShell
+/// compiles and runs a statement), installs the access list, and waits for the rest.
+/// `None` for evaluator kinds that cannot wait (plain commands, Node).
+pub fn waiting_job(
+    launch: &Launch,
+    limits: Limits,
+) -> Result<Option<(Job, Vec<u8>)>, EvaluateError> {
+    let placeholder = [Component {
+        id: String::new(),
+        code: String::new(),
+    }];
+    let mut job = job(launch, &placeholder, Vec::new(), limits)?;
+    let preface = match launch.kind {
+        Kind::Python => {
+            let mut line = serde_json::to_vec(&python_preface(launch, true)?)
+                .map_err(EvaluateError::Encode)?;
+            line.push(b'\n');
+            line
+        }
+        Kind::Jshell => jshell_header(launch.access_list.is_some(), true),
+        Kind::Command | Kind::Node => return Ok(None),
+    };
+    job.input = None;
+    Ok(Some((job, preface)))
+}
+
+/// The rest of a waiting sandbox's input, and its stdin pipe contents.
+fn waiting_input(
+    launch: &Launch,
+    components: &[Component],
+    stdin: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), EvaluateError> {
+    Ok(match launch.kind {
+        Kind::Python => (
+            serde_json::to_vec(&serde_json::json!({ "components": python_components(components) }))
+                .map_err(EvaluateError::Encode)?,
+            stdin,
+        ),
+        Kind::Jshell => (jshell_request(components, &stdin), Vec::new()),
+        Kind::Command | Kind::Node => {
+            return Err(EvaluateError::Unsupported(launch.kind.to_string()))
+        }
+    })
 }
 
 /// The input of the install-time training run of the JShell driver: the language
@@ -468,8 +548,36 @@ pub async fn evaluate(
     out: mpsc::Sender<Output>,
     cancel: CancellationToken,
 ) -> Result<Outcome, EvaluateError> {
+    evaluate_in(
+        sandboxes, None, launch, components, stdin, limits, out, cancel,
+    )
+    .await
+}
+
+/// [`evaluate`] in `waiting` (a sandbox of `launch` started ahead by [`waiting_job`])
+/// if given, else in a fresh cold one.
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate_in(
+    sandboxes: &Sandboxes,
+    waiting: Option<Waiting>,
+    launch: &Launch,
+    components: &[Component],
+    stdin: Vec<u8>,
+    limits: Limits,
+    out: mpsc::Sender<Output>,
+    cancel: CancellationToken,
+) -> Result<Outcome, EvaluateError> {
+    if components.is_empty() {
+        return Err(EvaluateError::Empty);
+    }
     let output_cap = limits.output_bytes;
-    let job = job(launch, components, stdin, limits)?;
+    let run = match waiting {
+        Some(w) => {
+            let (input, stdin) = waiting_input(launch, components, stdin)?;
+            Run::Waiting(Box::new((w, input, stdin, limits)))
+        }
+        None => Run::Cold(Box::new(job(launch, components, stdin, limits)?)),
+    };
     // JShell asks before loading each class; the verdicts go back on its stdin.
     let (verdict_tx, verdict_rx) = match (&launch.access_list, launch.kind) {
         (Some(_), Kind::Jshell) => {
@@ -543,10 +651,18 @@ pub async fn evaluate(
         }
         (caps, memory_limit)
     };
-    let (mut outcome, (caps, memory_limit)) = tokio::join!(
-        sandboxes.run_with_stdin(job, verdict_rx, tx, stop),
-        translate
-    );
+    let running = async move {
+        match run {
+            Run::Cold(job) => sandboxes.run_with_stdin(*job, verdict_rx, tx, stop).await,
+            Run::Waiting(waiting) => {
+                let (w, input, stdin, limits) = *waiting;
+                sandboxes
+                    .run_waiting(w, input, stdin, limits, verdict_rx, tx, stop)
+                    .await
+            }
+        }
+    };
+    let (mut outcome, (caps, memory_limit)) = tokio::join!(running, translate);
     // The driver's word can only make its own result worse; the JVM ends an exhausted
     // heap with an OutOfMemoryError, not with the cgroup's kill.
     if memory_limit
@@ -568,6 +684,11 @@ pub async fn evaluate(
         outcome.status = crate::sandbox::Status::OutputLimit;
     }
     Ok(outcome)
+}
+
+enum Run {
+    Cold(Box<Job>),
+    Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits)>),
 }
 
 /// Per-stream output accounting across pipes and driver events.
@@ -699,7 +820,10 @@ fn translate_event(event: DriverEvent, current: &mut String) -> Option<Output> {
         }),
         // Handled by the caller, which can answer them.
         DriverEvent::Classes { .. } | DriverEvent::MemoryLimit {} => None,
-        DriverEvent::Exit {} | DriverEvent::End {} | DriverEvent::Done {} => None,
+        DriverEvent::Exit {}
+        | DriverEvent::End {}
+        | DriverEvent::Done {}
+        | DriverEvent::Ready {} => None,
     }
 }
 

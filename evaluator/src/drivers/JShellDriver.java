@@ -8,7 +8,10 @@
  *        -cp DRIVER_DIR JShellDriver
  * Input on fd 3 (a sealed memfd), big-endian:
  *   "JSHD" int version(1) int maxStatements int maxValueChars boolean checkClasses
- *   bytes stdin, int count, then count x (bytes id, bytes code)
+ *   boolean warm, then bytes stdin, int count, then count x (bytes id, bytes code).
+ * Everything up to `warm` is read first and JShell is started (and with `warm` a
+ * statement compiled and run) before the rest is read: a sandbox started ahead of its
+ * request gets the rest, through a pipe, only when the request comes.
  * where bytes = int length + that many bytes (UTF-8 for text).
  * Events on fd 4, one JSON object per line, the same vocabulary as the Python driver:
  *   start, output (base64), value, syntax_error (javac code, message, span in code
@@ -66,6 +69,8 @@ public final class JShellDriver {
     private static Events events;
     private static BufferedReader verdicts;
     private static boolean checkClasses;
+    /** Set while the driver compiles its own warm-up statement. */
+    private static boolean warming;
     private static String component = "";
     private static long seq;
     /** Set when the supervisor refused the classes of the statement being evaluated. */
@@ -130,21 +135,16 @@ public final class JShellDriver {
         int maxStatements = in.readInt();
         int maxValueChars = in.readInt();
         checkClasses = in.readBoolean();
-        byte[] stdin = bytes(in);
-        int count = in.readInt();
-        List<String[]> components = new ArrayList<>();
-        for (int i = 0; i < count; i++) {
-            components.add(new String[] {text(in), text(in)});
-        }
-        in.close();
+        boolean warm = in.readBoolean();
 
         // Replies arrive on the real stdin; the snippet reads its stdin from the input.
         verdicts = new BufferedReader(new InputStreamReader(new FileInputStream(FileDescriptor.in), StandardCharsets.US_ASCII));
-        System.setIn(new ByteArrayInputStream(stdin));
         PrintStream out = new PrintStream(events.stream("stdout"), true, StandardCharsets.UTF_8);
         PrintStream err = new PrintStream(events.stream("stderr"), true, StandardCharsets.UTF_8);
         System.setOut(out);
         System.setErr(err);
+        SnippetInput snippetIn = new SnippetInput();
+        System.setIn(snippetIn);
 
         try (JShell shell = JShell.builder()
                 .executionEngine(new Provider(), Map.of())
@@ -162,6 +162,26 @@ public final class JShellDriver {
                 }
             }
             SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
+            if (warm) {
+                // Started ahead of its request: compile and run a statement now so that
+                // javac and the execution engine are warm, and leave nothing behind.
+                warming = true;
+                for (SnippetEvent e : shell.eval("String.valueOf(1 + 1).length();")) {
+                    shell.drop(e.snippet());
+                }
+                analysis.analyzeCompletion("int x = 1;");
+                warming = false;
+                events.flushOutput();
+                events.write("{\"event\":\"ready\"}");
+            }
+            // The request: stdin and components (for a warm sandbox, the wait is here).
+            snippetIn.set(bytes(in));
+            int count = in.readInt();
+            List<String[]> components = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                components.add(new String[] {text(in), text(in)});
+            }
+            in.close();
             for (String[] c : components) {
                 runComponent(shell, analysis, c[0], c[1], maxStatements, maxValueChars);
             }
@@ -396,7 +416,7 @@ public final class JShellDriver {
 
     /** Asks the supervisor whether these classes may be loaded. */
     private static boolean allowed(ExecutionControl.ClassBytecodes[] classes) {
-        if (!checkClasses) {
+        if (!checkClasses || warming) {
             return true;
         }
         long n = ++seq;
@@ -466,6 +486,30 @@ public final class JShellDriver {
                 throw new UserException("not loaded: denied by the access list", DENIED_CLASS, new StackTraceElement[0]);
             }
             return super.invoke(className, methodName);
+        }
+    }
+
+    /** The snippet's stdin, known only once the request arrives. */
+    private static final class SnippetInput extends java.io.InputStream {
+        private ByteArrayInputStream data = new ByteArrayInputStream(new byte[0]);
+
+        void set(byte[] bytes) {
+            data = new ByteArrayInputStream(bytes);
+        }
+
+        @Override
+        public int read() {
+            return data.read();
+        }
+
+        @Override
+        public int read(byte[] b, int off, int len) {
+            return data.read(b, off, len);
+        }
+
+        @Override
+        public int available() {
+            return data.available();
         }
     }
 

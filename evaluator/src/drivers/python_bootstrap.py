@@ -5,8 +5,8 @@ The runtime starts the sandboxed interpreter as
     /usr/bin/python3.11 -I -c BOOTSTRAP
 
 with the input JSON readable on fd 3 (the host writes it, then closes its
-end) and the event pipe writable on fd 4.  BOOTSTRAP reads the whole JSON
-document from fd 3 and exec()s the hot part of its "driver" member
+end) and the event pipe writable on fd 4.  BOOTSTRAP reads the JSON document
+(one line) from fd 3 and exec()s the hot part of its "driver" member
 (python_driver.py up to its first line starting with "#@cold"; the driver
 compiles the cold sections after it when it needs them), compiled with the
 filename "<jsheets-driver>", in a fresh globals dict:

@@ -8,7 +8,10 @@ with the globals
     {"__name__": "__jsheets_driver__", "__builtins__": builtins,
      "__jsheets_input__": <the parsed JSON document>}
 
-Input (fd 3, one JSON object, the host closes its end after writing it):
+Input (fd 3, one JSON object on one line, the host closes its end after writing it;
+with "deferred": true and no "components", the driver starts up, installs the
+access hooks, and only then reads a second document {"components": [...]} from
+fd 3 until EOF: a sandbox started ahead of its request):
 
     {"driver": "<this source>",
      "components": [{"id": "c1", "code": "..."}, ...],
@@ -164,6 +167,9 @@ except OSError as _exc:
         os.write(2, b"jsheets driver: event descriptor 4 is not open\n")
     finally:
         os._exit(70)
+# A sandbox started ahead of its request reads its components later, from fd 3.
+_INPUT_FD = (os.dup(3) if isinstance(_INPUT, dict) and _INPUT.get("deferred") is True
+             else None)
 for _fd in (3, 4):
     try:
         os.close(_fd)
@@ -382,15 +388,8 @@ def _bounded_repr(value, limit):
 def _parse_input(data):
     if not isinstance(data, dict):
         raise _Internal("input must be a JSON object")
-    components = data.get("components")
-    if not isinstance(components, list):
-        raise _Internal("'components' must be a list")
-    parsed = []
-    for comp in components:
-        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
-                and isinstance(comp.get("code"), str)):
-            raise _Internal("each component needs string 'id' and 'code'")
-        parsed.append((comp["id"], comp["code"]))
+    # Deferred: the components come after start-up (see _read_deferred).
+    parsed = None if _INPUT_FD is not None else _parse_components(data)
     cfg = {"components": parsed,
            "traceback_frames": data.get("traceback_frames", "user"),
            "prelude": data.get("prelude")}
@@ -407,6 +406,40 @@ def _parse_input(data):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _Internal("%r must be a positive integer" % key)
     return cfg
+
+
+def _parse_components(data):
+    components = data.get("components") if isinstance(data, dict) else None
+    if not isinstance(components, list):
+        raise _Internal("'components' must be a list")
+    parsed = []
+    for comp in components:
+        if not (isinstance(comp, dict) and isinstance(comp.get("id"), str)
+                and isinstance(comp.get("code"), str)):
+            raise _Internal("each component needs string 'id' and 'code'")
+        parsed.append((comp["id"], comp["code"]))
+    return parsed
+
+
+def _read_deferred():
+    """The components of a sandbox started ahead of its request: a second JSON
+    document on fd 3, after the first line, until EOF."""
+    chunks = []
+    while True:
+        chunk = os.read(_INPUT_FD, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(_INPUT_FD)
+    import _json
+    scanner = _json.make_scanner(type("", (), dict(
+        strict=True, object_hook=None, object_pairs_hook=None, parse_float=float,
+        parse_int=int, parse_constant=float)))
+    try:
+        data = scanner(b"".join(chunks).decode().lstrip(" \t\n\r"), 0)[0]
+    except (ValueError, StopIteration, UnicodeDecodeError) as exc:
+        raise _Internal("unreadable deferred input: %s" % exc)
+    return _parse_components(data)
 
 
 class _EventStream(io.RawIOBase):
@@ -523,6 +556,10 @@ def _main():
         _install_access(cfg["access"], main_module.__dict__)
     _state["previous_main"] = sys.modules.get("__main__")
     sys.modules["__main__"] = main_module
+    if cfg["components"] is None:
+        # Everything above ran before the request: say so, and wait for it.
+        _write_event({"event": "ready"})
+        cfg["components"] = _read_deferred()
 
     for cid, code in cfg["components"]:
         status = _run_component(cid, code, main_module.__dict__, cfg)

@@ -33,8 +33,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
 
 use super::plan::{
-    Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, MAX_CONTROL_MESSAGE, MAX_INPUT,
-    PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
+    Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
+    MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
 use crate::sys;
@@ -140,6 +140,9 @@ fn receive_plan(control: &OwnedFd) -> Result<(Plan, Option<OwnedFd>), StepError>
     let Some(len) = plan.input_len else {
         return Ok((plan, None));
     };
+    if plan.deferred_input {
+        return Err(invalid("input both announced and deferred"));
+    }
     if len > MAX_INPUT {
         return Err(invalid("input too large"));
     }
@@ -194,6 +197,13 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
     // Always inherited; dropped at once when the payload has no driver to speak.
     let events = sys::inherited_fd(HELPER_EVENTS_FD).step("taking the events fd")?;
     let events = plan.has_events.then_some(events);
+    // Likewise the pipe of a deferred input.
+    let pipe = sys::inherited_fd(HELPER_INPUT_FD).step("taking the input pipe")?;
+    let input = if plan.deferred_input {
+        Some(pipe)
+    } else {
+        input
+    };
 
     if !early {
         unshare(namespace_flags(plan.isolate_network)).nstep("creating namespaces")?;
@@ -421,8 +431,10 @@ fn payload_exec(
         sys::cloexec_from(PAYLOAD_EVENTS_FD as u32 + 1).step("closing inherited fds")?;
         // The payload's pipes become its own, so that it may reopen them through
         // /proc/self/fd (the JVM can only name a descriptor that way).
-        for fd in [0, 1, 2, PAYLOAD_EVENTS_FD] {
-            if fd == PAYLOAD_EVENTS_FD && events.is_none() {
+        for fd in [0, 1, 2, PAYLOAD_INPUT_FD, PAYLOAD_EVENTS_FD] {
+            if (fd == PAYLOAD_EVENTS_FD && events.is_none())
+                || (fd == PAYLOAD_INPUT_FD && input.is_none())
+            {
                 continue;
             }
             sys::fchown_fd(fd, plan.uid, plan.gid).step("handing the pipes to the payload")?;

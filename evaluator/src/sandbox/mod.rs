@@ -252,8 +252,8 @@ impl Outcome {
     }
 }
 
-/// Creates and supervises sandboxes.
-#[derive(Debug)]
+/// Creates and supervises sandboxes. Clones share the same state.
+#[derive(Debug, Clone)]
 pub struct Sandboxes {
     inner: Arc<Inner>,
 }
@@ -277,7 +277,66 @@ struct Prepared {
     child: tokio::process::Child,
     control: OwnedFd,
     events: OwnedFd,
+    /// Write end of the pipe a deferred input goes into.
+    input: OwnedFd,
     cg: cgroup::SandboxCgroup,
+}
+
+/// A sandbox started ahead of its request: the payload runs (its interpreter loaded
+/// and warmed) and waits for its input on fd 3. Single use: [`Sandboxes::run_waiting`]
+/// consumes it; dropping it kills it and removes its cgroup.
+#[derive(Debug)]
+pub struct Waiting {
+    prepared: Prepared,
+    job: Job,
+    since: Instant,
+}
+
+impl Waiting {
+    /// How long it has been waiting.
+    pub fn age(&self) -> Duration {
+        self.since.elapsed()
+    }
+
+    /// Whether its helper is still there (a payload that died while waiting ends it).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.prepared.child.try_wait(), Ok(None))
+    }
+}
+
+/// How long a waiting sandbox may take to get warm.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads one line (without its newline) from a blocking pipe, byte by byte so that
+/// nothing after it is consumed, within `timeout`.
+fn read_line(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let end = Instant::now() + timeout;
+    let mut line = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("the sandbox did not get ready in time".into());
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(format!("waiting for the sandbox: {e}")),
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(fd, &mut byte) {
+            Ok(0) => return Err("the sandbox ended while getting ready".into()),
+            Ok(_) if byte[0] == b'\n' => return Ok(line),
+            Ok(_) if line.len() < 4096 => line.push(byte[0]),
+            Ok(_) => return Err("the sandbox wrote too much while getting ready".into()),
+            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+            Err(e) => return Err(format!("reading from the sandbox: {e}")),
+        }
+    }
 }
 
 /// Largest line a driver may write on its event channel.
@@ -417,7 +476,143 @@ impl Sandboxes {
         if let Err(e) = prepared.cg.apply_limits(&limits) {
             return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
         }
-        supervise(job, plan, prepared, more_stdin, events, cancel, start).await
+        supervise(
+            job,
+            Some(plan),
+            prepared,
+            None,
+            more_stdin,
+            events,
+            cancel,
+            start,
+        )
+        .await
+    }
+
+    /// Starts `job` in a fresh sandbox whose input (fd 3) comes later but for its
+    /// `preface`, and leaves it waiting: the payload starts now, so an interpreter can
+    /// load and warm up. The
+    /// job's limits hold while it waits (pass generous ones; the request's are applied
+    /// at hand-off). `job.input` must be empty.
+    pub async fn start_waiting(&self, job: Job, preface: Vec<u8>) -> Result<Waiting, String> {
+        if job.input.is_some() {
+            return Err("a waiting sandbox takes its input later".into());
+        }
+        if !job.isolate_network {
+            return Err("only isolated sandboxes can wait".into());
+        }
+        let inner = self.inner.clone();
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let slot =
+            (u64::from(std::process::id()) * 7919 + seq) % u64::from(inner.config.uid_count.max(1));
+        let uid = job.run_as.unwrap_or(inner.config.uid_base + slot as u32);
+        let mut plan = inner.plan(&job, uid)?;
+        plan.deferred_input = true;
+        let limits = cgroup::CgroupLimits {
+            memory_bytes: job.limits.memory_bytes,
+            max_processes: job.limits.max_processes,
+            cpu_millis: job.limits.cpu_millis,
+            cpu_shares: 0,
+        };
+        let prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
+            .await
+            .map_err(|e| format!("preparing a sandbox: {e}"))??;
+        prepared
+            .cg
+            .apply_limits(&limits)
+            .map_err(|e| format!("applying limits: {}", error_chain(&e)))?;
+        let mut bytes = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        let control = std::os::unix::net::UnixStream::from(
+            prepared
+                .control
+                .try_clone()
+                .map_err(|e| format!("sending the plan: {e}"))?,
+        );
+        let mut control = control;
+        std::io::Write::write_all(&mut control, &bytes)
+            .map_err(|e| format!("sending the plan: {e}"))?;
+        // The part of the input known ahead (the driver, the list), written while the
+        // payload starts; the pipe stays open for the rest.
+        let pipe = prepared
+            .input
+            .try_clone()
+            .map_err(|e| format!("writing the input: {e}"))?;
+        tokio::task::spawn_blocking(move || {
+            let mut pipe = std::fs::File::from(pipe);
+            let _ = std::io::Write::write_all(&mut pipe, &preface);
+        });
+        // Offered only once warm: a driver says so with one line on its event channel
+        // (`{"event":"ready"}`) just before it waits for the rest of its input.
+        if job.events {
+            let events = prepared
+                .events
+                .try_clone()
+                .map_err(|e| format!("watching the sandbox: {e}"))?;
+            let line = tokio::task::spawn_blocking(move || read_line(&events, WARM_UP_TIMEOUT))
+                .await
+                .map_err(|e| format!("waiting for the sandbox: {e}"))??;
+            let ready = serde_json::from_slice::<serde_json::Value>(&line)
+                .is_ok_and(|v| v["event"] == "ready");
+            if !ready {
+                return Err(format!(
+                    "the sandbox did not get ready: {}",
+                    String::from_utf8_lossy(&line[..line.len().min(200)])
+                ));
+            }
+        }
+        Ok(Waiting {
+            prepared,
+            job,
+            since: Instant::now(),
+        })
+    }
+
+    /// Hands `input` to a waiting sandbox and supervises it like [`Sandboxes::run`]:
+    /// `limits` (the request's) are applied before the input is written, wall time
+    /// starts now, and CPU time counts from now.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_waiting(
+        &self,
+        waiting: Waiting,
+        input: Vec<u8>,
+        stdin: Vec<u8>,
+        limits: Limits,
+        more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Outcome {
+        let start = Instant::now();
+        let Waiting {
+            mut prepared,
+            mut job,
+            ..
+        } = waiting;
+        if !matches!(prepared.child.try_wait(), Ok(None)) {
+            return Outcome::failed(start, "the waiting sandbox died before its request".into());
+        }
+        let cg_limits = cgroup::CgroupLimits {
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes,
+            cpu_millis: limits.cpu_millis,
+            cpu_shares: 0,
+        };
+        if let Err(e) = prepared.cg.apply_limits(&cg_limits) {
+            return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
+        }
+        job.limits = limits;
+        job.stdin = stdin;
+        supervise(
+            job,
+            None,
+            prepared,
+            Some(input),
+            more_stdin,
+            events,
+            cancel,
+            start,
+        )
+        .await
     }
 
     /// Tops the pool of idle helpers up in the background.
@@ -457,7 +652,7 @@ impl Inner {
             .cgroups
             .create(&id, &cgroup::CgroupLimits::default())
             .map_err(|e| format!("creating the cgroup: {}", error_chain(&e)))?;
-        let spawn = || -> std::io::Result<(tokio::process::Child, OwnedFd, OwnedFd)> {
+        let spawn = || -> std::io::Result<(tokio::process::Child, OwnedFd, OwnedFd, OwnedFd)> {
             let (parent_sock, child_sock) = socketpair(
                 AddressFamily::Unix,
                 SockType::Stream,
@@ -467,8 +662,11 @@ impl Inner {
             .map_err(std::io::Error::from)?;
             let (ev_read, ev_write) =
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+            let (in_read, in_write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
             let child_sock = sys::dup_high(&child_sock)?;
             let ev_write = sys::dup_high(&ev_write)?;
+            let in_read = sys::dup_high(&in_read)?;
             let mut cmd = tokio::process::Command::new(&self.config.helper);
             cmd.args(&self.config.helper_args);
             if early_unshare {
@@ -484,14 +682,15 @@ impl Inner {
                 [
                     (child_sock.as_raw_fd(), plan::HELPER_CONTROL_FD),
                     (ev_write.as_raw_fd(), plan::HELPER_EVENTS_FD),
+                    (in_read.as_raw_fd(), plan::HELPER_INPUT_FD),
                 ],
             );
             let child = cmd.spawn()?;
             // Our copies of the child's ends go now, so EOF means the sandbox is done.
-            drop((child_sock, ev_write));
-            Ok((child, parent_sock, ev_read))
+            drop((child_sock, ev_write, in_read));
+            Ok((child, parent_sock, ev_read, in_write))
         };
-        let (child, control, events) =
+        let (child, control, events, input) =
             spawn().map_err(|e| format!("spawning the sandbox helper: {e}"))?;
         let pid = child.id().ok_or("the sandbox helper exited at once")?;
         cg.add(pid)
@@ -500,6 +699,7 @@ impl Inner {
             child,
             control,
             events,
+            input,
             cg,
         })
     }
@@ -567,6 +767,7 @@ impl Inner {
                 stack: l.stack_bytes,
             },
             input_len: job.input.as_ref().map(|i| i.len() as u64),
+            deferred_input: false,
             has_events: job.events,
         })
     }
@@ -620,10 +821,12 @@ struct Streams {
     control: Option<tokio::net::UnixStream>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
     job: Job,
-    plan: Plan,
+    plan: Option<Plan>,
     prepared: Prepared,
+    deferred_input: Option<Vec<u8>>,
     mut more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
@@ -633,8 +836,27 @@ async fn supervise(
         mut child,
         control,
         events: ev_read,
+        input: input_pipe,
         mut cg,
     } = prepared;
+    // CPU the sandbox spent before its request (warming up) is not the request's.
+    let cpu_base = if plan.is_none() {
+        cg.cpu_time()
+    } else {
+        Duration::ZERO
+    };
+    match deferred_input {
+        Some(input) => {
+            let pipe = std::fs::File::from(input_pipe);
+            // Written alongside supervision: a payload that reads slowly (or not at
+            // all) cannot stall it; the pipe closes when the writer is done.
+            tokio::task::spawn_blocking(move || {
+                let mut pipe = pipe;
+                let _ = std::io::Write::write_all(&mut pipe, &input);
+            });
+        }
+        None => drop(input_pipe),
+    }
     let connect = || -> std::io::Result<(tokio::net::UnixStream, Option<tokio::net::unix::pipe::Receiver>)> {
         let control = std::os::unix::net::UnixStream::from(control);
         control.set_nonblocking(true)?;
@@ -645,9 +867,12 @@ async fn supervise(
         Ok(x) => x,
         Err(e) => return Outcome::failed(start, format!("watching the sandbox helper: {e}")),
     };
-    // The plan, then the raw input bytes it announces.
+    // The plan, then the raw input bytes it announces (a waiting sandbox has its plan).
     let sent = async {
-        let mut bytes = serde_json::to_vec(&plan).map_err(std::io::Error::other)?;
+        let Some(plan) = &plan else {
+            return Ok(());
+        };
+        let mut bytes = serde_json::to_vec(plan).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
         control.write_all(&bytes).await?;
         if let Some(input) = &job.input {
@@ -780,7 +1005,7 @@ async fn supervise(
             _ = child.wait(), if !helper_done => helper_done = true,
             _ = tokio::time::sleep_until(deadline), if kill.is_none() => kill = Some(KillReason::Wall),
             _ = cpu_tick.tick(), if kill.is_none() => {
-                if cg.cpu_time() >= limits.cpu_time { kill = Some(KillReason::Cpu); }
+                if cg.cpu_time().saturating_sub(cpu_base) >= limits.cpu_time { kill = Some(KillReason::Cpu); }
             },
             _ = cancel.cancelled(), if kill.is_none() => kill = Some(KillReason::Cancelled),
             _ = sleep_opt(drain_deadline) => {
@@ -800,7 +1025,8 @@ async fn supervise(
     if let Err(e) = cg.kill() {
         tracing::error!(error = %e, "killing the sandbox");
     }
-    let usage = cg.usage();
+    let mut usage = cg.usage();
+    usage.cpu_time = usage.cpu_time.saturating_sub(cpu_base);
     if let Err(e) = cg.destroy() {
         tracing::error!(error = %e, "removing the sandbox cgroup");
     }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 /// File descriptor numbers inside the helper process.
 pub const HELPER_CONTROL_FD: i32 = 3;
 pub const HELPER_EVENTS_FD: i32 = 5;
+/// Read end of a pipe the supervisor may write the input into later (pooled sandboxes).
+pub const HELPER_INPUT_FD: i32 = 6;
 /// File descriptor numbers the payload sees.
 pub const PAYLOAD_INPUT_FD: i32 = 3;
 pub const PAYLOAD_EVENTS_FD: i32 = 4;
@@ -45,6 +47,10 @@ pub struct Plan {
     /// Length of the input that follows the plan on the control socket; the helper
     /// puts it in a sealed memfd the payload gets as fd 3.
     pub input_len: Option<u64>,
+    /// The input comes later, through the pipe on the helper's fd 6, which the payload
+    /// gets as fd 3 (a sandbox started ahead of its request).
+    #[serde(default)]
+    pub deferred_input: bool,
     /// Whether fd 5 of the helper (driver events) is passed on as the payload's fd 4.
     pub has_events: bool,
 }

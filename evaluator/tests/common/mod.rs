@@ -139,6 +139,20 @@ impl Fixture {
         limits: Limits,
         cancel: CancellationToken,
     ) -> Run {
+        self.run_in(None, launch, components, stdin, limits, cancel)
+            .await
+    }
+
+    /// An evaluation in `waiting` (from a pool) if given.
+    pub async fn run_in(
+        &self,
+        waiting: Option<evaluator::sandbox::Waiting>,
+        launch: &Launch,
+        components: Vec<Component>,
+        stdin: Vec<u8>,
+        limits: Limits,
+        cancel: CancellationToken,
+    ) -> Run {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let collect = tokio::spawn(async move {
             let mut v = Vec::new();
@@ -147,8 +161,9 @@ impl Fixture {
             }
             v
         });
-        let outcome = evaluate::evaluate(
+        let outcome = evaluate::evaluate_in(
             &self.sandboxes,
+            waiting,
             launch,
             &components,
             stdin,

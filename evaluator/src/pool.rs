@@ -1,0 +1,222 @@
+//! Sandboxes started ahead of their requests, per runtime.
+//!
+//! Each is a complete sandbox (every protection of a cold one) whose interpreter has
+//! started, loaded its driver and access list and, for JShell, compiled and run a
+//! statement; it waits for its input. A request takes one, its own limits are applied
+//! before its code is written, it is used once and destroyed. A background task keeps
+//! the pool full, one start at a time, pausing while the node is busy; a sandbox that
+//! died or waited too long is discarded and replaced. An empty pool means a cold start.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::evaluate::{waiting_job, EvaluateError, Launch};
+use crate::sandbox::{Limits, Sandboxes, Waiting};
+
+/// How often the pool checks its sandboxes and refills.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("runtimes of kind {0} cannot be pre-started")]
+    Unsupported(String),
+    #[error(transparent)]
+    Job(#[from] EvaluateError),
+}
+
+/// What a pool is for and how it behaves.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    /// Limits a sandbox has while it waits (the request's replace them at hand-off).
+    pub idle_limits: Limits,
+    /// A sandbox waiting longer is replaced (its interpreter may have gone stale).
+    pub max_age: Duration,
+}
+
+struct Shared {
+    sandboxes: Sandboxes,
+    launch: Launch,
+    settings: PoolSettings,
+    idle: Mutex<VecDeque<Waiting>>,
+    /// Set while the node is busy: no refills then.
+    paused: AtomicBool,
+    taken: AtomicU64,
+    misses: AtomicU64,
+    replaced: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// A pool of waiting sandboxes for one runtime. Dropping the last clone stops it
+/// and destroys the sandboxes waiting in it.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    _guard: Arc<StopOnDrop>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.shared.settings.size)
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Counters of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: usize,
+    pub idle: usize,
+    /// Requests served from the pool.
+    pub taken: u64,
+    /// Requests that found it empty (cold starts).
+    pub misses: u64,
+    /// Sandboxes discarded because they died or waited too long.
+    pub replaced: u64,
+}
+
+impl Pool {
+    /// Starts a pool (and its refilling task) for `launch`; must run in a tokio runtime.
+    pub fn start(
+        sandboxes: Sandboxes,
+        launch: Launch,
+        settings: PoolSettings,
+    ) -> Result<Pool, PoolError> {
+        // Checked once here: every later start uses the same job.
+        if waiting_job(&launch, settings.idle_limits.clone())?.is_none() {
+            return Err(PoolError::Unsupported(launch.kind.to_string()));
+        }
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            sandboxes,
+            launch,
+            settings,
+            idle: Mutex::new(VecDeque::new()),
+            paused: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
+            stop: stop.clone(),
+        });
+        tokio::spawn(maintain(Arc::downgrade(&shared)));
+        Ok(Pool {
+            shared,
+            _guard: Arc::new(StopOnDrop(stop)),
+        })
+    }
+
+    /// A waiting sandbox for one request, or `None` (the caller starts a cold one).
+    pub fn take(&self) -> Option<Waiting> {
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(mut w) = idle.pop_front() {
+            if w.is_alive() && w.age() < self.shared.settings.max_age {
+                self.shared.taken.fetch_add(1, Ordering::Relaxed);
+                return Some(w);
+            }
+            self.shared.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// While paused (the node is busy), no sandbox is started for the pool.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn idle(&self) -> usize {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.shared.settings.size,
+            idle: self.idle(),
+            taken: self.shared.taken.load(Ordering::Relaxed),
+            misses: self.shared.misses.load(Ordering::Relaxed),
+            replaced: self.shared.replaced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Destroys the waiting sandboxes and stops refilling.
+    pub fn shutdown(&self) {
+        self.shared.stop.cancel();
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Keeps the pool full: discards dead and stale sandboxes, starts one at a time.
+async fn maintain(shared: std::sync::Weak<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stop.is_cancelled() {
+            s.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            return;
+        }
+        {
+            let mut idle = s.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let before = idle.len();
+            let max_age = s.settings.max_age;
+            idle.retain_mut(|w| w.is_alive() && w.age() < max_age);
+            s.replaced
+                .fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
+        }
+        let want = s.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < s.settings.size;
+        if want && !s.paused.load(Ordering::Relaxed) {
+            match start_one(&s).await {
+                Ok(w) => {
+                    failures = 0;
+                    if s.stop.is_cancelled() {
+                        // Shut down while it started: it goes too.
+                        drop(w);
+                        return;
+                    }
+                    s.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back(w);
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "starting a pooled sandbox; retrying");
+                    }
+                }
+            }
+        }
+        let pause = TICK * failures.clamp(1, 50);
+        drop(s);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn start_one(s: &Shared) -> Result<Waiting, String> {
+    let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())
+        .map_err(|e| e.to_string())?
+        .ok_or("this runtime cannot be pre-started")?;
+    s.sandboxes.start_waiting(job, preface).await
+}
