@@ -5,21 +5,29 @@
 //! the duration of the step; root-owned files are never writable from a build, and
 //! uid 0 without capabilities is avoided because it can still write root-owned
 //! files such as many `/proc/sys` entries.
+//!
+//! [`HostBuildRunner`] runs the same steps as plain child processes, for image builds
+//! (`docker build`), where the build container is the isolation and no sandbox can be
+//! created.
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::path::{Component as PathComponent, Path, PathBuf};
 use std::pin::Pin;
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::evaluate::{self, Component, Output};
+use crate::runtime::install::Recipe;
 use crate::runtime::{BuildRunner, Runtime};
 use crate::sandbox::{Event, Filesystem, Job, Limits, Sandboxes, Status};
 
 /// How much of a failed step's output goes into the error.
 const ERROR_TAIL: usize = 4000;
+/// Longest a build step may run (the builder sandboxes' wall-time limit).
+const STEP_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// A [`BuildRunner`] on real sandboxes.
 #[derive(Debug)]
@@ -188,6 +196,203 @@ impl BuildRunner for SandboxBuilder<'_> {
     }
 }
 
+/// A [`BuildRunner`] without sandboxes, **only for building container images**: the
+/// build container (`docker build`) is the isolation, and it cannot give the
+/// namespaces, mounts and cgroups a builder sandbox needs. Never use it on a host that
+/// serves untrusted code: build steps (pip, javac, a JVM training run) then run as
+/// plain processes of the caller, with its privileges, its view of the filesystem
+/// (the runtimes directory is not hidden) and its network.
+///
+/// Each step runs as a child process with the environment cleared and then set to the
+/// step's own, in the directory being built, with stdin closed and stdout and stderr
+/// captured; a failure reports how the step ended and the tail of its output.
+///
+/// [`verify`](BuildRunner::verify) cannot run the recipe's snippet without a sandbox.
+/// It checks that the runtime's evaluator program exists in the staging tree (a
+/// regular, executable file, symlinks followed inside the runtime, as the sandbox
+/// would) and then answers with the output the recipe expects. The real verification
+/// happens where sandboxes exist: run `jsheets-runtime runtime test NAME` when the
+/// container starts (`deploy/entrypoint.sh` does with
+/// `JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START=1`).
+#[derive(Debug, Clone)]
+pub struct HostBuildRunner {
+    expect_stdout: String,
+}
+
+impl HostBuildRunner {
+    /// A runner for `recipe`, whose `verify.expect_stdout` stands in for the output of
+    /// the verification snippet.
+    pub fn for_recipe(recipe: &Recipe) -> Self {
+        HostBuildRunner::expecting(recipe.verify.expect_stdout.clone())
+    }
+
+    /// A runner whose verification answers `expect_stdout` once the evaluator exists.
+    pub fn expecting(expect_stdout: impl Into<String>) -> Self {
+        HostBuildRunner {
+            expect_stdout: expect_stdout.into(),
+        }
+    }
+
+    async fn step(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        writable: &Path,
+    ) -> Result<(), String> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| "empty build command".to_string())?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(writable)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A cancelled install (dropped future) takes its step with it.
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let output = match tokio::time::timeout(STEP_TIMEOUT, child.wait_with_output()).await {
+            Ok(result) => result.map_err(|e| format!("waiting for {program}: {e}"))?,
+            Err(_) => {
+                return Err(format!(
+                    "{} did not finish in {} s",
+                    argv.join(" "),
+                    STEP_TIMEOUT.as_secs()
+                ))
+            }
+        };
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut all = output.stdout;
+        all.extend_from_slice(&output.stderr);
+        let tail =
+            String::from_utf8_lossy(&all[all.len().saturating_sub(ERROR_TAIL)..]).into_owned();
+        Err(format!(
+            "{} ended with {}{}",
+            argv.join(" "),
+            output.status,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(":\n{tail}")
+            }
+        ))
+    }
+
+    fn check(&self, runtime: &Runtime) -> Result<String, String> {
+        let program = &runtime.evaluator().program;
+        let host = resolve_in_runtime(runtime, Path::new(program))?;
+        let meta = std::fs::metadata(&host).map_err(|e| {
+            format!(
+                "evaluator {program} ({}) of runtime {}: {e}",
+                host.display(),
+                runtime.name()
+            )
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(format!(
+                "evaluator {program} ({}) of runtime {} is not an executable file",
+                host.display(),
+                runtime.name()
+            ));
+        }
+        Ok(self.expect_stdout.clone())
+    }
+}
+
+impl BuildRunner for HostBuildRunner {
+    fn run_build_step<'a>(
+        &'a self,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+        writable: &'a Path,
+        _hidden: &'a Path,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.step(argv, env, writable))
+    }
+
+    fn verify<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        _code: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        let result = self.check(runtime);
+        Box::pin(async move { result })
+    }
+}
+
+/// The host path of sandbox path `path` in `runtime`, following symlinks the way the
+/// sandbox would see them: absolute targets inside the runtime's mounts, never on the
+/// host.
+fn resolve_in_runtime(runtime: &Runtime, path: &Path) -> Result<PathBuf, String> {
+    let mounts = runtime.mount_pairs();
+    let to_host = |sandbox: &Path| -> Option<PathBuf> {
+        let (source, target) = mounts
+            .iter()
+            .filter(|(_, target)| sandbox.starts_with(target))
+            .max_by_key(|(_, target)| target.components().count())?;
+        let rest = sandbox.strip_prefix(target).ok()?;
+        Some(if rest.as_os_str().is_empty() {
+            source.clone()
+        } else {
+            source.join(rest)
+        })
+    };
+    let not_provided = |p: &Path| {
+        format!(
+            "{} of runtime {} is not provided by any of its mounts",
+            p.display(),
+            runtime.name()
+        )
+    };
+    // Names still to resolve, the next one last; `resolved` is a sandbox path.
+    let mut pending = reversed_names(path);
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&name);
+        let host = to_host(&candidate).ok_or_else(|| not_provided(&candidate))?;
+        let meta = std::fs::symlink_metadata(&host)
+            .map_err(|e| format!("{} ({}): {e}", candidate.display(), host.display()))?;
+        if !meta.file_type().is_symlink() {
+            resolved = candidate;
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return Err(format!("{}: too many symlinks", path.display()));
+        }
+        let target = std::fs::read_link(&host)
+            .map_err(|e| format!("reading link {}: {e}", host.display()))?;
+        if target.is_absolute() {
+            resolved = PathBuf::from("/");
+        }
+        pending.extend(reversed_names(&target));
+    }
+    to_host(&resolved).ok_or_else(|| not_provided(&resolved))
+}
+
+/// The names and `..` of `path`, last first (`.` and the root dropped).
+fn reversed_names(path: &Path) -> Vec<std::ffi::OsString> {
+    path.components()
+        .rev()
+        .filter_map(|c| match c {
+            PathComponent::Normal(n) => Some(n.to_owned()),
+            PathComponent::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Changes the owner of every entry under `root`, never following symlinks.
 fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(root)?;
@@ -198,4 +403,122 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::tests::{good_yml, make_runtime};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn host_step_runs_in_the_writable_dir_with_only_the_given_env() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runner = HostBuildRunner::expecting("2\n");
+        let env = vec![
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("GREETING".to_owned(), "hello".to_owned()),
+        ];
+        // HOME is set in any test environment; it must not reach the step.
+        let script = r#"test -z "${HOME:-}" && echo "$GREETING" > out && env > env.txt"#;
+        runner
+            .run_build_step(
+                &argv(&["/bin/sh", "-c", script]),
+                &env,
+                tmp.path(),
+                Path::new("/nonexistent-hidden"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("out")).unwrap(),
+            "hello\n"
+        );
+        let seen = std::fs::read_to_string(tmp.path().join("env.txt")).unwrap();
+        let mut names: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .filter(|n| *n != "PWD" && *n != "SHLVL" && *n != "_")
+            .collect();
+        names.sort();
+        assert_eq!(names, ["GREETING", "PATH"], "{seen}");
+    }
+
+    #[tokio::test]
+    async fn host_step_failure_names_the_command_status_and_output_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runner = HostBuildRunner::expecting("2\n");
+        let script = "echo building; echo 'no such package: nonsense' >&2; exit 3";
+        let err = runner
+            .run_build_step(
+                &argv(&["/bin/sh", "-c", script]),
+                &[],
+                tmp.path(),
+                tmp.path(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("/bin/sh -c echo building;"), "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("building\n"), "{err}");
+        assert!(err.contains("no such package: nonsense"), "{err}");
+
+        let err = runner
+            .run_build_step(&argv(&["/nonexistent/pip"]), &[], tmp.path(), tmp.path())
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot start /nonexistent/pip"), "{err}");
+
+        // Only the tail of a long output is kept.
+        let err = runner
+            .run_build_step(
+                &argv(&[
+                    "/bin/sh",
+                    "-c",
+                    "yes chatty | head -n 100000; echo LAST; false",
+                ]),
+                &[("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+                tmp.path(),
+                tmp.path(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.len() < ERROR_TAIL + 200, "{}", err.len());
+        assert!(err.ends_with("LAST\n"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn host_verify_checks_the_evaluator_inside_the_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = make_runtime(tmp.path(), "rt", &good_yml("rt", "shell", "1.0.0"));
+        let tool = dir.join("isolated/usr/bin/tool");
+        let runner = HostBuildRunner::expecting("2\n");
+
+        // Not executable yet.
+        let (rt, _) = Runtime::load(&dir).unwrap();
+        let err = runner.verify(&rt, "echo 2").await.unwrap_err();
+        assert!(err.contains("is not an executable file"), "{err}");
+
+        // An absolute symlink resolves inside the runtime, as in the sandbox, not on
+        // the host (where /usr/lib/real-tool does not exist).
+        std::fs::create_dir_all(dir.join("isolated/usr/lib")).unwrap();
+        let real = dir.join("isolated/usr/lib/real-tool");
+        std::fs::write(&real, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_file(&tool).unwrap();
+        symlink("/usr/lib/../lib/real-tool", &tool).unwrap();
+        let (rt, _) = Runtime::load(&dir).unwrap();
+        assert_eq!(runner.verify(&rt, "echo 2").await.unwrap(), "2\n");
+
+        // A link leaving the runtime's mounts is not followed on the host.
+        std::fs::remove_file(&tool).unwrap();
+        symlink("/bin/sh", &tool).unwrap();
+        let (rt, _) = Runtime::load(&dir).unwrap();
+        let err = runner.verify(&rt, "echo 2").await.unwrap_err();
+        assert!(err.contains("not provided by any of its mounts"), "{err}");
+    }
 }

@@ -165,7 +165,17 @@ pub enum AccessListCommand {
 #[derive(Debug, Subcommand)]
 pub enum RuntimeCommand {
     /// Build a runtime from a recipe (a shipped recipe name or a recipe file).
-    Install { recipe: String },
+    Install {
+        recipe: String,
+        /// Run the build steps (pip, javac, a JVM training run) as plain child
+        /// processes instead of builder sandboxes, and skip the snippet verification
+        /// (only the evaluator program is checked). Only for building container images
+        /// (`docker build` cannot create sandboxes), where the build container is the
+        /// isolation; never on a host that serves untrusted code. Test the runtime
+        /// where sandboxes work: `jsheets-runtime runtime test NAME`.
+        #[arg(long)]
+        unsandboxed_build: bool,
+    },
     /// List installed runtimes (and any that failed to load).
     List,
     /// Show one runtime's configuration.
@@ -514,15 +524,32 @@ async fn runtime_command(
     command: RuntimeCommand,
 ) -> Result<ExitCode> {
     match command {
-        RuntimeCommand::Install { recipe } => {
-            let sandboxes = sandboxes(state_dir)?;
-            let installed = crate::install::install(runtimes_dir, &sandboxes, &recipe).await?;
+        RuntimeCommand::Install {
+            recipe,
+            unsandboxed_build,
+        } => {
+            let installed = if unsandboxed_build {
+                eprintln!(
+                    "jsheets-runtime: --unsandboxed-build: build steps run as plain processes \
+                     (for container image builds only) and the runtime is not verified"
+                );
+                crate::install::install_unsandboxed(runtimes_dir, &recipe).await?
+            } else {
+                let sandboxes = sandboxes(state_dir)?;
+                crate::install::install(runtimes_dir, &sandboxes, &recipe).await?
+            };
             println!(
                 "installed {}@{} into {}",
                 installed.name(),
                 installed.version(),
                 installed.dir().display()
             );
+            if unsandboxed_build {
+                println!(
+                    "not verified: run `jsheets-runtime runtime test {}` where sandboxes work",
+                    installed.name()
+                );
+            }
         }
         RuntimeCommand::List => {
             let registry = load_registry(runtimes_dir);

@@ -1,12 +1,13 @@
 //! `runtime install`: finds the recipe (a file, or one shipped inside the binary) and
-//! builds it with a progress display.
+//! builds it with a progress display, in builder sandboxes or, for image builds only
+//! (`--unsandboxed-build`), as plain processes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use evaluator::builder::SandboxBuilder;
-use evaluator::runtime::{self, Progress, Runtime};
+use evaluator::builder::{HostBuildRunner, SandboxBuilder};
+use evaluator::runtime::{self, BuildRunner, Progress, Runtime};
 use evaluator::sandbox::Sandboxes;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,22 +23,42 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("node-20", include_str!("../../recipes/node-20.yml")),
 ];
 
+/// Builds `recipe` with its build steps and verification in builder sandboxes.
 pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -> Result<Runtime> {
-    let scratch;
-    let path = if Path::new(recipe).is_file() {
-        Path::new(recipe).to_path_buf()
-    } else if let Some((name, text)) = SHIPPED.iter().find(|(n, _)| *n == recipe) {
-        scratch = tempfile::tempdir().context("creating a scratch directory")?;
-        let path = scratch.path().join(format!("{name}.yml"));
-        std::fs::write(&path, text).context("writing the shipped recipe")?;
-        path
-    } else {
+    let (path, _scratch) = recipe_file(recipe)?;
+    build(runtimes_dir, &SandboxBuilder::new(sandboxes), &path).await
+}
+
+/// Builds `recipe` with its build steps run as plain child processes
+/// ([`HostBuildRunner`]): only for building container images, where the build
+/// container is the isolation. The snippet verification cannot run; the runtime must
+/// be tested (`runtime test NAME`) where sandboxes work, e.g. when the container starts.
+pub async fn install_unsandboxed(runtimes_dir: &Path, recipe: &str) -> Result<Runtime> {
+    let (path, _scratch) = recipe_file(recipe)?;
+    let parsed = runtime::install::load_recipe(&path)?;
+    build(runtimes_dir, &HostBuildRunner::for_recipe(&parsed), &path).await
+}
+
+/// The recipe file: `recipe` itself, or a shipped recipe written to a scratch
+/// directory that lives as long as the returned guard.
+fn recipe_file(recipe: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if Path::new(recipe).is_file() {
+        return Ok((Path::new(recipe).to_path_buf(), None));
+    }
+    let Some((name, text)) = SHIPPED.iter().find(|(n, _)| *n == recipe) else {
         let names: Vec<_> = SHIPPED.iter().map(|(n, _)| *n).collect();
         bail!(
             "no recipe {recipe:?}: give a recipe file or one of {}",
             names.join(", ")
         );
     };
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let path = scratch.path().join(format!("{name}.yml"));
+    std::fs::write(&path, text).context("writing the shipped recipe")?;
+    Ok((path, Some(scratch)))
+}
+
+async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Result<Runtime> {
     std::fs::create_dir_all(runtimes_dir)
         .with_context(|| format!("creating {}", runtimes_dir.display()))?;
     let bar = ProgressBar::new_spinner();
@@ -63,8 +84,7 @@ pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -
             bar.println(format!("{step:>12} warning: {message}"))
         }
     };
-    let runner = SandboxBuilder::new(sandboxes);
-    let result = runtime::install(&path, runtimes_dir, &runner, &show).await;
+    let result = runtime::install(path, runtimes_dir, runner, &show).await;
     bar.finish_and_clear();
     Ok(result?)
 }
