@@ -2052,7 +2052,7 @@ mod tests {
     fn other_checks() {
         Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("JSHEETS_RUNTIME_SERVICE_ADVERTISED_HOST", "runtime-1");
+            jail.set_env("JSHEETS_RUNTIME_SERVICE_ADVERTISED_HOST", "runtime 1:80");
             jail.set_env("JSHEETS_RUNTIME_SERVICE_ID", "a/b");
             jail.set_env("JSHEETS_RUNTIME_EVALUATION_MAX_CONCURRENT", "0");
             jail.set_env("JSHEETS_RUNTIME_EVALUATION_CPUSET", "3-1");
@@ -2091,6 +2091,16 @@ mod tests {
                 config.advertised_address(8080).unwrap().as_deref(),
                 Some("[fd00::1]:8080")
             );
+            // A bare host gets the port listened on; auto, this host's name.
+            let mut bare = config.clone();
+            bare.service.advertised_host = Some("runtime-1".into());
+            assert_eq!(
+                bare.advertised_address(9000).unwrap().as_deref(),
+                Some("runtime-1:9000")
+            );
+            bare.service.advertised_host = Some(ADVERTISE_AUTO.into());
+            let auto = bare.advertised_address(9000).unwrap().unwrap();
+            assert!(auto.ends_with(":9000") && auto.len() > 5, "{auto}");
             assert_eq!(warnings.len(), 1, "{warnings:?}");
             assert!(warnings[0].contains("authToken"));
             Ok(())

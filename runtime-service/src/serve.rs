@@ -110,6 +110,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         kill_all: CancellationToken::new(),
         active: AtomicUsize::new(0),
         metrics: Metrics::new(&config.service.id),
+        pools: RwLock::new(Arc::new(Default::default())),
     });
     let metrics_stop = CancellationToken::new();
     let metrics_task = start_metrics(&config, &node, metrics_stop.clone());
@@ -193,6 +194,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             anyhow::bail!("access lists: {e}");
         }
     };
+    let pools = crate::service::start_pools(&node, &registry, &lists);
+    *node.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
     *node.access_lists.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lists);
     *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
     node.ready.cancel();
@@ -237,6 +240,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // Streams still open (idle clients) must not hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     node.sandboxes.drain_idle();
+    for pool in node.pools().values() {
+        pool.shutdown();
+    }
     // A last push with the final counts, bounded.
     metrics_stop.cancel();
     if let Some(task) = metrics_task {
@@ -271,7 +277,7 @@ fn start_metrics(
             .map(|n| Gauges {
                 active_evaluations: n.active.load(Ordering::SeqCst),
                 live_sandboxes: n.sandboxes.live(),
-                idle_sandboxes: n.sandboxes.idle(),
+                idle_sandboxes: n.pools().values().map(|p| p.idle()).sum(),
             })
             .unwrap_or_default()
     };

@@ -13,6 +13,7 @@ use std::time::Duration;
 use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
 use evaluator::evaluate::{self, Component, Output};
+use evaluator::pool::{Pool, PoolSettings};
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, Sandboxes, Status as SandboxStatus};
 use proto::jsheets::completion::Status as WireStatus;
@@ -188,9 +189,23 @@ pub struct Node {
     pub kill_all: CancellationToken,
     pub active: AtomicUsize,
     pub metrics: Arc<Metrics>,
+    /// Runtime name → its pool of sandboxes started ahead of requests.
+    pub pools: RwLock<Arc<BTreeMap<String, Pool>>>,
 }
 
 impl Node {
+    pub fn pools(&self) -> Arc<BTreeMap<String, Pool>> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Refills compete with evaluations for the CPUs: none while every slot is busy.
+    fn pace_pools(&self) {
+        let busy = self.active.load(Ordering::SeqCst) >= self.config.max_concurrent;
+        for pool in self.pools().values() {
+            pool.set_paused(busy);
+        }
+    }
+
     fn registry(&self) -> Arc<Registry> {
         self.registry
             .read()
@@ -354,6 +369,7 @@ impl SnippetRuntime for RuntimeService {
         let registry = self.node.registry();
         let d = &self.node.config.limits.defaults;
         let default = self.node.runtime("").ok().map(|r| r.name().to_string());
+        let pools = self.node.pools();
         let lists = self
             .node
             .access_lists
@@ -375,8 +391,8 @@ impl SnippetRuntime for RuntimeService {
                     .map(|l| l.name().to_owned())
                     .unwrap_or_default(),
                 is_default: default.as_deref() == Some(r.name()),
-                pool_size: 0,
-                pool_idle: 0,
+                pool_size: pools.get(r.name()).map_or(0, |p| p.stats().size as u32),
+                pool_idle: pools.get(r.name()).map_or(0, |p| p.idle() as u32),
             })
             .collect();
         Ok(Response::new(ListRuntimesResponse { runtimes }))
@@ -473,6 +489,54 @@ struct Prepared {
     stdin: Vec<u8>,
     access_list: Option<Arc<AccessList>>,
 }
+
+/// Starts the pools configured in `evaluation.pool` (runtimes that cannot be
+/// pre-started are reported and skipped). Waiting sandboxes hold the maximum limits
+/// (memory: `idleMemoryBytes` if set) until a request's replace them.
+pub fn start_pools(
+    node: &Node,
+    registry: &Registry,
+    lists: &BTreeMap<String, Arc<AccessList>>,
+) -> BTreeMap<String, Pool> {
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &node.config.pool {
+        if pool.size == 0 {
+            continue;
+        }
+        let Some(runtime) = registry.list().iter().find(|r| r.name() == name) else {
+            tracing::warn!(runtime = %name, "evaluation.pool names a runtime that is not installed");
+            continue;
+        };
+        let mut launch = runtime.launch();
+        launch.access_list = lists.get(name).cloned();
+        let max = &node.config.limits.maxima;
+        let mut idle_limits = Limits {
+            wall_time: Duration::from_millis(max.wall_time_ms),
+            cpu_time: Duration::from_millis(max.cpu_time_ms),
+            memory_bytes: pool.idle_memory_bytes.unwrap_or(max.memory_bytes),
+            max_processes: max.max_processes,
+            output_bytes: max.output_bytes,
+            ..Limits::default()
+        };
+        idle_limits.memory_bytes = idle_limits.memory_bytes.max(64 << 20);
+        let settings = PoolSettings {
+            size: pool.size,
+            idle_limits,
+            max_age: POOLED_MAX_AGE,
+        };
+        match Pool::start(node.sandboxes.clone(), launch, settings) {
+            Ok(p) => {
+                tracing::info!(runtime = %name, size = pool.size, "pre-starting sandboxes");
+                pools.insert(name.clone(), p);
+            }
+            Err(e) => tracing::warn!(runtime = %name, error = %e, "not pre-starting sandboxes"),
+        }
+    }
+    pools
+}
+
+/// A pre-started sandbox waiting longer is replaced.
+const POOLED_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The access list of every runtime in `registry`: configuration over the runtime's
 /// own. Any list that cannot be loaded is an error: the node does not start on it.
@@ -605,6 +669,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         };
         let queue_wait = queued_at.elapsed();
         node.active.fetch_add(1, Ordering::SeqCst);
+        node.pace_pools();
         node.metrics.sandbox_started();
         // Killing on shutdown, stop, or the client going away.
         let kill = cancel.clone();
@@ -679,10 +744,12 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             }
             (finals, last_component)
         };
-        let run = evaluate::evaluate(&node.sandboxes, &launch, &p.components, p.stdin, p.limits.clone(), out_tx, cancel.clone());
+        let waiting = node.pools().get(p.runtime.name()).and_then(Pool::take);
+        let run = evaluate::evaluate_in(&node.sandboxes, waiting, &launch, &p.components, p.stdin, p.limits.clone(), out_tx, cancel.clone());
         let (outcome, (mut finals, last_component)) = tokio::join!(run, forward);
         watcher.abort();
         node.active.fetch_sub(1, Ordering::SeqCst);
+        node.pace_pools();
         drop(admitted);
         let outcome = match outcome {
             Ok(o) => o,

@@ -1288,3 +1288,58 @@ async fn java_snippets_are_held_to_the_runtimes_access_list() {
         );
     }
 }
+
+#[tokio::test]
+async fn pooled_sandboxes_serve_requests_and_go_away_with_the_node() {
+    let mut server = Server::start(&[(
+        "JSHEETS_RUNTIME_EVALUATION_POOL",
+        "{\"python-3.11\" = {size = 2, idleMemoryBytes = 134217728}}",
+    )]);
+    let mut client = server.client().await;
+    let pool_of = |runtimes: &[proto::jsheets::RuntimeInfo]| {
+        runtimes
+            .iter()
+            .find(|r| r.name == "python-3.11")
+            .map(|r| (r.pool_size, r.pool_idle))
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + SECS(60);
+    loop {
+        let runtimes = within(
+            NET,
+            "ListRuntimes",
+            client.list_runtimes(ListRuntimesRequest {}),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .runtimes;
+        let (size, idle) = pool_of(&runtimes);
+        assert_eq!(size, 2);
+        if idle == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not fill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..4 {
+        let t = evaluate(
+            &mut client,
+            start_code("python-3.11", &format!("print({i})")),
+            NET,
+        )
+        .await;
+        assert_eq!(t.stdout(), format!("{i}\n"), "{t:#?}");
+        assert_eq!(t.status_name(), "Ok");
+    }
+    // Waiting sandboxes exist while the node runs, and none outlives it.
+    assert!(!sandbox_processes(server.pid, false).is_empty());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SECS(20)).await.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = sandbox_processes(server.pid, false);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -328,25 +328,34 @@ impl SandboxCgroup {
                 .cg
                 .controller_of()
                 .ok_or(CgroupError::V1Missing("memory"))?;
-            cg(
-                "setting the memory limit",
-                mem.set_limit(limits.memory_bytes as i64),
-            )?;
             match self.version {
                 Version::V2 => {
+                    cg(
+                        "setting the memory limit",
+                        mem.set_limit(limits.memory_bytes as i64),
+                    )?;
                     write(&self.dirs["unified"].join("memory.swap.max"), "0")?;
                     write(&self.dirs["unified"].join("memory.oom.group"), "1")?;
                 }
                 Version::V1 => {
                     // Without swap accounting there is no memsw file; swappiness 0 then
                     // keeps the sandbox from being swapped out instead of limited.
+                    // memory+swap may never be below memory: raising a limit (a waiting
+                    // sandbox handed to a request) sets memory+swap first, lowering it
+                    // memory first; trying both orders covers both without reading.
                     let memsw = self.dirs["memory"].join("memory.memsw.limit_in_bytes");
+                    let bytes = limits.memory_bytes as i64;
                     if memsw.exists() {
-                        cg(
-                            "setting the memory+swap limit",
-                            mem.set_memswap_limit(limits.memory_bytes as i64),
-                        )?;
+                        let set_mem = || mem.set_limit(bytes);
+                        let set_memsw = || mem.set_memswap_limit(bytes);
+                        if set_mem().is_ok() {
+                            cg("setting the memory+swap limit", set_memsw())?;
+                        } else {
+                            cg("setting the memory+swap limit", set_memsw())?;
+                            cg("setting the memory limit", set_mem())?;
+                        }
                     } else {
+                        cg("setting the memory limit", mem.set_limit(bytes))?;
                         let _ = mem.set_swappiness(0);
                     }
                 }
