@@ -411,8 +411,8 @@ fn python_components(components: &[Component]) -> serde_json::Value {
 
 /// A sandbox of `launch` to start ahead of its request, and the first part of its
 /// input (written at once): the interpreter starts, loads its driver (and for JShell
-/// compiles and runs a statement), installs the access list, and waits for the rest.
-/// `None` for evaluator kinds that cannot wait (plain commands, Node).
+/// compiles and runs a statement), installs the access list, and waits for the rest;
+/// a shell or Node starts and waits for its code. `None` if the kind cannot wait.
 pub fn waiting_job(
     launch: &Launch,
     limits: Limits,
@@ -430,7 +430,8 @@ pub fn waiting_job(
             line
         }
         Kind::Jshell => jshell_header(launch.access_list.is_some(), true),
-        Kind::Command | Kind::Node => return Ok(None),
+        // The interpreter starts and reads its code from the pipe as it comes.
+        Kind::Command | Kind::Node => Vec::new(),
     };
     job.input = None;
     Ok(Some((job, preface)))
@@ -449,9 +450,7 @@ fn waiting_input(
             stdin,
         ),
         Kind::Jshell => (jshell_request(components, &stdin), Vec::new()),
-        Kind::Command | Kind::Node => {
-            return Err(EvaluateError::Unsupported(launch.kind.to_string()))
-        }
+        Kind::Command | Kind::Node => (joined(components).into_bytes(), stdin),
     })
 }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use evaluator::evaluate::Component;
+use evaluator::evaluate::{evaluate_in, Component, Launch, Output};
+use evaluator::pool::{Pool, PoolSettings};
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Event, Job, Limits, Sandboxes, Status};
 use tokio_util::sync::CancellationToken;
@@ -63,8 +64,13 @@ impl Row {
     }
 }
 
+/// One evaluation: whether it succeeded, and its latency when the work measures it
+/// itself (pooled work leaves out waiting for the pool to refill).
 type Work = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+    dyn Fn()
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = (bool, Option<Duration>)> + Send>>
+        + Send
+        + Sync,
 >;
 
 async fn measure(name: &str, concurrency: usize, iterations: usize, work: Work) -> Row {
@@ -82,10 +88,11 @@ async fn measure(name: &str, concurrency: usize, iterations: usize, work: Work) 
             let mut failures = 0;
             for _ in 0..per_task {
                 let t = Instant::now();
-                if !work().await {
+                let (ok, own) = work().await;
+                if !ok {
                     failures += 1;
                 }
-                lat.push(t.elapsed());
+                lat.push(own.unwrap_or_else(|| t.elapsed()));
             }
             (lat, failures)
         }));
@@ -118,7 +125,7 @@ fn command_work(argv: Vec<String>) -> Work {
                 .stderr(Stdio::null())
                 .status()
                 .await;
-            status.map(|s| s.success()).unwrap_or(false)
+            (status.map(|s| s.success()).unwrap_or(false), None)
         })
     })
 }
@@ -132,9 +139,74 @@ fn sandbox_work(sandboxes: Arc<Sandboxes>, job: Job) -> Work {
             let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let outcome = sandboxes.run(job, tx, CancellationToken::new()).await;
             let _ = drain.await;
-            outcome.status == Status::Ok
+            (outcome.status == Status::Ok, None)
         })
     })
+}
+
+/// Evaluates `code` through [`evaluate_in`] in a sandbox from `pool` (timed from the
+/// hand-off: waiting for the pool to refill is left out), or cold without a pool.
+fn evaluation_work(
+    sandboxes: Arc<Sandboxes>,
+    launch: Launch,
+    code: &'static str,
+    pool: Option<Pool>,
+) -> Work {
+    Arc::new(move || {
+        let (sandboxes, launch, pool) = (sandboxes.clone(), launch.clone(), pool.clone());
+        Box::pin(async move {
+            // The request path only: the pool is full and quiet when the clock starts,
+            // and refills (whose cgroup migration on v1 stalls every fork and exit on
+            // the host for an RCU grace period) wait until the evaluation is done.
+            let waiting = match &pool {
+                Some(p) => {
+                    while p.idle() < p.stats().size {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    p.set_paused(true);
+                    p.take()
+                }
+                None => None,
+            };
+            let t = Instant::now();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Output>(16);
+            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let components = [Component {
+                id: "bench".into(),
+                code: code.into(),
+            }];
+            let outcome = evaluate_in(
+                &sandboxes,
+                waiting,
+                &launch,
+                &components,
+                Vec::new(),
+                Limits::default(),
+                tx,
+                CancellationToken::new(),
+            )
+            .await;
+            let _ = drain.await;
+            let took = t.elapsed();
+            if let Some(p) = &pool {
+                p.set_paused(false);
+            }
+            let ok = outcome.is_ok_and(|o| o.status == Status::Ok);
+            (ok, Some(took))
+        })
+    })
+}
+
+fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<Pool> {
+    Ok(Pool::start(
+        (**sandboxes).clone(),
+        launch.clone(),
+        PoolSettings {
+            size,
+            idle_limits: Limits::default(),
+            max_age: Duration::from_secs(600),
+        },
+    )?)
 }
 
 fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
@@ -274,6 +346,46 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         )
         .await
         .print();
+        // Pre-started sandboxes: from the hand-off (limits, code in) to the outcome.
+        let shell_launch = shell.launch();
+        measure(
+            "noop (:): evaluation, cold sandbox",
+            c,
+            n,
+            evaluation_work(sandboxes.clone(), shell_launch.clone(), ":", None),
+        )
+        .await
+        .print();
+        let pool = pool_of(&sandboxes, &shell_launch, c)?;
+        measure(
+            "noop (:): evaluation, pre-started sandbox",
+            c,
+            n,
+            evaluation_work(
+                sandboxes.clone(),
+                shell_launch.clone(),
+                ":",
+                Some(pool.clone()),
+            ),
+        )
+        .await
+        .print();
+        pool.shutdown();
+        let pool = pool_of(&sandboxes, &launch, c)?;
+        measure(
+            "python print(1): pre-started sandbox",
+            c,
+            n,
+            evaluation_work(
+                sandboxes.clone(),
+                launch.clone(),
+                "print(1)",
+                Some(pool.clone()),
+            ),
+        )
+        .await
+        .print();
+        pool.shutdown();
     }
     cancel_latency(&sandboxes, &python, args.iterations.min(50)).await;
     Ok(ExitCode::SUCCESS)

@@ -269,6 +269,8 @@ struct Inner {
     /// that makes a sandbox is still built per request, after the plan arrives.
     idle: Mutex<Vec<Prepared>>,
     refilling: AtomicUsize,
+    /// Sandboxes whose outcome is out and whose processes and cgroup are still going.
+    teardowns: Arc<AtomicUsize>,
 }
 
 /// A spawned helper that has not received its plan yet.
@@ -372,6 +374,7 @@ impl Sandboxes {
                 seq: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
                 refilling: AtomicUsize::new(0),
+                teardowns: Arc::new(AtomicUsize::new(0)),
             }),
         })
     }
@@ -397,6 +400,11 @@ impl Sandboxes {
     /// Helpers being spawned in the background right now.
     pub fn pending_refills(&self) -> usize {
         self.inner.refilling.load(Ordering::Relaxed)
+    }
+
+    /// Sandboxes being torn down after their outcome was returned.
+    pub fn pending_teardowns(&self) -> usize {
+        self.inner.teardowns.load(Ordering::SeqCst)
     }
 
     /// Kills the idle helpers (they are respawned on the next request).
@@ -485,6 +493,7 @@ impl Sandboxes {
             events,
             cancel,
             start,
+            self.inner.teardowns.clone(),
         )
         .await
     }
@@ -542,8 +551,26 @@ impl Sandboxes {
             let mut pipe = std::fs::File::from(pipe);
             let _ = std::io::Write::write_all(&mut pipe, &preface);
         });
-        // Offered only once warm: a driver says so with one line on its event channel
-        // (`{"event":"ready"}`) just before it waits for the rest of its input.
+        // Offered only once running: the payload's exec is reported on the control
+        // socket (a setup failure there ends it now)...
+        let control = prepared
+            .control
+            .try_clone()
+            .map_err(|e| format!("watching the sandbox: {e}"))?;
+        let line = tokio::task::spawn_blocking(move || read_line(&control, WARM_UP_TIMEOUT))
+            .await
+            .map_err(|e| format!("waiting for the sandbox: {e}"))??;
+        match serde_json::from_slice::<Report>(&line) {
+            Ok(Report::Started) => {}
+            Ok(Report::SetupFailed {
+                step,
+                errno,
+                detail,
+            }) => return Err(format!("{step}: {detail} (errno {errno})")),
+            _ => return Err("unexpected report from a waiting sandbox".into()),
+        }
+        // ...and, with a driver, once warm: it says so with one line on its event
+        // channel (`{"event":"ready"}`) just before it waits for the rest of its input.
         if job.events {
             let events = prepared
                 .events
@@ -611,6 +638,7 @@ impl Sandboxes {
             events,
             cancel,
             start,
+            self.inner.teardowns.clone(),
         )
         .await
     }
@@ -831,6 +859,7 @@ async fn supervise(
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     start: Instant,
+    teardowns: Arc<AtomicUsize>,
 ) -> Outcome {
     let Prepared {
         mut child,
@@ -937,6 +966,21 @@ async fn supervise(
         if helper_done && !open {
             break;
         }
+        // The payload has ended and its output is all read: the outcome is known. Its
+        // init and the helper still exit and the namespaces go (about a millisecond);
+        // that finishes after the outcome is returned.
+        let ended = matches!(
+            report,
+            Some(Report::Exited { .. } | Report::Signaled { .. })
+        );
+        if ended
+            && kill.is_none()
+            && streams.stdout.is_none()
+            && streams.stderr.is_none()
+            && streams.events.is_none()
+        {
+            break;
+        }
         if kill.is_some() && drain_deadline.is_none() {
             if let Err(e) = cg.kill() {
                 tracing::error!(error = %e, "killing the sandbox");
@@ -1020,16 +1064,35 @@ async fn supervise(
     if !line.is_empty() {
         let _ = events.send(Event::Driver(std::mem::take(&mut line))).await;
     }
-    // Background processes of the payload die with its pid namespace; this also covers
-    // anything still alive when a limit stopped the run.
-    if let Err(e) = cg.kill() {
-        tracing::error!(error = %e, "killing the sandbox");
+    let mut usage;
+    if helper_done {
+        // Background processes of the payload die with its pid namespace; this also
+        // covers anything still alive when a limit stopped the run.
+        if let Err(e) = cg.kill() {
+            tracing::error!(error = %e, "killing the sandbox");
+        }
+        usage = cg.usage();
+        if let Err(e) = cg.destroy() {
+            tracing::error!(error = %e, "removing the sandbox cgroup");
+        }
+    } else {
+        // Ended early (see the loop): the usage is final, the rest goes in the
+        // background, counted until it is done.
+        usage = cg.usage();
+        teardowns.fetch_add(1, Ordering::SeqCst);
+        drop(streams);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = cg.destroy() {
+                    tracing::error!(error = %e, "removing the sandbox cgroup");
+                }
+            })
+            .await;
+            teardowns.fetch_sub(1, Ordering::SeqCst);
+        });
     }
-    let mut usage = cg.usage();
     usage.cpu_time = usage.cpu_time.saturating_sub(cpu_base);
-    if let Err(e) = cg.destroy() {
-        tracing::error!(error = %e, "removing the sandbox cgroup");
-    }
     let (exit_code, signal) = match report {
         Some(Report::Exited { code }) => (Some(code), None),
         Some(Report::Signaled { signal }) => (None, Some(signal)),

@@ -208,6 +208,7 @@ impl Fixture {
 
     /// Sandbox cgroups beyond those of idle pre-spawned helpers, once refills settled.
     pub async fn busy_cgroups(&self) -> usize {
+        self.settle().await;
         while self.sandboxes.pending_refills() > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -215,7 +216,15 @@ impl Fixture {
     }
 
     /// (sandbox processes, busy sandbox cgroups, mounts in our namespace).
+    /// Waits for sandboxes whose outcome is out to finish going away.
+    pub async fn settle(&self) {
+        while self.sandboxes.pending_teardowns() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     pub async fn host_state(&self) -> (usize, usize, usize) {
+        self.settle().await;
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
@@ -224,6 +233,7 @@ impl Fixture {
     }
 
     pub async fn assert_clean(&self) {
+        self.settle().await;
         assert_eq!(self.sandbox_processes(), 0, "sandbox processes left behind");
         assert_eq!(self.busy_cgroups().await, 0, "sandbox cgroups left behind");
     }
