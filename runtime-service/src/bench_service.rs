@@ -42,6 +42,10 @@ pub struct ServiceBenchArgs {
     /// baseline: e.g. `jshell -R-Xshare:auto /tmp/one.jsh` for Java.
     #[arg(long, value_name = "COMMAND")]
     pub baseline: Option<String>,
+    /// Pause of each loop after each evaluation, in milliseconds (not measured): an
+    /// offered load below the maximum, e.g. one a node's pre-started sandboxes keep up with.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub pause: u64,
 }
 
 /// How one evaluation went.
@@ -221,12 +225,14 @@ impl Target {
 }
 
 /// Runs `concurrency` loops of back-to-back evaluations for `duration`. A loop
-/// starts no evaluation after `duration`; each evaluation is bounded by `deadline`.
+/// starts no evaluation after `duration`; each evaluation is bounded by `deadline`
+/// and followed by `pause`.
 async fn measure(
     target: &Target,
     concurrency: usize,
     duration: Duration,
     deadline: Duration,
+    pause: Duration,
 ) -> Row {
     let started = Instant::now();
     let end = started + duration;
@@ -237,6 +243,9 @@ async fn measure(
             let mut samples = Vec::new();
             while Instant::now() < end {
                 let sample = target.once(deadline).await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 let refused = matches!(sample.outcome, Outcome::Exhausted(_) | Outcome::Other(_));
                 samples.push(sample);
                 if refused {
@@ -353,11 +362,12 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
     let service = Target::Service(channel, request);
     let host = args.baseline.as_deref().map(|b| Target::Host(b.into()));
     for &concurrency in &args.concurrency {
-        let row = measure(&service, concurrency, duration, deadline).await;
+        let pause = Duration::from_millis(args.pause);
+        let row = measure(&service, concurrency, duration, deadline, pause).await;
         row.print("service");
         every_row_ok &= !row.latencies.is_empty();
         if let Some(host) = &host {
-            let row = measure(host, concurrency, duration, deadline).await;
+            let row = measure(host, concurrency, duration, deadline, pause).await;
             row.print("host");
             every_row_ok &= !row.latencies.is_empty();
         }
