@@ -29,40 +29,41 @@ async fn java(fx: &Fixture) -> Launch {
     launch
 }
 
-fn stdout_of(run: &Run, component: &str) -> String {
+/// What `pick` takes from the outputs of `component`.
+fn of<T>(run: &Run, component: &str, pick: impl Fn(&Output) -> Option<(&str, T)>) -> Vec<T> {
     run.outputs
         .iter()
-        .filter_map(|o| match o {
-            Output::Stdout { component: c, data } if c == component => {
-                Some(String::from_utf8_lossy(data).into_owned())
-            }
-            _ => None,
-        })
+        .filter_map(|o| pick(o).filter(|(c, _)| *c == component).map(|(_, t)| t))
         .collect()
+}
+
+fn stdout_of(run: &Run, component: &str) -> String {
+    of(run, component, |o| match o {
+        Output::Stdout { component, data } => Some((
+            component.as_str(),
+            String::from_utf8_lossy(data).into_owned(),
+        )),
+        _ => None,
+    })
+    .concat()
 }
 
 fn values_of(run: &Run, component: &str) -> Vec<String> {
-    run.outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Value { component: c, text } if c == component => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
+    of(run, component, |o| match o {
+        Output::Value { component, text } => Some((component.as_str(), text.clone())),
+        _ => None,
+    })
 }
 
 fn violations_of(run: &Run, component: &str) -> Vec<String> {
-    run.outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Violation {
-                component: c,
-                reference,
-                ..
-            } if c == component => Some(reference.clone()),
-            _ => None,
-        })
-        .collect()
+    of(run, component, |o| match o {
+        Output::Violation {
+            component,
+            reference,
+            ..
+        } => Some((component.as_str(), reference.clone())),
+        _ => None,
+    })
 }
 
 /// No errors of any kind in `component`.

@@ -85,6 +85,18 @@ pub struct Gauges {
     pub idle_sandboxes: usize,
 }
 
+/// A runtime's pool of pre-started sandboxes, at push time.
+#[derive(Debug, Clone, Default)]
+pub struct PoolGauge {
+    pub runtime: String,
+    pub size: usize,
+    pub idle: usize,
+    /// Since the node started.
+    pub taken: u64,
+    pub misses: u64,
+    pub replaced: u64,
+}
+
 impl Metrics {
     pub fn new(service_id: &str) -> Arc<Metrics> {
         Arc::new(Metrics {
@@ -138,7 +150,7 @@ impl Metrics {
 
     /// The points of the window that ends now, in line protocol (ms precision), and a
     /// fresh window.
-    pub fn take_points(&self, gauges: Gauges, now_ms: u128) -> Vec<String> {
+    pub fn take_points(&self, gauges: Gauges, pools: &[PoolGauge], now_ms: u128) -> Vec<String> {
         let w = std::mem::take(&mut *self.window());
         let id = tag_value(&self.service_id);
         let mut lines = Vec::new();
@@ -235,6 +247,16 @@ impl Metrics {
                 gauges.live_sandboxes, gauges.idle_sandboxes
             ),
         );
+        for p in pools {
+            line(
+                "jsheets_runtime_pool",
+                &format!(",runtime={}", tag_value(&p.runtime)),
+                format!(
+                    "size={}i,idle={}i,taken={}i,misses={}i,replaced={}i",
+                    p.size, p.idle, p.taken, p.misses, p.replaced
+                ),
+            );
+        }
         line(
             "jsheets_runtime_metrics",
             "",
@@ -394,7 +416,7 @@ fn redact(text: &str) -> String {
 pub async fn push_loop(
     metrics: Arc<Metrics>,
     config: InfluxConfig,
-    gauges: impl Fn() -> Gauges + Send + 'static,
+    gauges: impl Fn() -> (Gauges, Vec<PoolGauge>) + Send + 'static,
     stop: CancellationToken,
 ) -> Result<(), MetricsError> {
     let step = Duration::from_secs(config.step.max(1));
@@ -413,7 +435,8 @@ pub async fn push_loop(
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        buffer.extend(metrics.take_points(gauges(), now_ms));
+        let (g, pools) = gauges();
+        buffer.extend(metrics.take_points(g, &pools, now_ms));
         while buffer.len() > cap {
             buffer.pop_front();
             metrics.dropped.fetch_add(1, Ordering::Relaxed);
@@ -472,12 +495,21 @@ mod tests {
         m.record(&record("wall_timeout", Verdict::Erroneous, 1000));
         m.rejected();
         m.sandbox_started();
+        let pools = [PoolGauge {
+            runtime: "python-3.11".into(),
+            size: 2,
+            idle: 1,
+            taken: 5,
+            misses: 1,
+            replaced: 0,
+        }];
         let lines = m.take_points(
             Gauges {
                 active_evaluations: 2,
                 live_sandboxes: 3,
                 idle_sandboxes: 1,
             },
+            &pools,
             1_700_000_000_000,
         );
         let find = |prefix: &str| -> &str {
@@ -503,8 +535,12 @@ mod tests {
         assert!(find("jsheets_runtime_limits,").contains("limit=timeout hits=1i"));
         assert!(find("jsheets_runtime_admission,").contains("rejected=1i"));
         assert!(find("jsheets_runtime_sandboxes,").contains("live=3i,idle=1i"));
+        assert!(
+            find("jsheets_runtime_pool,service_id=node\\ 1,runtime=python-3.11 ")
+                .contains("size=2i,idle=1i,taken=5i,misses=1i,replaced=0i")
+        );
         // The window starts over.
-        let again = m.take_points(Gauges::default(), 1);
+        let again = m.take_points(Gauges::default(), &[], 1);
         assert!(again.iter().any(|l| l
             .starts_with("jsheets_runtime_evaluation_successfulEvaluations,")
             && l.contains(" value=0 ")));

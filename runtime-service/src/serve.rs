@@ -14,7 +14,7 @@ use clap::Args;
 use evaluator::runtime::Registry;
 
 use crate::config::MonitoringBackend;
-use crate::metrics::{self, Gauges, Metrics};
+use crate::metrics::{self, Gauges, Metrics, PoolGauge};
 use crate::registration::{NodeDetails, Registration, ServiceInstance, Target};
 use evaluator::sandbox::{SandboxConfig, Sandboxes};
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
@@ -273,13 +273,30 @@ fn start_metrics(
     tracing::info!(uri = %influx.uri, api = if influx.org.is_some() { "v2" } else { "v1" }, step_s = influx.step, "pushing metrics to influx");
     let weak = Arc::downgrade(node);
     let gauges = move || {
-        weak.upgrade()
-            .map(|n| Gauges {
-                active_evaluations: n.active.load(Ordering::SeqCst),
-                live_sandboxes: n.sandboxes.live(),
-                idle_sandboxes: n.pools().values().map(|p| p.idle()).sum(),
+        let Some(n) = weak.upgrade() else {
+            return (Gauges::default(), Vec::new());
+        };
+        let pools: Vec<PoolGauge> = n
+            .pools()
+            .iter()
+            .map(|(runtime, p)| {
+                let s = p.stats();
+                PoolGauge {
+                    runtime: runtime.clone(),
+                    size: s.size,
+                    idle: s.idle,
+                    taken: s.taken,
+                    misses: s.misses,
+                    replaced: s.replaced,
+                }
             })
-            .unwrap_or_default()
+            .collect();
+        let gauges = Gauges {
+            active_evaluations: n.active.load(Ordering::SeqCst),
+            live_sandboxes: n.sandboxes.live(),
+            idle_sandboxes: pools.iter().map(|p| p.idle).sum(),
+        };
+        (gauges, pools)
     };
     let metrics = node.metrics.clone();
     Some(tokio::spawn(async move {

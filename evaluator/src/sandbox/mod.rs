@@ -442,21 +442,12 @@ impl Sandboxes {
     ) -> Outcome {
         let start = Instant::now();
         let inner = &self.inner;
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        // Offset by the pid so that two services sharing a host do not reuse uids in step.
-        let slot =
-            (u64::from(std::process::id()) * 7919 + seq) % u64::from(inner.config.uid_count.max(1));
-        let uid = job.run_as.unwrap_or(inner.config.uid_base + slot as u32);
+        let uid = inner.uid_for(&job);
         let plan = match inner.plan(&job, uid) {
             Ok(plan) => plan,
             Err(e) => return Outcome::failed(start, e),
         };
-        let limits = cgroup::CgroupLimits {
-            memory_bytes: job.limits.memory_bytes,
-            max_processes: job.limits.max_processes,
-            cpu_millis: job.limits.cpu_millis,
-            cpu_shares: 0,
-        };
+        let limits = cgroup_limits(&job.limits);
         // Pre-spawned helpers have their network namespace already: builds, which use
         // the host network, always get a helper of their own.
         let taken = if job.isolate_network {
@@ -511,18 +502,10 @@ impl Sandboxes {
             return Err("only isolated sandboxes can wait".into());
         }
         let inner = self.inner.clone();
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let slot =
-            (u64::from(std::process::id()) * 7919 + seq) % u64::from(inner.config.uid_count.max(1));
-        let uid = job.run_as.unwrap_or(inner.config.uid_base + slot as u32);
+        let uid = inner.uid_for(&job);
         let mut plan = inner.plan(&job, uid)?;
         plan.deferred_input = true;
-        let limits = cgroup::CgroupLimits {
-            memory_bytes: job.limits.memory_bytes,
-            max_processes: job.limits.max_processes,
-            cpu_millis: job.limits.cpu_millis,
-            cpu_shares: 0,
-        };
+        let limits = cgroup_limits(&job.limits);
         let prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
             .await
             .map_err(|e| format!("preparing a sandbox: {e}"))??;
@@ -618,12 +601,7 @@ impl Sandboxes {
         if !matches!(prepared.child.try_wait(), Ok(None)) {
             return Outcome::failed(start, "the waiting sandbox died before its request".into());
         }
-        let cg_limits = cgroup::CgroupLimits {
-            memory_bytes: limits.memory_bytes,
-            max_processes: limits.max_processes,
-            cpu_millis: limits.cpu_millis,
-            cpu_shares: 0,
-        };
+        let cg_limits = cgroup_limits(&limits);
         if let Err(e) = prepared.cg.apply_limits(&cg_limits) {
             return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
         }
@@ -669,7 +647,26 @@ impl Sandboxes {
     }
 }
 
+/// The cgroup part of a job's limits.
+fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
+    cgroup::CgroupLimits {
+        memory_bytes: l.memory_bytes,
+        max_processes: l.max_processes,
+        cpu_millis: l.cpu_millis,
+        cpu_shares: 0,
+    }
+}
+
 impl Inner {
+    /// The uid a job runs as: its own (builds) or the next of the pool's range.
+    fn uid_for(&self, job: &Job) -> u32 {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // Offset by the pid so that two services sharing a host do not reuse uids in step.
+        let slot =
+            (u64::from(std::process::id()) * 7919 + seq) % u64::from(self.config.uid_count.max(1));
+        job.run_as.unwrap_or(self.config.uid_base + slot as u32)
+    }
+
     /// Spawns a helper into a fresh cgroup of its own. The helper only waits for its
     /// plan; it is in the cgroup before it reads it, so every process it makes is
     /// counted and limited from the first instruction.
