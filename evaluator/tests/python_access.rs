@@ -33,7 +33,7 @@ async fn every_route_to_a_denied_module_is_stopped() {
             "print.__self__.__import__('os').system('true')",
             "os.system",
         ),
-        ("startup-module", "import sys", "sys"),
+        ("startup-module", "import posix", "posix"),
         (
             "caught",
             "try:\n    import socket\nexcept ImportError:\n    pass\nprint('caught')",
@@ -49,7 +49,7 @@ async fn every_route_to_a_denied_module_is_stopped() {
         .collect();
     components.push(Component {
         id: "allowed".into(),
-        code: "import math, json, random, datetime\nfrom collections import Counter\nfrom sys import stdout\nstdout.write(json.dumps([math.sqrt(16), Counter('aab')['a']]) + '\\n')\ndatetime.datetime.strptime('2026-11-23', '%Y-%m-%d').year".into(),
+        code: "import math, json, random, datetime, sys\nfrom collections import Counter\nfrom sys import stdout\nsys.stderr.write('')\nstdout.write(json.dumps([math.sqrt(16), Counter('aab')['a']]) + '\\n')\ndatetime.datetime.strptime('2026-11-23', '%Y-%m-%d').year".into(),
     });
     let run = fx.eval_launch(&launch, components, Limits::default()).await;
     assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");

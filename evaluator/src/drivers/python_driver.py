@@ -88,7 +88,9 @@ runs unchecked) and before the first component:
   `!os` + `os.path` allow `from os import path`, not `import os.path`);
   `from a.b import *` checks a.b.*, allowed when a.b is and no deny rule lies
   below it; a relative import is denied as `<relative import>` (a snippet is
-  no package).  __builtins__ is reset to it at each component start.
+  no package).  `import a` of a module denied whole but with allowed members
+  (`!sys` + `sys.stdout`) gives a new module holding only those members,
+  copied at import time.  __builtins__ is reset to it at each component start.
   Library modules keep the real builtins, so what they import for themselves
   is not checked.  C code that imports for the snippet (time.strptime imports
   _strptime) goes through the snippet's __import__ and is checked: the list
@@ -1144,8 +1146,12 @@ def _install_access(access, namespace):
     import_globals = {"__builtins__": {}}
     import_function = _FunctionType(_access_import.__code__, import_globals, "__import__",
                                     _access_import.__defaults__)
+    # Modules denied whole but with allowed members (`!sys`, `sys.stdout`): `import
+    # sys` gives a module holding only those members.
+    partial = frozenset(k[0] for k in allow if len(k) > 1 and not allowed(k[0]))
+    proxy = _MethodType(_private(_access_proxy), (allowed, type(sys), dir, getattr, setattr))
     import_state = (audit, builtins.__import__, "".join, int.__index__, tuple, str, int, type,
-                    isinstance, TypeError)
+                    isinstance, TypeError, partial, proxy)
     make_stub = _private(_access_stub_maker)(audit, AccessDeniedError)
     snippet_builtins = {}
     for name, value in vars(builtins).items():
@@ -1233,7 +1239,7 @@ def _access_import(state, name, globals=None, locals=None, fromlist=(), level=0)
     """The snippet's __import__: checks what the import binds, then imports with
     the real __import__ (which then runs unchecked: library code)."""
     (audit, real_import, exact_str, exact_int, tuple_, str_, int_, type_, isinstance_,
-     type_error) = state
+     type_error, partial, proxy) = state
     if type_(name) is not str_:
         if not isinstance_(name, str_):
             return real_import(name, globals, locals, fromlist, level)  # TypeError
@@ -1258,11 +1264,24 @@ def _access_import(state, name, globals=None, locals=None, fromlist=(), level=0)
             audit("jsheets.check", name + (".*" if item == "*" else "." + item), "import")
             names.append(item)
         return real_import(name, globals, locals, tuple_(names), level)
+    if not level and name in partial:
+        return proxy(name, real_import(name, globals, locals, None, level))
     prefix = None
     for part in name.split("."):
         prefix = part if prefix is None else prefix + "." + part
         audit("jsheets.check", prefix, "import")
     return real_import(name, globals, locals, None, level)
+
+
+def _access_proxy(state, name, module):
+    """A module named `name` with only the members of `module` the list allows
+    (copied now), for `import NAME` of a module that is denied but for members."""
+    allowed, module_type, dir_, getattr_, setattr_ = state
+    copy = module_type(name)
+    for attr in dir_(module):
+        if allowed(name + "." + attr):
+            setattr_(copy, attr, getattr_(module, attr))
+    return copy
 
 
 def _access_stub_maker(audit, error):
