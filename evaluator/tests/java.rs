@@ -349,3 +349,22 @@ async fn without_a_list_classes_load_unchecked() {
         .await;
     assert_eq!(values_of(&run, "c1"), ["false"], "{run:#?}");
 }
+
+#[tokio::test]
+async fn a_thread_bomb_ends_at_the_process_limit() {
+    let fx = Fixture::new();
+    // Threads are denied by java-default; without a list the process limit holds them.
+    let launch = fx.runtime("openjdk-17").await.launch();
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&["for (int i = 0; i < 100000; i++) { new Thread(() -> { try { Thread.sleep(600_000); } catch (InterruptedException e) {} }).start(); }"]),
+            Limits {
+                max_processes: 64,
+                ..Limits::default()
+            },
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::ProcessLimit, "{run:#?}");
+    fx.assert_clean().await;
+}
