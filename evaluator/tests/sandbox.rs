@@ -576,6 +576,8 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
         0
     );
     assert!(!std::path::Path::new("/etc/jsheets-probe").exists());
+    // Its caller works on the tree next: nothing of the sandbox may still be there.
+    assert_eq!(fx.sandboxes.pending_teardowns(), 0);
 
     // A failing step reports its status and output.
     let argv = [

@@ -955,6 +955,7 @@ async fn supervise(
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut receiver_gone = false;
 
+    let may_end_early = matches!(job.filesystem, Filesystem::Runtime(_));
     loop {
         let open = streams.stdout.is_some()
             || streams.stderr.is_some()
@@ -965,12 +966,15 @@ async fn supervise(
         }
         // The payload has ended and its output is all read: the outcome is known. Its
         // init and the helper still exit and the namespaces go (about a millisecond);
-        // that finishes after the outcome is returned.
+        // that finishes after the outcome is returned. Not for a sandbox with host
+        // paths bound writable (runtime builds): its caller works on them next, and
+        // nothing of the sandbox may still run then.
         let ended = matches!(
             report,
             Some(Report::Exited { .. } | Report::Signaled { .. })
         );
         if ended
+            && may_end_early
             && kill.is_none()
             && streams.stdout.is_none()
             && streams.stderr.is_none()
