@@ -335,10 +335,10 @@ fn failover(error: &ClientError) -> Option<Failure> {
     }
 }
 
+/// A random number: every `RandomState` is freshly keyed, which is all the choice of
+/// nodes needs (no cryptography).
 fn random() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish()
+    RandomState::new().build_hasher().finish()
 }
 
 /// Keeps `shared.nodes` equal to the registrations under `base`.

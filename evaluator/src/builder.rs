@@ -109,19 +109,12 @@ impl<'a> SandboxBuilder<'a> {
         if outcome.status == Status::Ok {
             return Ok(());
         }
-        let tail =
-            String::from_utf8_lossy(&tail[tail.len().saturating_sub(ERROR_TAIL)..]).into_owned();
-        Err(format!(
-            "{} ended with {}{}{}",
-            argv.join(" "),
+        let how = format!(
+            "{}{}",
             outcome.status,
-            outcome.error.map(|e| format!(" ({e})")).unwrap_or_default(),
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(":\n{tail}")
-            }
-        ))
+            outcome.error.map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+        Err(step_failed(argv, &how, &tail))
     }
 
     async fn check(&self, runtime: &Runtime, code: &str) -> Result<String, String> {
@@ -269,18 +262,7 @@ impl HostBuildRunner {
         }
         let mut all = output.stdout;
         all.extend_from_slice(&output.stderr);
-        let tail =
-            String::from_utf8_lossy(&all[all.len().saturating_sub(ERROR_TAIL)..]).into_owned();
-        Err(format!(
-            "{} ended with {}{}",
-            argv.join(" "),
-            output.status,
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(":\n{tail}")
-            }
-        ))
+        Err(step_failed(argv, &output.status.to_string(), &all))
     }
 
     fn check(&self, runtime: &Runtime) -> Result<String, String> {
@@ -391,6 +373,17 @@ fn reversed_names(path: &Path) -> Vec<std::ffi::OsString> {
             _ => None,
         })
         .collect()
+}
+
+/// A failed build step: the command, how it ended, and the end of its output.
+fn step_failed(argv: &[String], how: &str, output: &[u8]) -> String {
+    let tail = String::from_utf8_lossy(&output[output.len().saturating_sub(ERROR_TAIL)..]);
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{tail}")
+    };
+    format!("{} ended with {how}{tail}", argv.join(" "))
 }
 
 /// Changes the owner of every entry under `root`, never following symlinks.
