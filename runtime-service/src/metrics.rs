@@ -301,6 +301,8 @@ pub enum MetricsError {
     Client(#[source] reqwest::Error),
     #[error("writing to InfluxDB: {0}")]
     Write(String),
+    #[error("{0}")]
+    Url(String),
 }
 
 /// Where points go.
@@ -329,6 +331,10 @@ impl Sink {
                 .connect_timeout(timeout.min(Duration::from_secs(5)))
         };
         let base = config.uri.trim_end_matches('/').to_owned();
+        // influxdb2 panics on a URL it cannot parse: refuse it here, clearly.
+        reqwest::Url::parse(&base).map_err(|e| {
+            MetricsError::Url(format!("monitoring.influx.uri {base:?} is not a URL: {e}"))
+        })?;
         Ok(match &config.org {
             Some(org) => Sink::V2 {
                 client: influxdb2::ClientBuilder::with_builder(
@@ -547,6 +553,17 @@ mod tests {
         assert!(!again
             .iter()
             .any(|l| l.starts_with("jsheets_runtime_evaluations,")));
+    }
+
+    #[test]
+    fn an_unparsable_uri_is_an_error_not_a_panic() {
+        let config = InfluxConfig {
+            uri: "http://[::1".into(),
+            org: Some("o".into()),
+            ..InfluxConfig::default()
+        };
+        let err = Sink::new(&config, Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("is not a URL"), "{err}");
     }
 
     #[test]
