@@ -279,7 +279,16 @@ async fn pooled_java_is_warm_and_checked() {
             .any(|o| matches!(o, Output::Value { text, .. } if text == "ba")),
         "{run:#?}"
     );
-    println!("pooled Java evaluation: {took:?}");
+    println!(
+        "pooled Java evaluation: {took:?}, CPU {:?}",
+        run.outcome.cpu_time
+    );
+    // The JVM's start and warm-up (well over a CPU second) are not the request's.
+    assert!(
+        run.outcome.cpu_time < Duration::from_millis(400),
+        "{:?}",
+        run.outcome
+    );
     pool.shutdown();
     drop(pool);
     settled(&fx).await;
