@@ -22,7 +22,7 @@ mod fsutil;
 
 pub use config::{ConfigError, Evaluator, EvaluatorKind, Mount, Runtime, Warning};
 pub use install::{install, remove, BuildRunner, InstallError, Progress, Step};
-pub use pack::{pack, unpack, PackError};
+pub use pack::{pack, unpack, unpack_with_limits, PackError, UnpackLimits};
 pub use registry::{Problem, Registry, ResolveError};
 
 /// Whether `name` is a valid runtime name: `^[a-z0-9][a-z0-9._-]{0,63}$`.

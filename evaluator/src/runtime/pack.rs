@@ -5,7 +5,10 @@
 //! entry is inspected before it is written (paths, link targets, types, modes), the
 //! symlinks are resolved again once everything is on disk (chains of individually
 //! harmless links can still climb out), the result must load through the strict
-//! runtime.yml loader, and only then is it swapped into place.
+//! runtime.yml loader, and only then is it swapped into place. What it installs is
+//! owned by the unpacking user (root on a node) and writable by nobody else, whatever
+//! modes the archive claims, and unpacking stops at [`UnpackLimits`] (bytes, entries,
+//! expansion ratio) so a small archive cannot fill the disk.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -52,6 +55,52 @@ pub enum PackError {
     Refused { entry: String, problem: String },
     #[error("refused archive: {0}")]
     Layout(String),
+    #[error("refused archive {}: {problem}", path.display())]
+    Limit { path: PathBuf, problem: String },
+}
+
+/// Bounds on what unpacking one archive may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of the uncompressed tar stream (contents, headers and padding).
+    pub max_bytes: u64,
+    /// Entries (files, directories, links).
+    pub max_entries: u64,
+    /// Uncompressed bytes per compressed byte of the archive.
+    pub max_ratio: u64,
+}
+
+impl Default for UnpackLimits {
+    /// Room for a JDK or a Python with numpy and pandas (a few hundred MiB, tens of
+    /// thousands of files, compressing 3 to 5 times), far below a decompression bomb.
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 4 << 30,
+            max_entries: 200_000,
+            max_ratio: 50,
+        }
+    }
+}
+
+/// Counts the uncompressed bytes read and fails the read past `limit`; `exceeded`
+/// tells the caller why the tar reader failed.
+struct Budget<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    exceeded: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            self.exceeded.set(true);
+            return Err(io::Error::other("archive expands past its limit"));
+        }
+        Ok(n)
+    }
 }
 
 type Result<T> = std::result::Result<T, PackError>;
@@ -140,6 +189,7 @@ pub fn pack(runtimes_dir: &Path, name: &str, out_dir: &Path) -> Result<(PathBuf,
 /// Checks what is about to be packed: only files, directories and symlinks that stay
 /// inside, no setuid/setgid.
 fn check_tree(dir: &Path, name: &str) -> Result<()> {
+    restrict_mode(dir)?;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         for entry in
@@ -215,6 +265,21 @@ pub fn unpack(
     runtimes_dir: &Path,
     expected_sha256: Option<&str>,
 ) -> Result<Runtime> {
+    unpack_with_limits(
+        archive,
+        runtimes_dir,
+        expected_sha256,
+        &UnpackLimits::default(),
+    )
+}
+
+/// [`unpack`] with explicit bounds on what the archive may write.
+pub fn unpack_with_limits(
+    archive: &Path,
+    runtimes_dir: &Path,
+    expected_sha256: Option<&str>,
+    limits: &UnpackLimits,
+) -> Result<Runtime> {
     let expected = match expected_sha256 {
         Some(sum) => sum.trim().to_ascii_lowercase(),
         None => {
@@ -256,7 +321,7 @@ pub fn unpack(
             "cannot create a staging directory in {}",
             runtimes_dir.display()
         )))?;
-    let name = extract(archive, staging.path())?;
+    let name = extract(archive, staging.path(), limits)?;
     let extracted = staging.path().join(&name);
     check_extracted(&extracted, &name)?;
     Runtime::load(&extracted).map_err(PackError::Runtime)?;
@@ -278,10 +343,40 @@ pub fn unpack(
 }
 
 /// Extracts every entry after checking it; returns the single top-level directory.
-fn extract(archive: &Path, staging: &Path) -> Result<String> {
+fn extract(archive: &Path, staging: &Path, limits: &UnpackLimits) -> Result<String> {
     let file =
         File::open(archive).map_err(io_context(format!("cannot open {}", archive.display())))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    let compressed = file
+        .metadata()
+        .map_err(io_context(format!("cannot stat {}", archive.display())))?
+        .len();
+    let by_ratio = limits.max_ratio.saturating_mul(compressed.max(1));
+    let (limit, bound) = if by_ratio < limits.max_bytes {
+        (
+            by_ratio,
+            format!(
+                "{} times its compressed size of {compressed} bytes",
+                limits.max_ratio
+            ),
+        )
+    } else {
+        (limits.max_bytes, "the maximum size".to_owned())
+    };
+    let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
+    let budget = Budget {
+        inner: GzDecoder::new(BufReader::new(file)),
+        read: 0,
+        limit,
+        exceeded: exceeded.clone(),
+    };
+    let too_big = || PackError::Limit {
+        path: archive.to_owned(),
+        problem: format!("it expands to more than {limit} bytes ({bound})"),
+    };
+    let mut tar = tar::Archive::new(budget);
+    // Nothing installed is writable by group or others, whatever the archive says: every
+    // sandbox binds and runs these files.
+    tar.set_mask(0o022);
     tar.set_preserve_permissions(true);
     tar.set_preserve_mtime(true);
     tar.set_preserve_ownerships(false);
@@ -290,8 +385,20 @@ fn extract(archive: &Path, staging: &Path) -> Result<String> {
     let read_err = || io_context(format!("cannot read {}", archive.display()));
     let mut top: Option<String> = None;
     let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut count: u64 = 0;
     for entry in tar.entries().map_err(read_err())? {
-        let mut entry = entry.map_err(read_err())?;
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            Err(_) if exceeded.get() => return Err(too_big()),
+            Err(e) => return Err(read_err()(e)),
+        };
+        count += 1;
+        if count > limits.max_entries {
+            return Err(PackError::Limit {
+                path: archive.to_owned(),
+                problem: format!("it has more than {} entries", limits.max_entries),
+            });
+        }
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let refuse = |problem: &str| PackError::Refused {
             entry: raw.clone(),
@@ -369,12 +476,17 @@ fn extract(archive: &Path, staging: &Path) -> Result<String> {
             tar::EntryType::Fifo => return Err(refuse("fifo")),
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
-        let unpacked = entry
-            .unpack_in(staging)
-            .map_err(|e| refuse(&format!("cannot extract: {e}")))?;
+        let unpacked = match entry.unpack_in(staging) {
+            Ok(unpacked) => unpacked,
+            Err(_) if exceeded.get() => return Err(too_big()),
+            Err(e) => return Err(refuse(&format!("cannot extract: {e}"))),
+        };
         if !unpacked {
             return Err(refuse("path leaves the destination"));
         }
+    }
+    if exceeded.get() {
+        return Err(too_big());
     }
     top.ok_or_else(|| PackError::Layout("the archive is empty".into()))
 }
@@ -423,6 +535,22 @@ fn check_hard_link(top: &str, target: &Path) -> std::result::Result<(), String> 
     }
 }
 
+/// Closes `path` to writes by group and others. Directories tar made for entries
+/// without their own escape the archive's mask; `path` is not a symlink (checked by the
+/// caller or above), so chmod cannot be redirected, and the staging directory is ours.
+fn restrict_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(io_context(format!("cannot stat {}", path.display())))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 && !meta.file_type().is_symlink() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7755)).map_err(
+            io_context(format!("cannot restrict the mode of {}", path.display())),
+        )?;
+    }
+    Ok(())
+}
+
 /// After extraction: runtime.yml where it belongs, and every symlink resolving inside
 /// the runtime when followed for real (link chains can escape where each link alone
 /// looked harmless).
@@ -450,6 +578,9 @@ fn check_extracted(dir: &Path, name: &str) -> Result<()> {
                 .strip_prefix(dir)
                 .map(Path::to_owned)
                 .unwrap_or_default();
+            if !kind.is_symlink() {
+                restrict_mode(&entry.path())?;
+            }
             if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_symlink() {
@@ -566,6 +697,7 @@ mod tests {
     /// Entries for a hostile archive, written with raw headers so nothing is sanitized.
     enum E<'a> {
         Dir(&'a str),
+        DirMode(&'a str, u32),
         File(&'a str, &'a [u8]),
         Mode(&'a str, u32),
         Symlink(&'a str, &'a str),
@@ -584,6 +716,7 @@ mod tests {
             let (name, kind, mode, data, link): (&str, tar::EntryType, u32, &[u8], Option<&str>) =
                 match entry {
                     E::Dir(n) => (n, tar::EntryType::Directory, 0o755, b"", None),
+                    E::DirMode(n, m) => (n, tar::EntryType::Directory, *m, b"", None),
                     E::File(n, d) => (n, tar::EntryType::Regular, 0o644, d, None),
                     E::Mode(n, m) => (n, tar::EntryType::Regular, *m, b"x", None),
                     E::Symlink(n, t) => (n, tar::EntryType::Symlink, 0o777, b"", Some(t)),
@@ -790,5 +923,99 @@ mod tests {
             "{source}"
         );
         assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+    }
+
+    #[test]
+    fn installed_files_are_writable_by_nobody_but_the_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut entries = base();
+        entries[0] = E::DirMode("rt", 0o777);
+        entries.push(E::DirMode("rt/isolated/share", 0o777));
+        entries.push(E::Mode("rt/isolated/share/data", 0o666));
+        entries.push(E::Mode("rt/isolated/usr/bin/run", 0o777));
+        // A file whose parent directories have no entries of their own.
+        entries.push(E::File("rt/isolated/deep/er/file", b"x"));
+        let (archive, sum) = hostile(tmp.path(), &entries);
+        let runtimes = tmp.path().join("runtimes");
+        unpack(&archive, &runtimes, Some(&sum)).unwrap();
+        let mode = |p: &str| std::fs::metadata(runtimes.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("rt"), 0o755);
+        assert_eq!(mode("rt/isolated/share"), 0o755);
+        assert_eq!(mode("rt/isolated/share/data"), 0o644);
+        assert_eq!(mode("rt/isolated/usr/bin/run"), 0o755);
+        for dir in ["rt/isolated/deep", "rt/isolated/deep/er"] {
+            assert_eq!(mode(dir) & 0o022, 0, "{dir}");
+        }
+        let mut stack = vec![runtimes.join("rt")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let path = e.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    stack.push(path.clone());
+                }
+                if !meta.file_type().is_symlink() {
+                    assert_eq!(meta.mode() & 0o022, 0, "{}", path.display());
+                    assert_eq!(meta.uid(), own_uid(), "{}", path.display());
+                }
+            }
+        }
+    }
+
+    /// The unpacking user's uid, read from a file it just made.
+    fn own_uid() -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().metadata().unwrap().uid()
+    }
+
+    #[test]
+    fn archives_past_their_limits_are_refused_and_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtimes = tmp.path().join("runtimes");
+        let check = |entries: &[E<'_>], limits: UnpackLimits, expected: &str| {
+            let (archive, sum) = hostile(tmp.path(), entries);
+            let err = unpack_with_limits(&archive, &runtimes, Some(&sum), &limits)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("refused archive {}: ", archive.display())),
+                "{err}"
+            );
+            assert!(err.contains(expected), "{err}");
+            assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+        };
+
+        // A bomb: 16 MiB of zeros compress to a few KiB.
+        let zeros = vec![0u8; 16 << 20];
+        let mut bomb = base();
+        bomb.push(E::File("rt/isolated/zeros", &zeros));
+        check(&bomb, UnpackLimits::default(), "times its compressed size");
+        // The same archive under a byte limit below the ratio's.
+        check(
+            &bomb,
+            UnpackLimits {
+                max_bytes: 1 << 20,
+                max_ratio: 1 << 20,
+                ..UnpackLimits::default()
+            },
+            "it expands to more than 1048576 bytes (the maximum size)",
+        );
+        // Many small entries.
+        let names: Vec<String> = (0..20).map(|i| format!("rt/isolated/f{i}")).collect();
+        let mut many = base();
+        many.extend(names.iter().map(|n| E::File(n, b"x")));
+        check(
+            &many,
+            UnpackLimits {
+                max_entries: 10,
+                ..UnpackLimits::default()
+            },
+            "it has more than 10 entries",
+        );
+        // Within the limits it unpacks.
+        let (archive, sum) = hostile(tmp.path(), &many);
+        unpack(&archive, &runtimes, Some(&sum)).unwrap();
     }
 }
