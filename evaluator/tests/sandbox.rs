@@ -134,6 +134,102 @@ async fn fork_bomb_hits_the_process_limit() {
     fx.assert_clean().await;
 }
 
+/// A shell snippet that has `total` processes alive at once: itself and `total - 1`
+/// `sleep`s, each seen running `sleep` before it says so (builtins and redirections
+/// only, so that the shell forks nothing else).
+fn processes_script(total: u64) -> String {
+    format!(
+        r#"pids=""
+i=1
+while [ $i -lt {total} ]; do
+  sleep 100 &
+  pids="$pids $!"
+  i=$((i + 1))
+done
+for p in $pids; do
+  c=""
+  while [ "$c" != sleep ]; do read -r c < /proc/$p/comm; done
+done
+n=0
+for d in /proc/[0-9]*; do n=$((n + 1)); done
+echo "alive $((n - 1))"
+kill $pids
+wait
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_process_limit_counts_only_the_snippets_processes() {
+    use evaluator::pool::{Pool, PoolSettings};
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    let launch = shell.launch();
+    const N: u64 = 5;
+    let limits = Limits {
+        max_processes: N,
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        PoolSettings {
+            size: 2,
+            idle_limits: Limits::default(),
+            max_age: Duration::from_secs(300),
+        },
+    )
+    .unwrap();
+    for pooled in [false, true] {
+        let waiting = || async {
+            if !pooled {
+                return None;
+            }
+            loop {
+                if let Some(w) = pool.take() {
+                    return Some(w);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // Exactly N: the shell and N - 1 sleeps, all running (init is not counted).
+        let run = fx
+            .run_in(
+                waiting().await,
+                &launch,
+                one(&processes_script(N)),
+                Vec::new(),
+                limits.clone(),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(run.outcome.status, Status::Ok, "pooled {pooled}: {run:?}");
+        assert_eq!(run.stdout(), format!("alive {N}\n"), "pooled {pooled}");
+        // One more is the process limit.
+        let run = fx
+            .run_in(
+                waiting().await,
+                &launch,
+                one(&processes_script(N + 1)),
+                Vec::new(),
+                limits.clone(),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(
+            run.outcome.status,
+            Status::ProcessLimit,
+            "pooled {pooled}: {run:?}"
+        );
+        assert!(!run.stdout().contains("alive"), "pooled {pooled}: {run:?}");
+    }
+    assert!(pool.stats().taken >= 2, "{:?}", pool.stats());
+    pool.shutdown();
+    drop(pool);
+    fx.settle().await;
+}
+
 #[tokio::test]
 async fn memory_hog_hits_the_memory_limit() {
     let fx = Fixture::new();
@@ -240,6 +336,85 @@ async fn filling_tmp_stops_at_its_size() {
     let (err, n) = out.trim().split_once(' ').expect("an errno and a count");
     assert_eq!(err, "ENOSPC");
     assert!(n.parse::<u64>().unwrap() <= 8 << 20, "{out}");
+}
+
+#[tokio::test]
+async fn filling_work_or_shm_says_no_space_left() {
+    let fx = Fixture::new();
+    // The default limits: /work and /dev/shm are 64 MiB each, like the file size
+    // limit used to be.
+    let limits = Limits::default();
+    let python = fx.runtime("python-3.11").await;
+    let code = r#"import os, errno
+def fill(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    n = 0
+    try:
+        while True:
+            n += os.write(fd, b'x' * 65536)
+    except OSError as e:
+        return f"{path}: {errno.errorcode[e.errno]}: {e.strerror}: {n}"
+    finally:
+        os.close(fd)
+        os.unlink(path)
+for p in ['/work/fill', '/dev/shm/fill']:
+    print(fill(p))"#;
+    let run = fx.eval(&python, one(code), limits.clone()).await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
+    let out = run.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    for (line, dir, size) in [
+        (lines[0], "/work/fill", limits.work_bytes),
+        (lines[1], "/dev/shm/fill", limits.tmp_bytes.min(64 << 20)),
+    ] {
+        let parts: Vec<&str> = line.split(": ").collect();
+        assert_eq!(
+            parts[..3],
+            [dir, "ENOSPC", "No space left on device"],
+            "{line}"
+        );
+        let written: u64 = parts[3].parse().unwrap();
+        assert!(
+            written > size / 2 && written <= size,
+            "{line}: {written} of {size}"
+        );
+    }
+
+    // A program that does not ignore SIGXFSZ (dd) is not killed by it either.
+    let shell = fx.runtime("shell").await;
+    for dir in ["/work", "/dev/shm"] {
+        let job = Job::new(
+            shell.launch().mounts,
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("dd if=/dev/zero of={dir}/fill bs=65536"),
+            ],
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let collect = tokio::spawn(async move {
+            let mut stderr = Vec::new();
+            while let Some(e) = rx.recv().await {
+                if let Event::Stderr(data) = e {
+                    stderr.extend(data);
+                }
+            }
+            String::from_utf8_lossy(&stderr).into_owned()
+        });
+        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let stderr = collect.await.unwrap();
+        assert_eq!(
+            (outcome.status, outcome.exit_code),
+            (Status::ExitedNonZero, Some(1)),
+            "{dir}: {outcome:?} {stderr}"
+        );
+        assert!(
+            stderr.contains("No space left on device"),
+            "{dir}: {stderr}"
+        );
+    }
+    fx.assert_clean().await;
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench;
-use crate::config::DEFAULT_ACCESS_LISTS_DIR;
+use crate::config::{Config, Overrides, DEFAULT_ACCESS_LISTS_DIR};
 
 /// Exit code for a bad command line or configuration (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
@@ -30,22 +30,20 @@ pub const EX_SOFTWARE: u8 = 70;
     about = "Evaluates code snippets in fresh single-use Linux sandboxes"
 )]
 pub struct Cli {
-    /// Where installed runtimes live.
-    #[arg(
-        long,
-        global = true,
-        env = "JSHEETS_RUNTIME_RUNTIMES_DIR",
-        default_value = "/var/lib/jsheets-runtime/runtimes"
-    )]
-    pub runtimes_dir: PathBuf,
-    /// Private state directory (sandbox mount point).
-    #[arg(
-        long,
-        global = true,
-        env = "JSHEETS_RUNTIME_STATE_DIR",
-        default_value = "/run/jsheets-runtime"
-    )]
-    pub state_dir: PathBuf,
+    /// Configuration file (TOML), read by serve, run, runtime, bench and config; default
+    /// $JSHEETS_RUNTIME_CONFIG, then /etc/jsheets-runtime/config.toml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where installed runtimes live, for every command: overrides
+    /// evaluation.runtimesDir (environment JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR, or
+    /// JSHEETS_RUNTIME_RUNTIMES_DIR), default /var/lib/jsheets-runtime/runtimes.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+    /// Private state directory (sandbox mount point), for every command: overrides
+    /// evaluation.stateDir (environment JSHEETS_RUNTIME_EVALUATION_STATE_DIR, or
+    /// JSHEETS_RUNTIME_STATE_DIR), default /run/jsheets-runtime.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log filter (tracing syntax), e.g. `info` or `evaluator=debug`.
     #[arg(
         long,
@@ -61,7 +59,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC node (the main command).
-    Serve(crate::serve::ServeArgs),
+    Serve,
     /// Evaluate a snippet on a running node over gRPC.
     Eval(crate::eval::EvalArgs),
     /// Drive a running node at a given concurrency and print latency percentiles.
@@ -80,13 +78,9 @@ pub enum Command {
         #[command(subcommand)]
         command: AccessListCommand,
     },
-    /// Print the effective configuration (defaults, file, environment), secrets redacted.
-    Config {
-        /// Configuration file (TOML); default $JSHEETS_RUNTIME_CONFIG, then
-        /// /etc/jsheets-runtime/config.toml if it exists.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    /// Print the effective configuration (defaults, file, environment, flags), secrets
+    /// redacted.
+    Config,
 }
 
 #[derive(Debug, Args)]
@@ -212,7 +206,7 @@ pub fn main() -> ExitCode {
         }
     };
     // `serve` logs as its configuration says (level, text or JSON).
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve) {
         init_tracing(&cli.log, false);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -256,16 +250,41 @@ pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let flags = Overrides {
+        runtimes_dir: cli.runtimes_dir,
+        state_dir: cli.state_dir,
+    };
+    let file = cli.config.as_deref();
+    // The directories of the local commands: the same settings `serve` uses.
+    let dirs = || match Config::load(file, &flags) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok((config.evaluation.runtimes_dir, config.evaluation.state_dir))
+        }
+        Err(e) => {
+            eprintln!("jsheets-runtime: {}", error_chain(&e));
+            Err(ExitCode::from(EX_USAGE))
+        }
+    };
     match cli.command {
-        Command::Serve(args) => crate::serve::run(args).await,
+        Command::Serve => crate::serve::run(file, &flags).await,
         Command::Eval(args) => crate::eval::run(args).await,
         Command::BenchService(args) => crate::bench_service::run(args).await,
-        Command::Run(args) => run(&cli.runtimes_dir, &cli.state_dir, args).await,
-        Command::Runtime { command } => {
-            runtime_command(&cli.runtimes_dir, &cli.state_dir, command).await
-        }
-        Command::Bench(args) => bench::run(&cli.runtimes_dir, &cli.state_dir, args).await,
-        Command::Config { config } => Ok(show_config(config.as_deref())),
+        Command::Run(args) => match dirs() {
+            Ok((runtimes, state)) => run(&runtimes, &state, args).await,
+            Err(code) => Ok(code),
+        },
+        Command::Runtime { command } => match dirs() {
+            Ok((runtimes, state)) => runtime_command(&runtimes, &state, command).await,
+            Err(code) => Ok(code),
+        },
+        Command::Bench(args) => match dirs() {
+            Ok((runtimes, state)) => bench::run(&runtimes, &state, args).await,
+            Err(code) => Ok(code),
+        },
+        Command::Config => Ok(show_config(file, &flags)),
         Command::AccessList {
             command: AccessListCommand::Check { files },
         } => Ok(check_access_lists(&files)),
@@ -320,8 +339,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Loads and validates the configuration; a bad value is one line and exit code 64.
-fn show_config(file: Option<&Path>) -> ExitCode {
-    match crate::config::Config::load(file) {
+fn show_config(file: Option<&Path>, flags: &Overrides) -> ExitCode {
+    match Config::load(file, flags) {
         Ok((config, warnings)) => {
             for w in warnings {
                 eprintln!("warning: {w}");

@@ -8,6 +8,10 @@
 //! keys ([`KEYS`]); unknown `JSHEETS_RUNTIME_*` variables and unknown file keys are
 //! warnings. Every bad value is reported on one line naming the key, the value and where
 //! it came from.
+//!
+//! Settings that also have a command-line flag (`--runtimes-dir`, `--state-dir`) are one
+//! key each; the flag, given to any command, is the top layer ([`Overrides`]), so every
+//! command sees the same value: flag, then environment, then file, then default.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -33,18 +37,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/jsheets-runtime/config.toml";
 
 /// Variables with the prefix that are not configuration keys (read by the command line),
 /// so they are not reported as unknown.
-const NON_KEY_ENV_VARS: &[&str] = &[
-    CONFIG_FILE_ENV,
-    "JSHEETS_RUNTIME_LOG",
-    "JSHEETS_RUNTIME_RUNTIMES_DIR",
-    "JSHEETS_RUNTIME_STATE_DIR",
-];
+const NON_KEY_ENV_VARS: &[&str] = &[CONFIG_FILE_ENV, "JSHEETS_RUNTIME_LOG"];
 
 /// What secrets are shown as.
 const REDACTED: &str = "<redacted>";
 /// Metadata names of the layers, used to tell where a value came from.
 const DEFAULTS_LAYER: &str = "the built-in defaults";
 const ENV_LAYER: &str = "environment variables";
+const FLAGS_LAYER: &str = "command-line flags";
 
 const RUNTIME_NAME: &str = "a runtime name matching ^[a-z0-9][a-z0-9._-]{0,63}$";
 
@@ -416,12 +416,51 @@ impl Serialize for Secret {
     }
 }
 
+/// Configuration values given as command-line flags, which every command accepts;
+/// they override the environment, the file and the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--runtimes-dir`: `evaluation.runtimesDir`.
+    pub runtimes_dir: Option<PathBuf>,
+    /// `--state-dir`: `evaluation.stateDir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// (key, flag, value) of each flag given. A relative path is taken from the
+    /// current directory, as usual for a command-line argument.
+    fn entries(&self) -> Vec<(&'static str, &'static str, PathBuf)> {
+        [
+            (
+                "evaluation.runtimesDir",
+                "--runtimes-dir",
+                &self.runtimes_dir,
+            ),
+            ("evaluation.stateDir", "--state-dir", &self.state_dir),
+        ]
+        .into_iter()
+        .filter_map(|(key, flag, value)| {
+            let value = value.as_ref()?;
+            Some((
+                key,
+                flag,
+                std::path::absolute(value).unwrap_or(value.clone()),
+            ))
+        })
+        .collect()
+    }
+}
+
 impl Config {
     /// Reads, merges and validates the configuration: built-in defaults, then `file`
     /// (else the file named by `JSHEETS_RUNTIME_CONFIG`, else [`DEFAULT_CONFIG_FILE`] if
-    /// it exists), then the environment. A file named explicitly must exist. Returns the
-    /// configuration and warnings (unknown keys and variables, unsafe settings).
-    pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
+    /// it exists), then the environment, then the command-line `flags`. A file named
+    /// explicitly must exist. Returns the configuration and warnings (unknown keys and
+    /// variables, unsafe settings).
+    pub fn load(
+        file: Option<&Path>,
+        flags: &Overrides,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
         let from_env = std::env::var_os(CONFIG_FILE_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
@@ -430,6 +469,7 @@ impl Config {
             explicit.as_deref(),
             Path::new(DEFAULT_CONFIG_FILE),
             std::env::vars_os(),
+            flags,
         )
     }
 
@@ -461,6 +501,7 @@ fn load_from(
     explicit: Option<&Path>,
     default_path: &Path,
     vars: impl IntoIterator<Item = (OsString, OsString)>,
+    flags: &Overrides,
 ) -> Result<(Config, Vec<String>), ConfigError> {
     let file = match explicit {
         Some(path) if !path.exists() => {
@@ -479,6 +520,7 @@ fn load_from(
         figment = figment.merge(file_layer(path, &mut warnings)?);
     }
     figment = figment.merge(env_layer(vars, &mut warnings, &mut problems));
+    figment = figment.merge(flags_layer(flags));
 
     let mut config = match extract(&figment) {
         Ok(config) => config,
@@ -593,8 +635,9 @@ const KEYS: &[Key] = &[
     key("service.advertiseHostname", Bool, BOOL),
     key("evaluation.sandbox.disable", Bool, BOOL),
     key("evaluation.sandbox.iKnowThisIsUnsafe", Bool, BOOL),
-    key("evaluation.runtimesDir", Text, DIR),
-    key("evaluation.stateDir", Text, DIR),
+    // The older spellings, once read by the command line only, are aliases.
+    key("evaluation.runtimesDir", Text, DIR).env_alias(&["JSHEETS_RUNTIME_RUNTIMES_DIR"]),
+    key("evaluation.stateDir", Text, DIR).env_alias(&["JSHEETS_RUNTIME_STATE_DIR"]),
     key("evaluation.defaultRuntime", Text, TEXT),
     key("evaluation.maxConcurrent", Number, COUNT),
     key("evaluation.queueSize", Number, "a whole number"),
@@ -804,6 +847,26 @@ fn env_layer(
             .find_map(|n| sources.get(&keys[..n].join(".")))
             .cloned()
             .unwrap_or_else(|| env_name(&keys.join(".")))
+    });
+    Layer { metadata, dict }
+}
+
+fn flags_layer(flags: &Overrides) -> Layer {
+    let mut dict = Dict::new();
+    let mut names: BTreeMap<String, &'static str> = BTreeMap::new();
+    for (key, flag, value) in flags.entries() {
+        dict_insert(
+            &mut dict,
+            key,
+            Value::from(value.to_string_lossy().into_owned()),
+        );
+        names.insert(key.to_string(), flag);
+    }
+    let names = Arc::new(names);
+    let metadata = Metadata::named(FLAGS_LAYER).interpolater(move |_: &Profile, keys: &[&str]| {
+        names
+            .get(&keys.join("."))
+            .map_or_else(|| keys.join("."), |flag| (*flag).to_string())
     });
     Layer { metadata, dict }
 }
@@ -1038,6 +1101,10 @@ fn describe_source<K: AsRef<str>>(metadata: Option<&Metadata>, path: &[K]) -> St
         Some(Source::File(file)) => file.display().to_string(),
         _ if metadata.name == ENV_LAYER => format!(
             "environment variable {}",
+            metadata.interpolate(&Profile::Default, path)
+        ),
+        _ if metadata.name == FLAGS_LAYER => format!(
+            "command-line flag {}",
             metadata.interpolate(&Profile::Default, path)
         ),
         _ => metadata.name.to_string(),
@@ -1478,6 +1545,7 @@ mod tests {
             file.as_deref(),
             &jail.directory().join("absent.toml"),
             std::env::vars_os(),
+            &Overrides::default(),
         )
     }
 
@@ -1713,6 +1781,80 @@ mod tests {
         });
     }
 
+    /// One setting, four sources: the flag, then the environment (the key's own
+    /// variable, then the older spelling), then the file, then the default.
+    #[test]
+    fn runtimes_dir_precedence_flag_env_file_default() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let root = jail.directory().to_path_buf();
+            let dir = |flags: &Overrides, file: Option<&str>| {
+                let file = file.map(|f| root.join(f));
+                let (config, warnings) = load_from(
+                    file.as_deref(),
+                    &root.join("absent.toml"),
+                    std::env::vars_os(),
+                    flags,
+                )
+                .unwrap();
+                (config.evaluation.runtimes_dir, warnings)
+            };
+            let none = Overrides::default();
+            let flag = Overrides {
+                runtimes_dir: Some("/from/flag".into()),
+                state_dir: None,
+            };
+            assert_eq!(
+                dir(&none, None).0,
+                Path::new("/var/lib/jsheets-runtime/runtimes")
+            );
+            jail.create_file("c.toml", "[evaluation]\nruntimesDir = \"/from/file\"\n")?;
+            assert_eq!(dir(&none, Some("c.toml")).0, Path::new("/from/file"));
+            jail.set_env("JSHEETS_RUNTIME_RUNTIMES_DIR", "/from/old-env");
+            let (value, warnings) = dir(&none, Some("c.toml"));
+            assert_eq!(value, Path::new("/from/old-env"));
+            assert!(
+                warnings.is_empty(),
+                "the old spelling is known: {warnings:?}"
+            );
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", "/from/env");
+            let (value, warnings) = dir(&none, Some("c.toml"));
+            assert_eq!(value, Path::new("/from/env"));
+            assert_eq!(
+                warnings,
+                ["both JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR and JSHEETS_RUNTIME_RUNTIMES_DIR \
+                  are set; using JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR"]
+            );
+            assert_eq!(dir(&flag, Some("c.toml")).0, Path::new("/from/flag"));
+            // A relative flag is taken from the current directory.
+            let relative = Overrides {
+                runtimes_dir: Some("rt".into()),
+                state_dir: Some("st".into()),
+            };
+            let (config, _) = load_from(
+                None,
+                &jail.directory().join("absent.toml"),
+                std::env::vars_os(),
+                &relative,
+            )
+            .unwrap();
+            let cwd = std::env::current_dir().unwrap();
+            assert_eq!(config.evaluation.runtimes_dir, cwd.join("rt"));
+            assert_eq!(config.evaluation.state_dir, cwd.join("st"));
+            // A bad value names the variable it came from, in either spelling.
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", "");
+            jail.set_env("JSHEETS_RUNTIME_RUNTIMES_DIR", "relative/runtimes");
+            assert_eq!(
+                problems(load(jail, None)),
+                [
+                    "evaluation.runtimesDir: invalid value \"relative/runtimes\" from environment \
+                  variable JSHEETS_RUNTIME_RUNTIMES_DIR: expected an absolute directory path"
+                ]
+            );
+            Ok(())
+        });
+    }
+
     /// `ENABLE_GRPC_REFLECTION` cannot be split on `_`; the table maps it.
     #[test]
     fn ambiguous_env_name_maps_to_camel_case_key() {
@@ -1812,7 +1954,7 @@ mod tests {
             jail.create_file("default.toml", "[server]\nport = 1234\n")?;
             let default_path = jail.directory().join("default.toml");
             let vars = std::env::vars_os();
-            let (config, _) = load_from(None, &default_path, vars).unwrap();
+            let (config, _) = load_from(None, &default_path, vars, &Overrides::default()).unwrap();
             assert_eq!(config.server.port, 1234);
 
             jail.create_file("broken.toml", "[server\nport = 1\n")?;

@@ -3,26 +3,25 @@
 //! optional reflection and TLS, and a graceful shutdown on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use evaluator::runtime::Registry;
 
 use crate::config::MonitoringBackend;
 use crate::metrics::{self, Gauges, Metrics, PoolGauge};
-use crate::registration::{NodeDetails, Registration, ServiceInstance, Target};
+use crate::registration::{NodeDetails, Registration, RuntimeOffer, ServiceInstance, Target};
 use evaluator::sandbox::{SandboxConfig, Sandboxes};
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::service::{Admission, Node, RuntimeService};
 
 /// The gRPC service name health is reported for (besides "").
@@ -30,16 +29,10 @@ const SERVICE_NAME: &str = "jsheets.SnippetRuntime";
 /// Runtimes built at first start when none is installed, if the host has them.
 const DEFAULT_RECIPES: &[&str] = &["openjdk-17", "python-3.11"];
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Configuration file (TOML); default $JSHEETS_RUNTIME_CONFIG, then
-    /// /etc/jsheets-runtime/config.toml if it exists.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-}
-
-pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    let (config, warnings) = match Config::load(args.config.as_deref()) {
+/// Serves with the configuration from `file` (see [`Config::load`]) and the command
+/// line's `flags` (`--runtimes-dir`, `--state-dir`), which override it.
+pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
+    let (config, warnings) = match Config::load(file, flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jsheets-runtime: {}", crate::cli::error_chain(&e));
@@ -327,10 +320,15 @@ fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let details = NodeDetails {
+        id: config.service.id.clone(),
         runtimes: registry
             .list()
             .iter()
-            .map(|r| format!("{}@{}", r.name(), r.version()))
+            .map(|r| RuntimeOffer {
+                name: r.name().into(),
+                version: r.version().into(),
+                language: r.language().into(),
+            })
             .collect(),
         default_runtime: config.evaluation.default_runtime.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -338,7 +336,7 @@ fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
         queue_size: config.evaluation.queue_size,
         tls: config.server.tls.cert_file.is_some(),
     };
-    let instance = match ServiceInstance::new(&config.service.id, &address, details.tls, details) {
+    let instance = match ServiceInstance::new(&config.service.id, &address, details.tls) {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "not registering");
@@ -352,7 +350,7 @@ fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
         session_timeout: Duration::from_millis(config.zookeeper.session_timeout_ms),
     };
     tracing::info!(%address, base_path = %target.base_path, "registering in zookeeper");
-    match Registration::start(target, instance) {
+    match Registration::start(target, instance, details) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::error!(error = %e, "not registering");

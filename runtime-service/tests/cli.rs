@@ -233,3 +233,250 @@ fn the_example_configuration_loads() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("port = 8080"));
 }
+
+/// `jsheets-runtime config` (no other setting than `env`), hermetic: no default file.
+fn config_output(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let empty = tempfile::NamedTempFile::new().expect("a temporary file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jsheets-runtime"));
+    cmd.args(args)
+        .env_clear()
+        .env("JSHEETS_RUNTIME_CONFIG", empty.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running jsheets-runtime")
+}
+
+/// The `runtimesDir = "…"` line of `config`'s output.
+fn shown_runtimes_dir(out: &Output) -> String {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("runtimesDir = "))
+        .unwrap_or_else(|| panic!("no runtimesDir in {}", text(&out.stdout)))
+        .trim_matches('"')
+        .to_string()
+}
+
+#[test]
+fn one_runtimes_dir_setting_in_every_spelling_and_its_precedence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.toml");
+    std::fs::write(&file, "[evaluation]\nruntimesDir = \"/from/file\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let old = Path::new("/from/old-env");
+    let new = Path::new("/from/env");
+
+    let out = config_output(&["config"], &[]);
+    assert_eq!(
+        shown_runtimes_dir(&out),
+        "/var/lib/jsheets-runtime/runtimes"
+    );
+    let out = config_output(&["config", "--config", file], &[]);
+    assert_eq!(shown_runtimes_dir(&out), "/from/file");
+    // The older variable is an alias of the key's own, and beats the file.
+    let out = config_output(
+        &["config", "--config", file],
+        &[("JSHEETS_RUNTIME_RUNTIMES_DIR", old)],
+    );
+    assert_eq!(shown_runtimes_dir(&out), "/from/old-env");
+    assert!(
+        !text(&out.stderr).contains("unknown"),
+        "{}",
+        text(&out.stderr)
+    );
+    let both = [
+        ("JSHEETS_RUNTIME_RUNTIMES_DIR", old),
+        ("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", new),
+    ];
+    let out = config_output(&["config", "--config", file], &both);
+    assert_eq!(shown_runtimes_dir(&out), "/from/env");
+    assert!(
+        text(&out.stderr).contains(
+            "both JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR and JSHEETS_RUNTIME_RUNTIMES_DIR are set"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // The flag beats everything, before or after the command.
+    for args in [
+        ["--runtimes-dir", "/from/flag", "config", "--config", file],
+        ["config", "--config", file, "--runtimes-dir", "/from/flag"],
+    ] {
+        let out = config_output(&args, &both);
+        assert_eq!(shown_runtimes_dir(&out), "/from/flag", "{args:?}");
+    }
+    // A bad value names its source, in the old spelling too.
+    let out = config_output(
+        &["config"],
+        &[("JSHEETS_RUNTIME_RUNTIMES_DIR", Path::new("relative"))],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("evaluation.runtimesDir")
+            && err.contains("\"relative\"")
+            && err.contains("JSHEETS_RUNTIME_RUNTIMES_DIR"),
+        "{err}"
+    );
+}
+
+/// A `serve` process, killed if the test ends before it is stopped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_and_the_local_commands_use_the_same_runtimes_dir() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let runtimes = tmp.path().join("runtimes");
+    let state = std::env::temp_dir().join("jsheets-runtime-cli-tests");
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    // A directory that cannot be created (its parent is a file): whoever uses it fails.
+    std::fs::write(tmp.path().join("file"), "").unwrap();
+    let unusable = tmp.path().join("file/runtimes");
+    let bin = env!("CARGO_BIN_EXE_jsheets-runtime");
+    let command = |args: &[&str], env: &[(&str, &Path)]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("JSHEETS_RUNTIME_CONFIG", &empty)
+            .env("JSHEETS_RUNTIME_STATE_DIR", &state);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let runtimes_arg = runtimes.to_str().unwrap();
+
+    // Installed through the flag (the environment says otherwise)...
+    let out = command(
+        &[
+            "runtime",
+            "install",
+            "shell",
+            "--runtimes-dir",
+            runtimes_arg,
+        ],
+        &[("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", &unusable)],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(runtimes.join("shell/runtime.yml").is_file());
+    // ...found through the key's variable, and through the configuration file.
+    let out = command(
+        &["runtime", "list"],
+        &[("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", &runtimes)],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        text(&out.stdout).lines().any(|l| l.starts_with("shell ")),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let file = tmp.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!("[evaluation]\nruntimesDir = {runtimes_arg:?}\n"),
+    )
+    .unwrap();
+    let out = command(
+        &[
+            "run",
+            "-r",
+            "shell",
+            "-e",
+            "echo from the configured directory",
+        ],
+        &[("JSHEETS_RUNTIME_CONFIG", &file)],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "from the configured directory\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `serve` takes the old variable...
+    let serve_env: [(&str, &Path); 3] = [
+        ("JSHEETS_RUNTIME_SERVER_PORT", Path::new("0")),
+        ("JSHEETS_RUNTIME_SERVER_HOST", Path::new("127.0.0.1")),
+        (
+            "JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME",
+            Path::new("shell"),
+        ),
+    ];
+    let mut env = serve_env.to_vec();
+    env.push(("JSHEETS_RUNTIME_RUNTIMES_DIR", &unusable));
+    let out = command(&["serve"], &env).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("creating {}", unusable.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // ...and the flag over it: it serves the runtime installed there.
+    let mut child = command(&["serve", "--runtimes-dir", runtimes_arg], &env);
+    child
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut serve = Serve(child.spawn().unwrap());
+    let stdout = serve.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve prints where it listens");
+    let addr = line
+        .strip_prefix("jsheets-runtime listening on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let out = command(
+        &[
+            "eval",
+            "--endpoint",
+            &format!("http://{addr}"),
+            "-r",
+            "shell",
+            "-e",
+            "echo served",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("served\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.0.wait().unwrap().success(), "a drained serve exits 0");
+}

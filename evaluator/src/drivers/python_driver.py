@@ -81,8 +81,12 @@ reference's, the one with the most segments decides, at equal segments the
 later one; a reference no rule covers is denied.  After the prelude (which
 runs unchecked) and before the first component:
 
-* The components' namespace gets its own builtins dict: a copy of builtins'
-  where each name n with `builtins.n` denied is a stub that raises, and
+* The components' namespace gets its own builtins: a module (jsheets.
+  CheckedBuiltins, as __main__'s __builtins__ is a module) whose dict, where
+  names are looked up, is a copy of builtins' where each name n with
+  `builtins.n` denied is a stub that raises (reading such a name as an
+  attribute or item of __builtins__ raises too; an absent name is an
+  AttributeError or KeyError), and
   __import__ is a wrapper that checks what an import binds: `import a.b.c`
   checks a, a.b and a.b.c; `from a.b import x` checks a.b.x (so rules
   `!os` + `os.path` allow `from os import path`, not `import os.path`);
@@ -90,7 +94,10 @@ runs unchecked) and before the first component:
   below it; a relative import is denied as `<relative import>` (a snippet is
   no package).  `import a` of a module denied whole but with allowed members
   (`!sys` + `sys.stdout`) gives a new module holding only those members,
-  copied at import time.  __builtins__ is reset to it at each component start.
+  copied at import time; reading another member the real module has
+  (sys.modules) raises the violation of `sys.modules` (module metadata that
+  protocols probe, such as __file__, excepted), one it does not have is an
+  AttributeError.  __builtins__ is reset at each component start.
   Library modules keep the real builtins, so what they import for themselves
   is not checked.  C code that imports for the snippet (time.strptime imports
   _strptime) goes through the snippet's __import__ and is checked: the list
@@ -1101,6 +1108,12 @@ _ACCESS_FRAME_ATTRIBUTES = frozenset((
 _ACCESS_FUNCTION_ATTRIBUTES = frozenset(("__code__", "__defaults__", "__kwdefaults__"))
 _ACCESS_SPECIAL = object()
 _ACCESS_MAX_REFERENCE = 1000
+# Module attributes that protocols probe (repr, pickle, inspect, pydoc use
+# getattr with a default or hasattr): never denied as attributes of a partial
+# module or of the snippet's __builtins__; absent ones are AttributeErrors.
+_ACCESS_MODULE_METADATA = frozenset((
+    "__name__", "__doc__", "__package__", "__loader__", "__spec__", "__file__", "__cached__",
+    "__path__", "__all__", "__builtins__", "__dict__", "__class__", "__getattr__", "__dir__"))
 _ACCESS_WALKERS = 4
 
 
@@ -1147,13 +1160,37 @@ def _install_access(access, namespace):
     import_function = _FunctionType(_access_import.__code__, import_globals, "__import__",
                                     _access_import.__defaults__)
     # Modules denied whole but with allowed members (`!sys`, `sys.stdout`): `import
-    # sys` gives a module holding only those members.
+    # sys` gives a module holding only those members; its other members are
+    # denied by its __getattr__.
     partial = frozenset(k[0] for k in allow if len(k) > 1 and not allowed(k[0]))
-    proxy = _MethodType(_private(_access_proxy), (allowed, type(sys), dir, getattr, setattr))
+    denial = (audit, AccessDeniedError, list_name, _ACCESS_MODULE_METADATA, type, str,
+              "".join, isinstance)
+    proxy = _MethodType(_private(_access_proxy),
+                        (allowed, type(sys), dir, getattr, setattr, frozenset, _MethodType,
+                         _private(_access_partial_getattr), AttributeError, denial))
     import_state = (audit, builtins.__import__, "".join, int.__index__, tuple, str, int, type,
                     isinstance, TypeError, partial, proxy)
     make_stub = _private(_access_stub_maker)(audit, AccessDeniedError)
-    snippet_builtins = {}
+    # The snippet's __builtins__: a module, as in __main__, whose dict (what the
+    # snippet's frames look names up in) holds the stubs and the import wrapper.
+    # Reading a stubbed name as its attribute or item is itself denied; __import__
+    # is the wrapper there too (C code importing for the snippet, time.strptime,
+    # gets it as an attribute), which checks what it imports.
+    denied_builtins = frozenset(name for name in vars(builtins)
+                                if not allowed("builtins." + name) and name != "__import__"
+                                and name not in _ACCESS_MODULE_METADATA)
+    builtins_state = (denied_builtins, type(sys).__getattribute__) + denial
+    checked_type = type("CheckedBuiltins", (type(sys),), {
+        "__module__": "jsheets",
+        "__doc__": "The builtins of snippet code, checked against the access list.",
+        "__getattribute__": _FunctionType(_access_builtins_getattribute.__code__,
+                                          {"__builtins__": {}}, "__getattribute__",
+                                          (builtins_state,)),
+        "__getitem__": _FunctionType(_access_builtins_getitem.__code__, {"__builtins__": {}},
+                                     "__getitem__", (builtins_state,)),
+    })
+    checked_builtins = checked_type("builtins")
+    snippet_builtins = type(sys).__getattribute__(checked_builtins, "__dict__")
     for name, value in vars(builtins).items():
         reference = "builtins." + name
         if name == "__import__":
@@ -1203,13 +1240,14 @@ def _install_access(access, namespace):
     # fails through to the function, an exception each time.
     sys.addaudithook(_FunctionType(_access_hook.__code__, {"__builtins__": {}}, "_access_hook",
                                    (hook_state,)))
-    namespace["__builtins__"] = _state["snippet_builtins"] = snippet_builtins
+    _state["snippet_builtins"] = snippet_builtins
+    namespace["__builtins__"] = _state["checked_builtins"] = checked_builtins
     _state["access_current"] = current
 
 
 def _access_begin(cid, namespace):
     """At the start of each component: the snippet may have rebound __builtins__."""
-    namespace["__builtins__"] = _state["snippet_builtins"]
+    namespace["__builtins__"] = _state["checked_builtins"]
     _state["access_current"][0] = cid
 
 
@@ -1275,13 +1313,66 @@ def _access_import(state, name, globals=None, locals=None, fromlist=(), level=0)
 
 def _access_proxy(state, name, module):
     """A module named `name` with only the members of `module` the list allows
-    (copied now), for `import NAME` of a module that is denied but for members."""
-    allowed, module_type, dir_, getattr_, setattr_ = state
+    (copied now), for `import NAME` of a module that is denied but for members.
+    Its __getattr__ (PEP 562) denies the members the list denies (but module
+    metadata, which protocols probe) and raises AttributeError for the rest."""
+    (allowed, module_type, dir_, getattr_, setattr_, frozenset_, method_type, missing,
+     attribute_error, denial) = state
+    metadata = denial[3]
     copy = module_type(name)
+    denied = []
     for attr in dir_(module):
         if allowed(name + "." + attr):
             setattr_(copy, attr, getattr_(module, attr))
+        elif attr not in metadata:
+            denied.append(attr)
+    if "__getattr__" not in copy.__dict__:
+        setattr_(copy, "__getattr__",
+                 method_type(missing, (name, frozenset_(denied), attribute_error) + denial))
     return copy
+
+
+def _access_partial_getattr(state, attr):
+    """The __getattr__ of a module from _access_proxy: `attr` is not in it."""
+    (name, denied, attribute_error, audit, denied_error, list_name, metadata, type_, str_,
+     exact_str, isinstance_) = state
+    if type_(attr) is not str_ and isinstance_(attr, str_):
+        attr = exact_str((attr,))
+    if attr in denied:
+        reference = name + "." + attr
+        audit("jsheets.check", reference, "permission")
+        # not reached unless the hook was tampered with
+        raise denied_error("`%s` is not allowed by the access list %s" % (reference, list_name))
+    raise attribute_error("module '%s' has no attribute '%s'" % (name, attr))
+
+
+def _access_builtins_getattribute(self, name, state=None):
+    """__getattribute__ of the snippet's __builtins__ (its state is the default of
+    `state`): a name the list denies is denied, the rest as for any module."""
+    (denied, getattribute, audit, denied_error, list_name, metadata, type_, str_, exact_str,
+     isinstance_) = state
+    if type_(name) is not str_ and isinstance_(name, str_):
+        name = exact_str((name,))
+    if name in denied:
+        audit("jsheets.check", "builtins." + name, "permission")
+        raise denied_error("`builtins.%s` is not allowed by the access list %s"
+                           % (name, list_name))
+    return getattribute(self, name)
+
+
+def _access_builtins_getitem(self, name, state=None):
+    """__getitem__ of the snippet's __builtins__ (code written for a module other
+    than __main__, where __builtins__ is a dict): like an attribute, KeyError for
+    a name that is not there."""
+    (denied, getattribute, audit, denied_error, list_name, metadata, type_, str_, exact_str,
+     isinstance_) = state
+    if type_(name) is not str_ and isinstance_(name, str_):
+        name = exact_str((name,))
+    if type_(name) is str_ and name in denied:
+        audit("jsheets.check", "builtins." + name, "permission")
+        raise denied_error("`builtins.%s` is not allowed by the access list %s"
+                           % (name, list_name))
+    return getattribute(self, "__dict__")[name]
 
 
 def _access_stub_maker(audit, error):

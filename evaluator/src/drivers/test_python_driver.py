@@ -651,11 +651,72 @@ class AccessListTest(unittest.TestCase):
 
     def test_a_module_allowed_in_part_imports_as_that_part(self):
         r = run_driver([("c1", "import sys\nsys.stdout.write('ok\\n')\n"
-                               "(hasattr(sys, 'modules'), hasattr(sys, '_getframe'))")],
+                               "(hasattr(sys, 'no_such_member'), 'modules' in dir(sys), repr(sys))")],
                        access=access_list())
         self.assertEqual(r.of("c1", "violation"), [], r.events)
         self.assertEqual(r.stdout, b"ok\n")
-        self.assertEqual(r.of("c1", "value")[0]["repr"], "(False, False)")
+        self.assertEqual(r.one("c1", "value")["repr"], repr((False, False, "<module 'sys'>")))
+
+    def test_denied_members_of_a_partial_module_are_denied(self):
+        # `!sys` + `sys.stdout`: the other members of sys exist but are denied;
+        # reaching one as an attribute is a violation naming it, not an
+        # AttributeError nobody can explain.
+        cases = [
+            ("attribute", "import sys\nsys.modules", "sys.modules"),
+            ("getattr", "import sys\ngetattr(sys, 'modules')", "sys.modules"),
+            ("private", "import sys\nsys._getframe()", "sys._getframe"),
+            ("hasattr", "import sys\nhasattr(sys, 'path')", "sys.path"),
+            ("dunder", "import sys\nsys.__stdout__", "sys.__stdout__"),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases] + [
+            ("caught", "import sys\ntry:\n    sys.modules\n"
+                       "except PermissionError as e:\n    caught = type(e).__name__, str(e)\n"
+                       "caught"),
+            ("missing", "import sys\nsys.no_such_member"),
+            ("metadata", "import sys\ngetattr(sys, '__file__', 'none')"),
+        ], access=access_list())
+        for cid, _, reference in cases:
+            self.assertDenied(r, cid, reference)
+        self.assertDenied(r, "caught", "sys.modules", ended=False)
+        self.assertEqual(r.one("caught", "value")["repr"], repr((
+            "AccessDeniedError", "`sys.modules` is not allowed by the access list python-default")))
+        self.assertEqual(r.of("missing", "violation"), [])
+        missing = r.one("missing", "exception")
+        self.assertEqual((missing["type"], missing["message"]),
+                         ("AttributeError", "module 'sys' has no attribute 'no_such_member'"))
+        self.assertEqual(r.of("metadata", "violation"), [])
+        self.assertEqual(r.one("metadata", "value")["repr"], "'none'")
+        self.assertDone(r)
+
+    def test_builtins_reached_as_attributes_are_checked(self):
+        # __builtins__ is a module, as in __main__; a denied builtin read from it
+        # (attribute or item) is a violation naming it.
+        cases = [
+            ("attribute", "__builtins__.open", "builtins.open"),
+            ("getattr", "getattr(__builtins__, 'eval')", "builtins.eval"),
+            ("item", "__builtins__['exec']", "builtins.exec"),
+            ("dict", "vars(__builtins__)['compile']('1', 'x', 'eval')", "builtins.compile"),
+            # __import__ is the import wrapper there too: what it imports is checked
+            ("import", "getattr(__builtins__, '__import__')('os')", "os"),
+            ("import_attribute", "__builtins__.__import__('socket')", "socket"),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases] + [
+            ("allowed", "(__builtins__.len('abc'), getattr(__builtins__, 'max')(1, 2),"
+                        " __builtins__['min'](1, 2), __builtins__.__import__('math').floor(2.5),"
+                        " hasattr(__builtins__, 'nope'), repr(__builtins__))"),
+            ("missing", "__builtins__.nope"),
+            ("missing_item", "__builtins__['nope']"),
+        ], access=access_list())
+        for cid, _, reference in cases:
+            self.assertDenied(r, cid, reference)
+        self.assertEqual(r.one("allowed", "value")["repr"],
+                         repr((3, 2, 1, 2, False, "<module 'builtins' (built-in)>")))
+        for cid, kind in (("missing", "AttributeError"), ("missing_item", "KeyError")):
+            self.assertEqual(r.of(cid, "violation"), [])
+            self.assertEqual(r.one(cid, "exception")["type"], kind)
+        self.assertEqual(r.one("missing", "exception")["message"],
+                         "module 'builtins' has no attribute 'nope'")
+        self.assertDone(r)
 
     def test_denied_imports(self):
         cases = [

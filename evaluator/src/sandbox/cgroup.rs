@@ -64,6 +64,7 @@ pub enum Version {
 #[derive(Debug, Clone, Default)]
 pub struct CgroupLimits {
     pub memory_bytes: u64,
+    /// `pids.max`: every task in the cgroup, the sandbox's helper and init included.
     pub max_processes: u64,
     /// CPU bandwidth in millicores (1000 = one core); 0 leaves it unlimited.
     pub cpu_millis: u64,

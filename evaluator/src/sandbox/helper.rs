@@ -447,8 +447,8 @@ fn payload_exec(
             limits.cpu_seconds + 1,
         )
         .nstep("setrlimit cpu")?;
-        setrlimit(Resource::RLIMIT_FSIZE, limits.file_size, limits.file_size)
-            .nstep("setrlimit fsize")?;
+        let file_size = limits.file_size.unwrap_or(libc::RLIM_INFINITY);
+        setrlimit(Resource::RLIMIT_FSIZE, file_size, file_size).nstep("setrlimit fsize")?;
         setrlimit(
             Resource::RLIMIT_NOFILE,
             limits.open_files,
@@ -456,6 +456,9 @@ fn payload_exec(
         )
         .nstep("setrlimit nofile")?;
         setrlimit(Resource::RLIMIT_CORE, 0, 0).nstep("setrlimit core")?;
+        // No RLIMIT_NPROC: it would count every process of the uid, init included
+        // once it drops to it. The process limit is the cgroup's pids.max, which
+        // allows for the helper and init (`SANDBOX_PROCESSES`).
         setrlimit(Resource::RLIMIT_STACK, limits.stack, limits.stack).nstep("setrlimit stack")?;
 
         sys::drop_capabilities().step("dropping the capability bounding set")?;

@@ -85,6 +85,8 @@ pub struct Limits {
     pub wall_time: Duration,
     pub cpu_time: Duration,
     pub memory_bytes: u64,
+    /// Processes (tasks: threads count) the payload and what it starts may have at
+    /// once; the sandbox's own helper and init are not counted.
     pub max_processes: u64,
     /// Cap of stdout and of stderr, each; the overflow is dropped and the sandbox stopped.
     pub output_bytes: u64,
@@ -92,6 +94,10 @@ pub struct Limits {
     pub cpu_millis: u64,
     pub work_bytes: u64,
     pub tmp_bytes: u64,
+    /// RLIMIT_FSIZE where host paths are bound writable (runtime builds). Not applied
+    /// to evaluations: all they can write is `/work`, `/tmp` and `/dev/shm`, tmpfs
+    /// bounded by their sizes (and the memory limit), and a file size limit equal to
+    /// one of them would turn "no space left on device" into "file too large".
     pub file_size_bytes: u64,
     pub open_files: u64,
     pub stack_bytes: u64,
@@ -647,11 +653,23 @@ impl Sandboxes {
     }
 }
 
+/// Processes in a sandbox's cgroup that are not the payload's: the helper and the
+/// sandbox's init (PID 1), both single-threaded and in the cgroup for the sandbox's
+/// whole life. The helper has to be there (it creates the cgroup namespace, whose
+/// root is its own cgroup, and forks init into it), so instead of leaving them out
+/// the cgroup's process limit is raised by exactly their number: a request's
+/// `max_processes` is what the snippet itself may have.
+pub const SANDBOX_PROCESSES: u64 = 2;
+
 /// The cgroup part of a job's limits.
 fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
     cgroup::CgroupLimits {
         memory_bytes: l.memory_bytes,
-        max_processes: l.max_processes,
+        // 0 leaves it unlimited.
+        max_processes: match l.max_processes {
+            0 => 0,
+            n => n.saturating_add(SANDBOX_PROCESSES),
+        },
         cpu_millis: l.cpu_millis,
         cpu_shares: 0,
     }
@@ -787,7 +805,10 @@ impl Inner {
             cwd: job.cwd.clone(),
             rlimits: Rlimits {
                 cpu_seconds: l.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
-                file_size: l.file_size_bytes,
+                file_size: match job.filesystem {
+                    Filesystem::Runtime(_) => None,
+                    Filesystem::HostReadOnly { .. } => Some(l.file_size_bytes),
+                },
                 open_files: l.open_files,
                 stack: l.stack_bytes,
             },
@@ -1183,5 +1204,24 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_limit_allows_for_the_helper_and_init() {
+        let limits = Limits {
+            max_processes: 5,
+            ..Limits::default()
+        };
+        assert_eq!(cgroup_limits(&limits).max_processes, 5 + SANDBOX_PROCESSES);
+        let unlimited = Limits {
+            max_processes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(cgroup_limits(&unlimited).max_processes, 0);
     }
 }

@@ -73,7 +73,9 @@ pub struct BindPlan {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Rlimits {
     pub cpu_seconds: u64,
-    pub file_size: u64,
+    /// RLIMIT_FSIZE; `None` leaves it unlimited (every writable filesystem is a
+    /// size-limited tmpfs, which then reports ENOSPC when full).
+    pub file_size: Option<u64>,
     pub open_files: u64,
     pub stack: u64,
 }
