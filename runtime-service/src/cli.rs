@@ -190,6 +190,15 @@ pub enum RuntimeCommand {
         /// Expected SHA-256 (hex); defaults to the .sha256 file beside the archive.
         #[arg(long)]
         sha256: Option<String>,
+        /// Most bytes the archive may expand to (default 4 GiB).
+        #[arg(long, value_name = "BYTES")]
+        max_bytes: Option<u64>,
+        /// Most entries (files, directories, links) it may hold (default 200000).
+        #[arg(long, value_name = "N")]
+        max_entries: Option<u64>,
+        /// Most uncompressed bytes per compressed byte (default 50).
+        #[arg(long, value_name = "N")]
+        max_ratio: Option<u64>,
     },
 }
 
@@ -628,8 +637,21 @@ async fn runtime_command(
             let (archive, sha) = runtime::pack(runtimes_dir, &name, &out)?;
             println!("{sha}  {}", archive.display());
         }
-        RuntimeCommand::Unpack { archive, sha256 } => {
-            let r = runtime::unpack(&archive, runtimes_dir, sha256.as_deref())?;
+        RuntimeCommand::Unpack {
+            archive,
+            sha256,
+            max_bytes,
+            max_entries,
+            max_ratio,
+        } => {
+            let defaults = runtime::UnpackLimits::default();
+            let limits = runtime::UnpackLimits {
+                max_bytes: max_bytes.unwrap_or(defaults.max_bytes),
+                max_entries: max_entries.unwrap_or(defaults.max_entries),
+                max_ratio: max_ratio.unwrap_or(defaults.max_ratio),
+            };
+            let r =
+                runtime::unpack_with_limits(&archive, runtimes_dir, sha256.as_deref(), &limits)?;
             println!(
                 "unpacked {}@{} into {}",
                 r.name(),
