@@ -1,12 +1,32 @@
 //! Registration in ZooKeeper, in the layout of Apache Curator's service discovery, so
-//! that Curator-based backends find this node unchanged: an ephemeral
-//! `<basePath>/<serviceId>` holding a `ServiceInstance` JSON document.
+//! that Curator-based backends find this node unchanged, plus the node's own details
+//! beside it:
+//!
+//! - `<basePath>/<serviceId>` (default `/jsheets/services/runtime/<serviceId>`):
+//!   ephemeral, Curator's `ServiceInstance` JSON with exactly Curator's keys and
+//!   `payload` `null`. jsheets' backend reads with `ServiceDiscoveryBuilder
+//!   .builder(Void.class)`; Curator's `JsonInstanceSerializer` casts any non-null
+//!   payload to `Void`, fails, and drops the instance, so nothing may go there.
+//! - `<detailsPath>/<serviceId>` (default `/jsheets/runtime-nodes/<serviceId>`):
+//!   ephemeral, [`NodeDetails`] JSON (runtimes offered, default runtime, version,
+//!   capacity, TLS), read by `client::Fleet`. `detailsPath` is derived from the base
+//!   path by [`client::fleet::details_path`]: for `<root>/<services>/<name>` it is
+//!   `<root>/<name>-nodes`, a sibling of Curator's discovery base path
+//!   `<root>/<services>`, because Curator parses every child of `<basePath>` as an
+//!   instance and lists every child of `<root>/<services>` as a service name. A base
+//!   path whose parent is itself named `<name>-nodes`, or `/`, has no such place and
+//!   is refused.
+//!
+//! Both znodes share one lifecycle: the details are written first (so that a reader
+//! who sees the instance can normally read them), both are re-created after a
+//! reconnect, a session expiry, or the deletion of either by someone else, and
+//! draining removes the instance first thing, then the details. Missing parents are
+//! created as container znodes, as Curator creates them (ZooKeeper removes them once
+//! empty).
 //!
 //! The node registers only once it serves; ZooKeeper being down (at start or later)
-//! never stops it from serving: a background task reconnects with exponential backoff
-//! and re-creates the znode after a reconnect, a session expiry, or its deletion by
-//! someone else. Draining removes the znode first thing. State changes are logged
-//! once each, not in a loop.
+//! never stops it from serving: a background task reconnects with exponential backoff.
+//! State changes are logged once each, not in a loop.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,18 +38,24 @@ use zookeeper_client as zk;
 
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long removing the znode on drain may take.
+/// How long removing the znodes on drain may take.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
     #[error("service.advertisedHost `{0}` is not host:port")]
     Address(String),
-    #[error("zookeeper.basePath `{0}` is not an absolute ZooKeeper path")]
+    #[error("zookeeper.basePath `{0}` is not an absolute ZooKeeper path with room for node details beside it")]
     BasePath(String),
+    #[error("encoding the registration: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
-/// Curator's `ServiceInstance`, field for field; node details go in `payload`.
+/// What the node publishes about itself at `<detailsPath>/<serviceId>`; the schema
+/// belongs to the client, which reads it.
+pub use client::fleet::{NodeDetails, RuntimeOffer};
+
+/// Curator's `ServiceInstance`, field for field.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInstance {
@@ -38,34 +64,18 @@ pub struct ServiceInstance {
     pub address: String,
     pub port: u16,
     pub ssl_port: Option<u16>,
-    pub payload: NodeDetails,
+    /// Always `null`: Curator readers built with `Void` payloads (jsheets' backend)
+    /// drop an instance with anything else. The node's details have their own znode.
+    pub payload: (),
     #[serde(rename = "registrationTimeUTC")]
     pub registration_time_utc: u64,
     pub service_type: &'static str,
     pub uri_spec: Option<String>,
 }
 
-/// What a backend may want to know about a node beyond Curator's keys.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeDetails {
-    /// `name@version` of every runtime offered.
-    pub runtimes: Vec<String>,
-    pub default_runtime: String,
-    pub version: String,
-    pub max_concurrent: usize,
-    pub queue_size: usize,
-    pub tls: bool,
-}
-
 impl ServiceInstance {
     /// The document for `address` (`host:port`), named `runtime` as jsheets' nodes are.
-    pub fn new(
-        id: &str,
-        address: &str,
-        tls: bool,
-        payload: NodeDetails,
-    ) -> Result<Self, RegistrationError> {
+    pub fn new(id: &str, address: &str, tls: bool) -> Result<Self, RegistrationError> {
         let (host, port) = split_host_port(address)
             .ok_or_else(|| RegistrationError::Address(address.to_owned()))?;
         Ok(ServiceInstance {
@@ -74,7 +84,7 @@ impl ServiceInstance {
             address: host,
             port,
             ssl_port: tls.then_some(port),
-            payload,
+            payload: (),
             registration_time_utc: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -109,15 +119,50 @@ pub struct Registration {
     task: JoinHandle<()>,
 }
 
-impl Registration {
-    /// Starts registering `instance` in the background.
-    pub fn start(target: Target, instance: ServiceInstance) -> Result<Self, RegistrationError> {
-        if !target.base_path.starts_with('/') || target.base_path.ends_with('/') {
-            return Err(RegistrationError::BasePath(target.base_path));
+/// The two znodes of a registration and their contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Znodes {
+    /// `<basePath>/<id>`: the `ServiceInstance`.
+    instance: String,
+    instance_data: Vec<u8>,
+    /// `<detailsPath>/<id>`: the [`NodeDetails`].
+    details: String,
+    details_data: Vec<u8>,
+}
+
+impl Znodes {
+    /// Where `instance` and `details` (whose `id` is set to the instance's) go.
+    fn new(
+        base_path: &str,
+        instance: &ServiceInstance,
+        mut details: NodeDetails,
+    ) -> Result<Znodes, RegistrationError> {
+        let bad = || RegistrationError::BasePath(base_path.to_owned());
+        if !base_path.starts_with('/') || base_path.ends_with('/') {
+            return Err(bad());
         }
+        let details_dir = client::fleet::details_path(base_path).ok_or_else(bad)?;
+        details.id.clone_from(&instance.id);
+        Ok(Znodes {
+            instance: format!("{base_path}/{}", instance.id),
+            instance_data: serde_json::to_vec(instance)?,
+            details: format!("{details_dir}/{}", instance.id),
+            details_data: serde_json::to_vec(&details)?,
+        })
+    }
+}
+
+impl Registration {
+    /// Starts registering `instance`, with `details` beside it, in the background.
+    pub fn start(
+        target: Target,
+        instance: ServiceInstance,
+        details: NodeDetails,
+    ) -> Result<Self, RegistrationError> {
+        let znodes = Znodes::new(&target.base_path, &instance, details)?;
         let stop = CancellationToken::new();
         let (done_tx, done_rx) = oneshot::channel();
-        let task = tokio::spawn(run(target, instance, stop.clone(), done_tx));
+        let task = tokio::spawn(run(target, znodes, stop.clone(), done_tx));
         Ok(Registration {
             stop,
             done: Some(done_rx),
@@ -125,7 +170,7 @@ impl Registration {
         })
     }
 
-    /// Removes the znode (if registered) and stops; bounded in time.
+    /// Removes the znodes (if registered) and stops; bounded in time.
     pub async fn deregister(mut self) {
         self.stop.cancel();
         if let Some(done) = self.done.take() {
@@ -157,21 +202,7 @@ impl Quiet {
     }
 }
 
-async fn run(
-    target: Target,
-    instance: ServiceInstance,
-    stop: CancellationToken,
-    done: oneshot::Sender<()>,
-) {
-    let path = format!("{}/{}", target.base_path, instance.id);
-    let data = match serde_json::to_vec(&instance) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "zookeeper: encoding the service instance");
-            let _ = done.send(());
-            return;
-        }
-    };
+async fn run(target: Target, znodes: Znodes, stop: CancellationToken, done: oneshot::Sender<()>) {
     let mut quiet = Quiet::default();
     let mut backoff = target.connect_backoff.max(Duration::from_millis(10));
     loop {
@@ -196,17 +227,27 @@ async fn run(
             }
         };
         backoff = target.connect_backoff.max(Duration::from_millis(10));
-        match session(&client, &path, &data, &stop, &mut quiet).await {
+        match session(&client, &znodes, &stop, &mut quiet).await {
             SessionEnd::Stopped => {
-                // Drain: the znode goes first, then the session (which would remove it
-                // too, but only after the session timeout on a hard exit).
-                let removed =
-                    tokio::time::timeout(DEREGISTER_TIMEOUT, client.delete(&path, None)).await;
-                match removed {
-                    Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => {
-                        tracing::info!(%path, "zookeeper: deregistered")
+                // Drain: the znodes go first (the instance, so that backends stop
+                // choosing this node, then its details), then the session (which would
+                // remove them too, but only after the session timeout on a hard exit).
+                let removed = tokio::time::timeout(DEREGISTER_TIMEOUT, async {
+                    for path in [&znodes.instance, &znodes.details] {
+                        match client.delete(path, None).await {
+                            Ok(()) | Err(zk::Error::NoNode) => {}
+                            Err(e) => return Err((path, e)),
+                        }
                     }
-                    Ok(Err(e)) => tracing::warn!(%path, error = %e, "zookeeper: deregistering"),
+                    Ok(())
+                })
+                .await;
+                let path = &znodes.instance;
+                match removed {
+                    Ok(Ok(())) => tracing::info!(%path, "zookeeper: deregistered"),
+                    Ok(Err((path, e))) => {
+                        tracing::warn!(%path, error = %e, "zookeeper: deregistering")
+                    }
                     Err(_) => tracing::warn!(%path, "zookeeper: deregistering timed out"),
                 }
                 break;
@@ -222,67 +263,99 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// Keeps the znode registered for the lifetime of one session.
+/// Creates `path` (ephemeral, with its parents) holding `data`, unless this session
+/// already owns it; a leftover of another session (our previous one, not yet expired)
+/// is replaced so that it does not vanish later with that session.
+async fn ensure(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
+    let parent = path.rsplit_once('/').map_or("/", |(p, _)| p);
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    // Parents are container znodes, as Curator makes them: ZooKeeper removes them once
+    // empty, so one can vanish between mkdir and create; then make it again (twice at
+    // most: a parent that keeps vanishing is someone else's doing, and the session
+    // loop retries).
+    let mut attempts = 0;
+    let created = loop {
+        if !parent.is_empty() {
+            let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+            match client.mkdir(parent, &container).await {
+                Ok(()) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match client.create(path, data, &ephemeral).await {
+            Err(zk::Error::NoNode) if attempts < 2 => attempts += 1,
+            other => break other,
+        }
+    };
+    match created {
+        Ok(_) => Ok(()),
+        Err(zk::Error::NodeExists) => {
+            let (_, stat) = client.get_data(path).await?;
+            if stat.ephemeral_owner != client.session_id().0 {
+                match client.delete(path, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(e),
+                }
+                client.create(path, data, &ephemeral).await?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps both znodes registered for the lifetime of one session.
 async fn session(
     client: &zk::Client,
-    path: &str,
-    data: &[u8],
+    znodes: &Znodes,
     stop: &CancellationToken,
     quiet: &mut Quiet,
 ) -> SessionEnd {
     let mut states = client.state_watcher();
-    let parent = path.rsplit_once('/').map_or("/", |(p, _)| p);
+    let path = znodes.instance.as_str();
     loop {
-        // (Re-)create the znode; a leftover of our previous session (not yet expired)
-        // is replaced so that it does not vanish later with that session.
+        // (Re-)create the znodes: the details first, so that whoever sees the instance
+        // finds them.
         let registered = async {
-            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-            match client.mkdir(parent, &persistent).await {
-                Ok(()) | Err(zk::Error::NodeExists) => {}
-                Err(e) => return Err(e),
-            }
-            let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-            match client.create(path, data, &ephemeral).await {
-                Ok(_) => Ok(()),
-                Err(zk::Error::NodeExists) => {
-                    let (_, stat) = client.get_data(path).await?;
-                    if stat.ephemeral_owner != client.session_id().0 {
-                        match client.delete(path, None).await {
-                            Ok(()) | Err(zk::Error::NoNode) => {}
-                            Err(e) => return Err(e),
-                        }
-                        client.create(path, data, &ephemeral).await?;
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            ensure(client, &znodes.details, &znodes.details_data)
+                .await
+                .map_err(|e| (&znodes.details, e))?;
+            ensure(client, &znodes.instance, &znodes.instance_data)
+                .await
+                .map_err(|e| (&znodes.instance, e))
         };
         let registered = tokio::select! {
             _ = stop.cancelled() => return SessionEnd::Stopped,
             r = registered => r,
         };
-        if let Err(e) = registered {
-            return SessionEnd::Lost(format!("registering {path}: {e}"));
+        if let Err((p, e)) = registered {
+            return SessionEnd::Lost(format!("registering {p}: {e}"));
         }
         quiet.info("registered", &path);
-        // Watch the znode: deleted by someone else means register again.
-        let watch = match client.check_and_watch_stat(path).await {
+        // Watch both znodes: either deleted (or changed) by someone else means
+        // register again.
+        let instance_watch = match client.check_and_watch_stat(&znodes.instance).await {
             Ok((_, w)) => w,
-            Err(e) => return SessionEnd::Lost(format!("watching {path}: {e}")),
+            Err(e) => return SessionEnd::Lost(format!("watching {}: {e}", znodes.instance)),
         };
-        let mut watch = Box::pin(watch.changed());
+        let details_watch = match client.check_and_watch_stat(&znodes.details).await {
+            Ok((_, w)) => w,
+            Err(e) => return SessionEnd::Lost(format!("watching {}: {e}", znodes.details)),
+        };
+        let mut watch = Box::pin(async move {
+            tokio::select! {
+                e = instance_watch.changed() => e,
+                e = details_watch.changed() => e,
+            }
+        });
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return SessionEnd::Stopped,
                 event = &mut watch => {
-                    if event.event_type == zk::EventType::NodeDeleted {
-                        break;
-                    }
                     if event.session_state.is_terminated() {
                         return SessionEnd::Lost(format!("session {:?}", event.session_state));
                     }
-                    // Any other change (data, re-creation): watch again.
+                    // Deleted, changed or re-created: check both and watch again.
                     break;
                 }
                 state = states.changed() => match state {
@@ -316,7 +389,12 @@ mod tests {
 
     fn details() -> NodeDetails {
         NodeDetails {
-            runtimes: vec!["python-3.11@3.11.2".into()],
+            id: String::new(),
+            runtimes: vec![RuntimeOffer {
+                name: "python-3.11".into(),
+                version: "3.11.2".into(),
+                language: "python".into(),
+            }],
             default_runtime: "python-3.11".into(),
             version: "0.1.0".into(),
             max_concurrent: 2,
@@ -326,10 +404,10 @@ mod tests {
     }
 
     #[test]
-    fn instances_have_curators_keys() {
-        let i = ServiceInstance::new("runtime-1", "node-a:8080", false, details()).unwrap();
+    fn instances_have_curators_keys_and_a_null_payload() {
+        let i = ServiceInstance::new("runtime-1", "node-a:8080", false).unwrap();
         let v = serde_json::to_value(&i).unwrap();
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let mut expected = vec![
             "name",
             "id",
@@ -342,25 +420,78 @@ mod tests {
             "uriSpec",
         ];
         expected.sort_unstable();
-        let mut keys = keys;
         keys.sort_unstable();
         assert_eq!(keys, expected);
+        assert_eq!(v["name"], "runtime");
+        assert_eq!(v["id"], "runtime-1");
         assert_eq!(v["address"], "node-a");
         assert_eq!(v["port"], 8080);
         assert!(v["sslPort"].is_null());
+        assert!(v["payload"].is_null());
+        assert!(v["uriSpec"].is_null());
         assert_eq!(v["serviceType"], "DYNAMIC");
-        assert_eq!(v["payload"]["runtimes"][0], "python-3.11@3.11.2");
-        let tls = ServiceInstance::new("x", "[::1]:9443", true, details()).unwrap();
+        // Literally `"payload":null`, as Curator's `Void` readers need.
+        let text = serde_json::to_string(&i).unwrap();
+        assert!(text.contains(r#""payload":null"#), "{text}");
+        let tls = ServiceInstance::new("x", "[::1]:9443", true).unwrap();
         assert_eq!((tls.address.as_str(), tls.ssl_port), ("::1", Some(9443)));
+    }
+
+    #[test]
+    fn details_go_beside_curators_tree() {
+        let i = ServiceInstance::new("runtime-1", "node-a:8080", false).unwrap();
+        let z = Znodes::new("/jsheets/services/runtime", &i, details()).unwrap();
+        assert_eq!(z.instance, "/jsheets/services/runtime/runtime-1");
+        assert_eq!(z.details, "/jsheets/runtime-nodes/runtime-1");
+        let instance: serde_json::Value = serde_json::from_slice(&z.instance_data).unwrap();
+        assert!(instance["payload"].is_null());
+        let d: serde_json::Value = serde_json::from_slice(&z.details_data).unwrap();
+        // The id is the instance's, whatever the caller put there.
+        assert_eq!(d["id"], "runtime-1");
+        assert_eq!(d["runtimes"][0]["name"], "python-3.11");
+        assert_eq!(d["runtimes"][0]["version"], "3.11.2");
+        assert_eq!(d["runtimes"][0]["language"], "python");
+        assert_eq!(d["defaultRuntime"], "python-3.11");
+        assert_eq!(d["version"], "0.1.0");
+        assert_eq!(d["maxConcurrent"], 2);
+        assert_eq!(d["queueSize"], 4);
+        assert_eq!(d["tls"], false);
+
+        let z = Znodes::new("/prod/discovery/java", &i, details()).unwrap();
+        assert_eq!(z.instance, "/prod/discovery/java/runtime-1");
+        assert_eq!(z.details, "/prod/java-nodes/runtime-1");
+        let z = Znodes::new("/runtime", &i, details()).unwrap();
+        assert_eq!(z.details, "/runtime-nodes/runtime-1");
+        for bad in [
+            "",
+            "/",
+            "relative/path",
+            "/jsheets/services/",
+            "/x/runtime-nodes/runtime",
+        ] {
+            assert!(
+                matches!(
+                    Registration::start(
+                        Target {
+                            connection_string: "127.0.0.1:1".into(),
+                            base_path: bad.into(),
+                            connect_backoff: Duration::from_secs(1),
+                            session_timeout: Duration::from_secs(1),
+                        },
+                        i.clone(),
+                        details(),
+                    ),
+                    Err(RegistrationError::BasePath(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
     fn bad_addresses_are_refused() {
         for bad in ["node", "node:", ":80", "node:0", "node:http", "node:70000"] {
-            assert!(
-                ServiceInstance::new("x", bad, false, details()).is_err(),
-                "{bad}"
-            );
+            assert!(ServiceInstance::new("x", bad, false).is_err(), "{bad}");
         }
     }
 }

@@ -1,6 +1,10 @@
-//! The fleet: registration in a real ZooKeeper (Curator's layout), re-registration
-//! after ZooKeeper restarts and session expiry, serving while ZooKeeper is down, and
-//! the discovery client failing over when a node dies under load.
+//! The fleet: registration in a real ZooKeeper (Curator's layout with a `null` payload,
+//! the node's details in a znode of their own beside Curator's tree), re-registration
+//! after ZooKeeper restarts and session expiry, serving while ZooKeeper is down, the
+//! discovery client failing over when a node dies under load, and the client using
+//! nodes that published no details.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
 
@@ -13,6 +17,54 @@ use nix::sys::signal::Signal;
 use support::*;
 
 const BASE: &str = "/jsheets/services/runtime";
+/// Where the nodes' details go for [`BASE`] (`client::fleet::details_path`).
+const DETAILS: &str = "/jsheets/runtime-nodes";
+
+/// The details znode of a node.
+fn details_of(id: &str) -> String {
+    format!("{DETAILS}/{id}")
+}
+
+/// The ServiceInstance and the details of the node `id`, once both are registered.
+async fn wait_registered(
+    zkc: &zookeeper_client::Client,
+    id: &str,
+    limit: Duration,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    let instance = wait_for_znode(zkc, &format!("{BASE}/{id}"), limit).await?;
+    let details = wait_for_znode(zkc, &details_of(id), limit).await?;
+    Some((
+        serde_json::from_slice(&instance).unwrap(),
+        serde_json::from_slice(&details).unwrap(),
+    ))
+}
+
+/// Creates `path` (and its parents) holding `data`, ephemeral in `zkc`'s session.
+async fn create_ephemeral(zkc: &zookeeper_client::Client, path: &str, data: &[u8]) {
+    let parent = path.rsplit_once('/').unwrap().0;
+    let persistent =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let _ = zkc.mkdir(parent, &persistent).await;
+    let ephemeral =
+        zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all());
+    zkc.create(path, data, &ephemeral).await.unwrap();
+}
+
+/// A Curator `ServiceInstance` as another implementation would write it.
+fn curator_instance(id: &str, port: u16) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "name": "runtime",
+        "id": id,
+        "address": "127.0.0.1",
+        "port": port,
+        "sslPort": null,
+        "payload": null,
+        "registrationTimeUTC": 1_795_425_618_512_u64,
+        "serviceType": "DYNAMIC",
+        "uriSpec": null,
+    }))
+    .unwrap()
+}
 
 fn node_env(zk: &ZooKeeper) -> Vec<(&'static str, String)> {
     vec![
@@ -40,40 +92,102 @@ fn start_node(zk: &ZooKeeper, extra: &[(&str, &str)]) -> Server {
 }
 
 #[tokio::test]
-async fn a_node_registers_curator_json_and_deregisters_on_drain() {
+async fn a_node_registers_curator_json_and_its_details_and_deregisters_on_drain() {
     let zk = ZooKeeper::start();
-    let zkc = zk_client(&zk).await;
     let started = Instant::now();
-    let mut server = start_node(&zk, &[]);
-    let path = format!("{BASE}/{}", server.service_id);
-    let data = wait_for_znode(&zkc, &path, Duration::from_secs(60))
+    let mut server = start_node(
+        &zk,
+        &[
+            ("JSHEETS_RUNTIME_EVALUATION_MAX_CONCURRENT", "3"),
+            ("JSHEETS_RUNTIME_EVALUATION_QUEUE_SIZE", "7"),
+        ],
+    );
+    // Connected only now: starting a node may block this thread for a while (building
+    // the shared runtimes), long enough for an earlier session to expire.
+    let zkc = zk_client(&zk).await;
+    let id = server.service_id.clone();
+    let path = format!("{BASE}/{id}");
+    let (v, details) = wait_registered(&zkc, &id, Duration::from_secs(60))
         .await
         .expect("the node registered");
     println!(
         "registration visible {:.0} ms after the node was started",
         started.elapsed().as_secs_f64() * 1e3
     );
-    let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    // Exactly Curator's keys, `payload` null (Curator readers built with `Void`
+    // payloads drop an instance with anything else).
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "address",
+            "id",
+            "name",
+            "payload",
+            "port",
+            "registrationTimeUTC",
+            "serviceType",
+            "sslPort",
+            "uriSpec"
+        ]
+    );
     assert_eq!(v["name"], "runtime");
-    assert_eq!(v["id"], server.service_id.as_str());
+    assert_eq!(v["id"], id.as_str());
     assert_eq!(v["address"], "127.0.0.1");
     assert_eq!(v["port"], server.addr.port());
     assert!(v["sslPort"].is_null());
+    assert!(v["payload"].is_null(), "{v}");
     assert_eq!(v["serviceType"], "DYNAMIC");
     assert!(v["uriSpec"].is_null());
     assert!(v["registrationTimeUTC"].as_u64().unwrap() > 1_700_000_000_000);
-    let runtimes = v["payload"]["runtimes"].as_array().unwrap();
-    assert!(runtimes
+
+    // The details, outside Curator's tree.
+    assert_eq!(details["id"], id.as_str());
+    let runtimes = details["runtimes"].as_array().unwrap();
+    let python = runtimes
         .iter()
-        .any(|r| r.as_str().unwrap().starts_with("python-3.11@")));
-    // Ephemeral: owned by a session.
+        .find(|r| r["name"] == "python-3.11")
+        .unwrap_or_else(|| panic!("no python-3.11 in {details}"));
+    assert_eq!(python["language"], "python");
+    assert!(python["version"].as_str().unwrap().starts_with("3.11"));
+    assert!(runtimes.iter().any(|r| r["name"] == "shell"));
+    assert_eq!(details["defaultRuntime"], "python-3.11");
+    assert_eq!(details["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(details["maxConcurrent"], 3);
+    assert_eq!(details["queueSize"], 7);
+    assert_eq!(details["tls"], false);
+    // What a Curator reader lists: one service name, one instance, nothing else.
+    let (names, _) = zkc.get_children("/jsheets/services").await.unwrap();
+    assert_eq!(names, ["runtime"]);
+    let (instances, _) = zkc.get_children(BASE).await.unwrap();
+    assert_eq!(instances, [id.as_str()]);
+    // Both ephemeral, owned by the same session.
     let (_, stat) = zkc.get_data(&path).await.unwrap();
+    let (_, details_stat) = zkc.get_data(&details_of(&id)).await.unwrap();
     assert_ne!(stat.ephemeral_owner, 0);
+    assert_eq!(details_stat.ephemeral_owner, stat.ephemeral_owner);
+
+    // Deleted by someone else: written again.
+    zkc.delete(&details_of(&id), None).await.unwrap();
+    assert!(
+        wait_for_znode(&zkc, &details_of(&id), Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the details were not re-created"
+    );
+    zkc.delete(&path, None).await.unwrap();
+    let again = wait_registered(&zkc, &id, Duration::from_secs(10)).await;
+    assert_eq!(again.expect("not re-registered").1, details);
 
     server.signal(Signal::SIGTERM);
     assert!(
         wait_for_no_znode(&zkc, &path, Duration::from_secs(5)).await,
         "the znode outlived the drain"
+    );
+    assert!(
+        wait_for_no_znode(&zkc, &details_of(&id), Duration::from_secs(5)).await,
+        "the details outlived the drain"
     );
     assert!(server.wait_exit(Duration::from_secs(15)).await.success());
 }
@@ -82,10 +196,10 @@ async fn a_node_registers_curator_json_and_deregisters_on_drain() {
 async fn a_node_re_registers_after_restarts_and_session_expiry() {
     let mut zk = ZooKeeper::start();
     let server = start_node(&zk, &[]);
-    let path = format!("{BASE}/{}", server.service_id);
+    let id = server.service_id.clone();
     {
         let zkc = zk_client(&zk).await;
-        assert!(wait_for_znode(&zkc, &path, Duration::from_secs(20))
+        assert!(wait_registered(&zkc, &id, Duration::from_secs(20))
             .await
             .is_some());
     }
@@ -94,7 +208,7 @@ async fn a_node_re_registers_after_restarts_and_session_expiry() {
     zk.restart();
     let zkc = zk_client(&zk).await;
     assert!(
-        wait_for_znode(&zkc, &path, Duration::from_secs(20))
+        wait_registered(&zkc, &id, Duration::from_secs(20))
             .await
             .is_some(),
         "not registered after a restart"
@@ -107,7 +221,7 @@ async fn a_node_re_registers_after_restarts_and_session_expiry() {
     zk.start_again();
     let zkc = zk_client(&zk).await;
     assert!(
-        wait_for_znode(&zkc, &path, Duration::from_secs(30))
+        wait_registered(&zkc, &id, Duration::from_secs(30))
             .await
             .is_some(),
         "not registered after the session expired"
@@ -120,7 +234,7 @@ async fn a_node_re_registers_after_restarts_and_session_expiry() {
     zk.start_again();
     let zkc = zk_client(&zk).await;
     assert!(
-        wait_for_znode(&zkc, &path, Duration::from_secs(30))
+        wait_registered(&zkc, &id, Duration::from_secs(30))
             .await
             .is_some(),
         "not registered in a replaced ZooKeeper"
@@ -147,9 +261,8 @@ async fn a_node_serves_while_zookeeper_is_down_and_registers_when_it_comes() {
     // ZooKeeper comes up on the configured port.
     let zk = ZooKeeper::start_on(port);
     let zkc = zk_client(&zk).await;
-    let path = format!("{BASE}/{}", server.service_id);
     assert!(
-        wait_for_znode(&zkc, &path, Duration::from_secs(30))
+        wait_registered(&zkc, &server.service_id, Duration::from_secs(30))
             .await
             .is_some(),
         "not registered once ZooKeeper came up:\n{}",
@@ -170,10 +283,22 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
         BASE,
         FleetOptions {
             zookeeper_session_timeout: Duration::from_secs(4),
+            // A node killed after streaming output but before completing is retried
+            // too: nothing reaches the caller until an attempt completes.
+            deliver_on_completion: true,
             ..FleetOptions::default()
         },
     );
     assert_eq!(fleet.wait_for_nodes(3, Duration::from_secs(30)).await, 3);
+    // The client read every node's details (written before the instance).
+    for n in fleet.nodes() {
+        let d = n
+            .details
+            .unwrap_or_else(|| panic!("no details for {}", n.id));
+        assert_eq!(d.id, n.id);
+        assert!(d.offers("python-3.11"), "{d:?}");
+    }
+    let zkc = zk_client(&zk).await;
 
     let request = Arc::new(EvalRequest::new("python-3.11").component("c", "print(1)"));
     let completed = Arc::new(AtomicUsize::new(0));
@@ -231,7 +356,14 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
         "client stopped sending to the killed node {:.0} ms after the kill",
         marked_down.as_secs_f64() * 1e3
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Its registration and its details go with its session (2 s).
+    for path in [format!("{BASE}/{victim_id}"), details_of(&victim_id)] {
+        assert!(
+            wait_for_no_znode(&zkc, &path, Duration::from_secs(15)).await,
+            "{path} outlived the killed node's session"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A new node joins and takes work.
     nodes.push(start_node(&zk, &[]));
@@ -277,10 +409,11 @@ async fn the_cli_finds_a_node_through_zookeeper() {
     let zk = ZooKeeper::start();
     let server = start_node(&zk, &[]);
     let zkc = zk_client(&zk).await;
-    let path = format!("{BASE}/{}", server.service_id);
-    assert!(wait_for_znode(&zkc, &path, Duration::from_secs(30))
-        .await
-        .is_some());
+    assert!(
+        wait_registered(&zkc, &server.service_id, Duration::from_secs(30))
+            .await
+            .is_some()
+    );
     let out = tokio::process::Command::new(BIN)
         .args([
             "eval",
@@ -325,4 +458,115 @@ async fn the_cli_finds_a_node_through_zookeeper() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node registered"));
+}
+
+#[tokio::test]
+async fn the_fleet_client_uses_nodes_without_details() {
+    let zk = ZooKeeper::start();
+    // A node registered by someone else: a Curator instance, no details.
+    let server = Server::start(&[]);
+    let zkc = zk_client(&zk).await;
+    create_ephemeral(
+        &zkc,
+        &format!("{BASE}/by-hand"),
+        &curator_instance("by-hand", server.addr.port()),
+    )
+    .await;
+    // A node whose details offer only `shell` (nothing listens there: choosing it for
+    // python would fail, with one attempt per evaluation).
+    let dead_port = free_port();
+    create_ephemeral(
+        &zkc,
+        &format!("{BASE}/shell-only"),
+        &curator_instance("shell-only", dead_port),
+    )
+    .await;
+    let shell_only = serde_json::json!({
+        "id": "shell-only",
+        "runtimes": [{"name": "shell", "version": "5.2.15", "language": "shell"}],
+        "defaultRuntime": "shell",
+        "version": "0.0.1",
+        "maxConcurrent": 1,
+        "queueSize": 0,
+        "tls": false,
+    });
+    let shell_only = serde_json::to_vec(&shell_only).unwrap();
+    create_ephemeral(&zkc, &details_of("shell-only"), &shell_only).await;
+
+    let fleet = Fleet::from_zookeeper(
+        &zk.connection(),
+        BASE,
+        FleetOptions {
+            max_attempts: 1,
+            ..FleetOptions::default()
+        },
+    );
+    assert_eq!(fleet.wait_for_nodes(2, Duration::from_secs(30)).await, 2);
+    let details = |id: &str| {
+        fleet
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("{id} unknown"))
+            .details
+    };
+    assert!(details("by-hand").is_none());
+    assert_eq!(details("shell-only").unwrap().default_runtime, "shell");
+    assert_eq!(
+        fleet
+            .nodes()
+            .iter()
+            .find(|n| n.id == "by-hand")
+            .unwrap()
+            .url,
+        server.url()
+    );
+
+    // Python goes to the node without details (taken to offer everything), never to
+    // the one whose details say it has no python.
+    let request = EvalRequest::new("python-3.11").component("c", "print(6 * 7)");
+    for _ in 0..20 {
+        let done = fleet
+            .evaluate(&request, Duration::from_secs(30), |_| {})
+            .await
+            .expect("sent to the node without details");
+        assert!(done.succeeded(), "{:?}", done.status());
+    }
+
+    // Details appear later (written after the instance): the client notices them.
+    let by_hand = serde_json::json!({
+        "id": "by-hand",
+        "runtimes": [{"name": "python-3.11", "version": "3.11.2", "language": "python"}],
+        "defaultRuntime": "python-3.11",
+        "version": "0.0.1",
+        "maxConcurrent": 2,
+        "queueSize": 4,
+        "tls": false,
+    });
+    create_ephemeral(
+        &zkc,
+        &details_of("by-hand"),
+        &serde_json::to_vec(&by_hand).unwrap(),
+    )
+    .await;
+    // And details going away make a node one that may offer anything.
+    zkc.delete(&details_of("shell-only"), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (details("by-hand").is_none() || details("shell-only").is_some())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(details("by-hand").unwrap().offers("python"));
+    assert!(details("shell-only").is_none());
+    // Now both may be chosen for python: with failover, every evaluation still lands.
+    let fleet = Fleet::from_zookeeper(&zk.connection(), BASE, FleetOptions::default());
+    assert_eq!(fleet.wait_for_nodes(2, Duration::from_secs(30)).await, 2);
+    for _ in 0..10 {
+        let done = fleet
+            .evaluate(&request, Duration::from_secs(30), |_| {})
+            .await
+            .expect("failed over to the live node");
+        assert!(done.succeeded(), "{:?}", done.status());
+    }
 }

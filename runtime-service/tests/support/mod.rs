@@ -601,6 +601,56 @@ pub async fn wait_sandboxes_gone(server_pid: u32, limit: Duration) -> Result<(),
 // ---------------------------------------------------------------------------------------
 // ZooKeeper (Debian's `zookeeper` package), one server per test on a free loopback port.
 
+/// The jars a ZooKeeper 3.8 server needs, from Debian's `libzookeeper-java` and its
+/// dependencies (the `Class-Path` of `zookeeper.jar`'s manifest, without the shell's
+/// jline and the admin server's Jetty, plus what the Netty pieces need), with exactly
+/// one SLF4J binding. Not `/usr/share/java/*`: that puts every binding there
+/// (slf4j-simple, -jdk14, -log4j12, -nop, maven's provider, log4j-over-slf4j, ...) on
+/// the classpath in directory order, and some orders stop ZooKeeper at start
+/// (log4j-over-slf4j with slf4j-log4j12).
+const ZOOKEEPER_JARS: &[&str] = &[
+    "zookeeper.jar",
+    "zookeeper-jute.jar",
+    "slf4j-api.jar",
+    // The one binding: writes to `zookeeper.log` in the server's directory.
+    "slf4j-simple.jar",
+    "commons-cli.jar",
+    "commons-io.jar",
+    "jackson-annotations.jar",
+    "jackson-core.jar",
+    "jackson-databind.jar",
+    "metrics-core.jar",
+    "snappy-java.jar",
+    "netty-buffer.jar",
+    "netty-codec.jar",
+    "netty-common.jar",
+    "netty-handler.jar",
+    "netty-resolver.jar",
+    "netty-transport.jar",
+    "netty-transport-native-unix-common.jar",
+    "netty-transport-native-epoll.jar",
+];
+
+/// [`ZOOKEEPER_JARS`] as a classpath; fails the test naming the missing jars.
+fn zookeeper_classpath() -> String {
+    let jars: Vec<PathBuf> = ZOOKEEPER_JARS
+        .iter()
+        .map(|j| Path::new("/usr/share/java").join(j))
+        .collect();
+    let missing: Vec<String> = jars
+        .iter()
+        .filter(|j| !j.is_file())
+        .map(|j| j.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ZooKeeper needs Debian's package zookeeper (libzookeeper-java); missing: {}",
+        missing.join(", ")
+    );
+    let jars: Vec<String> = jars.iter().map(|j| j.display().to_string()).collect();
+    jars.join(":")
+}
+
 /// A standalone ZooKeeper; dropping it kills it. `stop` and `start` keep its port and,
 /// unless [`ZooKeeper::wipe`] is called, its data (sessions survive a restart).
 #[derive(Debug)]
@@ -657,8 +707,13 @@ impl ZooKeeper {
                 "-Xmx128m",
                 "-XX:+UseSerialGC",
             ])
-            .args(["-cp", "/usr/share/java/*"])
+            .args(["-cp", &zookeeper_classpath()])
             .arg(format!("-Dzookeeper.log.dir={}", self.dir.path().display()))
+            .arg(format!(
+                "-Dorg.slf4j.simpleLogger.logFile={}",
+                self.log_path().display()
+            ))
+            .arg("-Dorg.slf4j.simpleLogger.showDateTime=true")
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -669,12 +724,35 @@ impl ZooKeeper {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.is_ok() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "ZooKeeper exited ({status}) before serving; its log:\n{}",
+                    self.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "ZooKeeper did not start within 30 s"
+                "ZooKeeper did not start within 30 s; its log:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("zookeeper.log")
+    }
+
+    /// What ZooKeeper logged so far (and wrote to stdout).
+    pub fn log(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let out = fs::read_to_string(self.dir.path().join("out.log")).unwrap_or_default();
+        format!("{log}{out}")
     }
 
     fn is_ok(&self) -> bool {
