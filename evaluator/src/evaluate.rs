@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::java::Generated;
 use crate::access::AccessList;
 use crate::runtime::Runtime;
 use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Waiting};
@@ -26,9 +27,15 @@ pub const JSHELL_DRIVER: &str = include_str!("drivers/JShellDriver.java");
 pub const JSHELL_DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
 /// Where a JShell runtime carries its compiled driver (inside the sandbox).
 pub const JSHELL_DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
-const JSHELL_DRIVER_VERSION: i32 = 1;
+/// Version 2: the driver redefines classes in place through its agent jar.
+const JSHELL_DRIVER_VERSION: i32 = 2;
 /// The class-data-sharing archive in [`JSHELL_DRIVER_DIR`].
 pub const JSHELL_ARCHIVE_FILE: &str = "jshell.jsa";
+/// The driver's agent jar in [`JSHELL_DRIVER_DIR`] (`-javaagent`): it gives the driver
+/// `java.lang.instrument`, to redefine classes in place as JShell's JDI engine does.
+pub const JSHELL_AGENT_FILE: &str = "jshell-agent.jar";
+/// The agent jar's manifest: the driver's class (on the class path) is the agent.
+pub const JSHELL_AGENT_MANIFEST: &str = "Premain-Class: JShellDriver\nCan-Redefine-Classes: true\n";
 /// Statements per component (jsheets' cap).
 const MAX_STATEMENTS: i32 = 100;
 
@@ -327,6 +334,7 @@ pub fn job(
                 "--enable-preview".into(),
                 "-Djava.util.logging.config.file=/dev/null".into(),
                 "-Duser.home=/work".into(),
+                format!("-javaagent:{JSHELL_DRIVER_DIR}/{JSHELL_AGENT_FILE}"),
                 "-cp".into(),
                 JSHELL_DRIVER_DIR.into(),
                 "JShellDriver".into(),
@@ -466,6 +474,9 @@ pub fn jshell_training_input() -> Vec<u8> {
         "Object o = 5; switch (o) { case Integer i -> System.out.println(i); default -> {} }",
         "int broken = missing + 1;",
         "Map<String, Integer> m = new HashMap<>(); m.put(\"k\", 1); m",
+        // A forward reference, resolved by redefining the class in place.
+        "int later() { return sooner() + 1; }",
+        "int sooner() { return 1; }\nlater()",
     ];
     let components: Vec<Component> = snippets
         .iter()
@@ -491,10 +502,12 @@ fn python_rules(list: &AccessList) -> serde_json::Value {
     })
 }
 
-/// Vets the class files of one `classes` event; every denied reference and every
-/// unreadable class becomes an output. True when all may be loaded.
+/// Vets the class files of one `classes` event (classes to load or to redefine); every
+/// denied reference and every unreadable class becomes an output. True when all may be
+/// installed.
 fn vet_classes(
     list: &AccessList,
+    generated: Generated,
     component: &str,
     classes: &[ClassFile],
     outputs: &mut Vec<Output>,
@@ -513,7 +526,7 @@ fn vet_classes(
                 continue;
             }
         };
-        match crate::access::java::check_class(list, &bytes) {
+        match crate::access::java::check_class_with(list, &bytes, generated) {
             Ok(denials) => {
                 for d in denials {
                     allowed = false;
@@ -586,6 +599,16 @@ pub async fn evaluate_in(
         _ => (None, None),
     };
     let access_list = launch.access_list.clone();
+    // JShell's own stub for unresolved references is not held to the list, unless a
+    // component could have written it itself (see `Generated`).
+    let generated = if components
+        .iter()
+        .any(|c| crate::access::java::names_resolution_exception(&c.code))
+    {
+        Generated::Nothing
+    } else {
+        Generated::ResolutionStub
+    };
     let mut memory_limit = false;
     let first = components[0].id.clone();
     let (tx, mut rx) = mpsc::channel::<Event>(64);
@@ -607,7 +630,7 @@ pub async fn evaluate_in(
                     Ok(DriverEvent::Classes { seq, id, classes }) => {
                         let mut outputs = Vec::new();
                         let allowed = match &access_list {
-                            Some(list) => vet_classes(list, &id, &classes, &mut outputs),
+                            Some(list) => vet_classes(list, generated, &id, &classes, &mut outputs),
                             None => true,
                         };
                         for o in outputs {

@@ -110,16 +110,22 @@ async fn the_language_works_under_the_default_list() {
         assert_clean(&run, &format!("c{c}"));
     }
     assert_eq!(stdout_of(&run, "c1"), "hello\n");
+    // Every snippet JShell runs reports its value, as jsheets reports each one: a
+    // variable's, an expression's, and an empty one for a statement or a void call.
+    assert_eq!(values_of(&run, "c1"), [""]);
     assert_eq!(values_of(&run, "c2"), ["2"]);
-    assert_eq!(values_of(&run, "c3"), ["42"]);
-    // Every expression statement reports its value, as JShell shows each one.
-    assert_eq!(values_of(&run, "c5"), ["1", "2"]);
+    assert_eq!(values_of(&run, "c3"), ["20", "22", "42"]);
+    // Declarations of methods and classes have none.
+    assert_eq!(values_of(&run, "c4"), Vec::<String>::new());
+    let c5 = values_of(&run, "c5");
+    assert!(c5[0].starts_with("Counter@"), "{c5:?}");
+    assert_eq!(c5[1..], ["1", "2"]);
     assert_eq!(values_of(&run, "c6"), ["Point[x=1, y=2]"]);
     assert_eq!(values_of(&run, "c7"), ["[10, 20, 30]"]);
-    assert_eq!(values_of(&run, "c8"), ["\"hi jsheets 20\""]);
-    assert_eq!(values_of(&run, "c9"), ["2"]);
-    assert_eq!(values_of(&run, "c10"), ["\"big 42\""]);
-    assert_eq!(values_of(&run, "c11"), ["\"10008\""]);
+    assert_eq!(values_of(&run, "c8"), ["\"jsheets\"", "\"hi jsheets 20\""]);
+    assert_eq!(values_of(&run, "c9"), ["\"one\\ntwo\\n\"", "2"]);
+    assert_eq!(values_of(&run, "c10"), ["42", "\"big 42\"", "\"big 42\""]);
+    assert_eq!(values_of(&run, "c11")[1..], ["\"10008\""]);
 }
 
 #[tokio::test]
@@ -367,4 +373,165 @@ async fn a_thread_bomb_ends_at_the_process_limit() {
         .await;
     assert_eq!(run.outcome.status, Status::ProcessLimit, "{run:#?}");
     fx.assert_clean().await;
+}
+
+fn exceptions_of(run: &Run, component: &str) -> Vec<String> {
+    of(run, component, |o| match o {
+        Output::Exception {
+            component, kind, ..
+        } => Some((component.as_str(), kind.clone())),
+        _ => None,
+    })
+}
+
+const STUB: &str = "jdk.jshell.spi.SPIResolutionException#<init>(int):void";
+
+#[tokio::test]
+async fn forward_references_pass_the_list_through_jshells_own_stub() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "int t() { return f(); }",
+                "t()",
+                "int f() { return 1; }",
+                "t()",
+                "int u() { return g() * 2; }\nint g() { return 21; }\nu()",
+                "class Later { int v() { return helper(); } }",
+                "int helper() { return 7; }\nnew Later().v()",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    for c in ["c1", "c3", "c4", "c5", "c6", "c7"] {
+        assert_clean(&run, c);
+    }
+    // Before `f` exists, JShell's stub body of `t` throws, as in stock JShell.
+    assert_eq!(
+        exceptions_of(&run, "c2"),
+        ["jdk.jshell.UnresolvedReferenceException"]
+    );
+    assert_eq!(values_of(&run, "c4"), ["1"]);
+    assert_eq!(values_of(&run, "c5"), ["42"]);
+    assert_eq!(values_of(&run, "c7"), ["7"]);
+}
+
+#[tokio::test]
+async fn a_snippets_own_jdk_jshell_references_stay_denied() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    // Each alone: JShell's stub is allowed in these evaluations, the snippet's own
+    // references to the same class and constructor are not.
+    for (code, denied) in [
+        // The simple name hidden behind a Unicode escape is still the snippet's.
+        (
+            "Object o = new jdk.jshell.spi.\\u0053PIResolutionException(2);",
+            STUB,
+        ),
+        (
+            "jdk.jshell.JShell.create()",
+            "jdk.jshell.JShell#create():jdk.jshell.JShell",
+        ),
+        (
+            "int id(jdk.jshell.spi.SPIResolutionException e) { return e.id(); }",
+            "jdk.jshell.spi.SPIResolutionException#id():int",
+        ),
+    ] {
+        let run = fx
+            .eval_launch(&launch, components(&[code]), Limits::default())
+            .await;
+        assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+        assert!(
+            violations_of(&run, "c1").contains(&denied.to_owned()),
+            "{code}: {run:#?}"
+        );
+    }
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "new jdk.jshell.spi.SPIResolutionException(1)",
+                "void mine() { throw new jdk.jshell.spi.SPIResolutionException(0); }",
+                "int t() { return f(); }",
+                "System.out.println(\"after\");",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(violations_of(&run, "c1"), [STUB]);
+    assert_eq!(violations_of(&run, "c2"), [STUB]);
+    // A component names the exception, so none of it is taken for JShell's own in this
+    // evaluation: the stub of an unresolved declaration is denied as well.
+    assert_eq!(violations_of(&run, "c3"), [STUB]);
+    assert_eq!(stdout_of(&run, "c4"), "after\n");
+}
+
+#[tokio::test]
+async fn a_denied_redefinition_is_not_installed_and_the_old_code_stays() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let exit = "java.lang.System#exit(int):void";
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "int counter = 0; void inc() { counter++; }",
+                "void twice() { inc(); inc(); }",
+                "twice(); counter",
+                "void inc() { System.exit(9); }",
+                "inc(); counter",
+                "twice(); counter",
+                "void inc() { counter += 10; }",
+                "twice(); counter",
+                "class K { static int n; static int next() { return ++n; } }",
+                "K.next(); K.next()",
+                "class K { static int n; static int next() { System.exit(8); return n; } }",
+                "K.next()",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    // Had a refused body been installed, the JVM would have exited with 9 or 8.
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(run.outcome.exit_code, Some(0), "{run:#?}");
+    assert_eq!(values_of(&run, "c3"), ["", "2"]);
+    assert_eq!(violations_of(&run, "c4"), [exit]);
+    // The earlier `inc` is still the one that runs, called directly or from `twice`.
+    assert_eq!(values_of(&run, "c5"), ["", "3"]);
+    assert_eq!(values_of(&run, "c6"), ["", "5"]);
+    // An allowed redefinition afterwards is installed in place.
+    assert_clean(&run, "c7");
+    assert_eq!(values_of(&run, "c8"), ["", "25"]);
+    // A class keeps its code and its static state.
+    assert_eq!(values_of(&run, "c10"), ["1", "2"]);
+    assert_eq!(violations_of(&run, "c11"), [exit]);
+    assert_eq!(values_of(&run, "c12"), ["3"]);
+    for c in ["c5", "c6", "c8", "c10", "c12"] {
+        assert_clean(&run, c);
+    }
+}
+
+#[tokio::test]
+async fn a_denied_variable_redeclaration_is_checked_again_each_time() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let denied = "int v = Runtime.getRuntime().availableProcessors();";
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&["int v = 5;", denied, denied, "int v = 6; v"]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    let runtime = "java.lang.Runtime#getRuntime():java.lang.Runtime".to_owned();
+    // Refused each time (JShell is not told it was installed), never run.
+    assert!(violations_of(&run, "c2").contains(&runtime), "{run:#?}");
+    assert!(violations_of(&run, "c3").contains(&runtime), "{run:#?}");
+    assert_eq!(values_of(&run, "c2"), Vec::<String>::new());
+    assert_eq!(values_of(&run, "c4"), ["6", "6"]);
 }

@@ -2,25 +2,34 @@
  * The JShell driver: runs a snippet's Java components inside the sandboxed JVM.
  *
  * Compiled with the runtime's own javac when an openjdk runtime is installed (see the
- * jshell driver step of runtime installation), which also records a class-data-sharing
- * archive of what a typical snippet loads (JShell and javac), and run as
+ * jshell driver step of runtime installation), which also builds the agent jar (a
+ * manifest naming this class as Premain-Class, with Can-Redefine-Classes) and records a
+ * class-data-sharing archive of what a typical snippet loads (JShell and javac), and run as
  *   java [heap and thread options] -XX:SharedArchiveFile=DRIVER_DIR/jshell.jsa
- *        -cp DRIVER_DIR JShellDriver
+ *        -javaagent:DRIVER_DIR/jshell-agent.jar -cp DRIVER_DIR JShellDriver
  * Input on fd 3 (a sealed memfd), big-endian:
- *   "JSHD" int version(1) int maxStatements int maxValueChars boolean checkClasses
+ *   "JSHD" int version(2) int maxStatements int maxValueChars boolean checkClasses
  *   boolean warm, then bytes stdin, int count, then count x (bytes id, bytes code).
  * Everything up to `warm` is read first and JShell is started (and with `warm` a
  * statement compiled and run) before the rest is read: a sandbox started ahead of its
  * request gets the rest, through a pipe, only when the request comes.
  * where bytes = int length + that many bytes (UTF-8 for text).
  * Events on fd 4, one JSON object per line, the same vocabulary as the Python driver:
- *   start, output (base64), value, syntax_error (javac code, message, span in code
+ *   start, output (base64), value (every snippet JShell gives a value, "" included:
+ *   a statement or a void call), syntax_error (javac code, message, span in code
  *   points of the component), exception, internal, end, plus
  *   classes {seq, id, classes: [{name, bytes (base64)}]}: the class files a statement
- *     produced, before any is loaded; the supervisor answers "SEQ allow" or "SEQ deny"
- *     on stdin (fd 0), which is why the snippet's own stdin comes from the input;
+ *     produced, before any is loaded or redefined; the supervisor answers "SEQ allow"
+ *     or "SEQ deny" on stdin (fd 0), which is why the snippet's own stdin comes from
+ *     the input;
  *   memory_limit: the heap ran out (the evaluation ends with a memory-limit status).
  * Nothing here is trusted by the supervisor: it checks the class bytes itself.
+ *
+ * Classes are redefined in place, as JShell's default (JDI) engine does with JVMTI
+ * RedefineClasses: here through java.lang.instrument (the agent jar), so that a
+ * redefined method, class or variable keeps the state stock JShell keeps. Where the JVM
+ * refuses a redefinition (a changed schema), JShell is told so and replaces the classes
+ * instead, as it does with JDI.
  */
 
 import java.io.BufferedReader;
@@ -33,6 +42,8 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.lang.instrument.ClassDefinition;
+import java.lang.instrument.Instrumentation;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Base64;
@@ -57,12 +68,14 @@ import jdk.jshell.spi.ExecutionControlProvider;
 import jdk.jshell.spi.ExecutionEnv;
 
 public final class JShellDriver {
-    private static final int VERSION = 1;
+    private static final int VERSION = 2;
     /** jsheets' default imports. */
     private static final String[] DEFAULT_IMPORTS = {
         "java.math", "java.time", "java.text", "java.util", "java.util.function", "java.util.stream",
     };
     private static final String DENIED_CLASS = "jsheets.AccessDenied";
+    /** The method JShell generates to run an executable snippet (statement, expression, variable). */
+    private static final String DO_IT = "do_it$";
     private static final int FLUSH_BYTES = 8192;
     private static final long FLUSH_MILLIS = 20;
 
@@ -75,12 +88,26 @@ public final class JShellDriver {
     private static long seq;
     /** Set when the supervisor refused the classes of the statement being evaluated. */
     private static boolean refused;
+    /**
+     * Set when the first refusal of the statement was the redefinition of an executable
+     * snippet's class: that snippet is dropped, never restored (see {@link #undo}), so JShell
+     * is told the truth about every refused redefinition of the statement.
+     */
+    private static boolean refusedTruthfully;
+    /** Classes whose latest code was refused: never run. */
     private static final Set<String> refusedClasses = new HashSet<>();
+    /** Set by the agent jar (`-javaagent`) before `main`; null without it. */
+    private static Instrumentation instrumentation;
 
     /** Where each snippet came from, to map stack frames back to component lines. */
     private record Origin(String component, int firstLine) {}
 
     private static final Map<String, Origin> origins = new HashMap<>();
+
+    /** The agent's entry point (the agent jar's Premain-Class), run before {@link #main}. */
+    public static void premain(String args, Instrumentation inst) {
+        instrumentation = inst;
+    }
 
     public static void main(String[] args) {
         PrintStream rawErr = System.err;
@@ -205,7 +232,11 @@ public final class JShellDriver {
             }
             String source;
             int consumed;
-            if (completeness.isComplete() || completeness == SourceCodeAnalysis.Completeness.UNKNOWN) {
+            int end = completeness == SourceCodeAnalysis.Completeness.UNKNOWN ? unknownStatementEnd(analysis, rest) : 0;
+            if (end > 0) {
+                source = rest.substring(0, end);
+                consumed = end;
+            } else if (completeness.isComplete() || completeness == SourceCodeAnalysis.Completeness.UNKNOWN) {
                 source = info.source();
                 consumed = rest.length() - info.remaining().length();
             } else {
@@ -246,16 +277,11 @@ public final class JShellDriver {
     private static boolean statement(JShell shell, String id, String code, String source, int base, int maxValueChars)
             throws IOException {
         refused = false;
+        refusedTruthfully = false;
         List<SnippetEvent> results = shell.eval(source);
         boolean ok = true;
         if (refused) {
-            // The supervisor has reported each denied reference; what JShell made of
-            // this statement goes, so later statements cannot use it.
-            for (SnippetEvent e : results) {
-                if (e.causeSnippet() == null && e.status().isActive()) {
-                    shell.drop(e.snippet());
-                }
-            }
+            undo(shell, results);
             return false;
         }
         int firstLine = lineOf(code, base);
@@ -292,8 +318,10 @@ public final class JShellDriver {
                 exception(id, exception);
                 continue;
             }
+            // Every snippet JShell ran has a value (as jsheets reports them): an
+            // expression's or a variable's, "" for a statement or a void call.
             String value = e.value();
-            if (value != null && reportsValue(s)) {
+            if (value != null) {
                 if (value.length() > maxValueChars) {
                     value = value.substring(0, maxValueChars) + "...";
                 }
@@ -304,16 +332,184 @@ public final class JShellDriver {
         return ok;
     }
 
-    private static boolean reportsValue(Snippet s) {
-        switch (s.subKind()) {
-            case TEMP_VAR_EXPRESSION_SUBKIND:
-            case VAR_VALUE_SUBKIND:
-            case ASSIGNMENT_SUBKIND:
-            case OTHER_EXPRESSION_SUBKIND:
-                return true;
-            default:
-                return false;
+    /**
+     * Takes back a statement the supervisor refused classes of (it has reported each
+     * denied reference): what JShell made of it goes, so later statements cannot use it,
+     * and a method or class it redefined is declared again from its earlier source.
+     * Nothing refused was installed (see {@link Checked#redefine}), so the JVM still runs
+     * the earlier code; declaring it again (its classes vetted like any others) brings
+     * JShell's records back in line with the JVM by redefining in place, so the classes
+     * keep their identity and static state. Variables and statements are not declared
+     * again: that would run their code a second time.
+     */
+    private static void undo(JShell shell, List<SnippetEvent> results) {
+        for (SnippetEvent e : results) {
+            Snippet made = e.snippet();
+            if (e.causeSnippet() != null || !shell.status(made).isActive()) {
+                continue;
+            }
+            Snippet earlier = replacedDeclaration(results, made);
+            refused = false;
+            refusedTruthfully = false;
+            if (earlier != null) {
+                Origin origin = origins.get(earlier.id());
+                for (SnippetEvent r : shell.eval(earlier.source())) {
+                    if (r.causeSnippet() != null || !r.status().isActive()) {
+                        continue;
+                    }
+                    if (refused) {
+                        shell.drop(r.snippet());
+                    } else if (origin != null) {
+                        origins.put(r.snippet().id(), origin);
+                    }
+                }
+            }
+            if (shell.status(made).isActive()) {
+                shell.drop(made);
+            }
         }
+    }
+
+    /** The active method or class declaration `made` overwrote, if any. */
+    private static Snippet replacedDeclaration(List<SnippetEvent> results, Snippet made) {
+        for (SnippetEvent e : results) {
+            Snippet.Kind kind = e.snippet().kind();
+            if (e.causeSnippet() == made && e.status() == Snippet.Status.OVERWRITTEN
+                    && e.previousStatus().isActive()
+                    && (kind == Snippet.Kind.METHOD || kind == Snippet.Kind.TYPE_DECL)) {
+                return e.snippet();
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Where the first statement of `rest` ends when JShell's analysis cannot tell (a
+     * syntax error in it) and takes everything to the end, which would hide the
+     * diagnostics of the statements after it. Like the jshell tool, which reads its input
+     * line by line: the end of the shortest run of whole lines that is itself such a
+     * statement (UNKNOWN on its own), closes every bracket it opens and is followed by
+     * something that can begin a statement (not `else`, `catch`, an operator, ...), within
+     * the first 256 lines. 0 if there is none (JShell then gets the rest, as before).
+     */
+    private static int unknownStatementEnd(SourceCodeAnalysis analysis, String rest) {
+        int from = 0;
+        for (int lines = 0; lines < 256; lines++) {
+            int newline = rest.indexOf('\n', from);
+            if (newline < 0) {
+                return 0;
+            }
+            from = newline + 1;
+            String prefix = rest.substring(0, newline);
+            if (prefix.isBlank() || !balanced(prefix) || !beginsStatement(rest, newline)) {
+                continue;
+            }
+            if (analysis.analyzeCompletion(prefix).completeness() == SourceCodeAnalysis.Completeness.UNKNOWN) {
+                return newline;
+            }
+        }
+        return 0;
+    }
+
+    /** Whether `code` closes every bracket it opens, outside comments and literals. */
+    private static boolean balanced(String code) {
+        StringBuilder open = new StringBuilder();
+        int i = 0;
+        int n = code.length();
+        while (i < n) {
+            char c = code.charAt(i);
+            if (code.startsWith("//", i)) {
+                int end = code.indexOf('\n', i);
+                i = end < 0 ? n : end;
+            } else if (code.startsWith("/*", i)) {
+                int end = code.indexOf("*/", i + 2);
+                if (end < 0) {
+                    return false;
+                }
+                i = end + 2;
+            } else if (code.startsWith("\"\"\"", i)) {
+                int end = i + 3;
+                while (true) {
+                    end = code.indexOf("\"\"\"", end);
+                    if (end < 0) {
+                        return false;
+                    }
+                    if (!escaped(code, end)) {
+                        break;
+                    }
+                    end++;
+                }
+                i = end + 3;
+            } else if (c == '"' || c == '\'') {
+                int end = i + 1;
+                while (end < n && code.charAt(end) != c && code.charAt(end) != '\n') {
+                    end += code.charAt(end) == '\\' ? 2 : 1;
+                }
+                if (end >= n || code.charAt(end) != c) {
+                    return false;
+                }
+                i = end + 1;
+            } else {
+                if (c == '(' || c == '[' || c == '{') {
+                    open.append(c);
+                } else if (c == ')' || c == ']' || c == '}') {
+                    char expected = c == ')' ? '(' : c == ']' ? '[' : '{';
+                    if (open.length() == 0 || open.charAt(open.length() - 1) != expected) {
+                        return false;
+                    }
+                    open.setLength(open.length() - 1);
+                }
+                i++;
+            }
+        }
+        return open.length() == 0;
+    }
+
+    /** Whether the character at `i` follows an odd number of backslashes. */
+    private static boolean escaped(String code, int i) {
+        int backslashes = 0;
+        while (i - backslashes - 1 >= 0 && code.charAt(i - backslashes - 1) == '\\') {
+            backslashes++;
+        }
+        return backslashes % 2 == 1;
+    }
+
+    /** Words that continue the statement before them. */
+    private static final Set<String> CONTINUATIONS = Set.of("else", "catch", "finally", "while", "instanceof",
+            "extends", "implements", "throws", "permits", "case", "default");
+
+    /** Whether what follows `from` in `code` (blanks and comments skipped) can begin a statement. */
+    private static boolean beginsStatement(String code, int from) {
+        int i = from;
+        int n = code.length();
+        while (i < n) {
+            if (Character.isWhitespace(code.charAt(i))) {
+                i++;
+            } else if (code.startsWith("//", i)) {
+                int end = code.indexOf('\n', i);
+                i = end < 0 ? n : end;
+            } else if (code.startsWith("/*", i)) {
+                int end = code.indexOf("*/", i + 2);
+                i = end < 0 ? n : end + 2;
+            } else {
+                break;
+            }
+        }
+        if (i >= n) {
+            return false;
+        }
+        char c = code.charAt(i);
+        if (Character.isJavaIdentifierStart(c)) {
+            int end = i;
+            while (end < n && Character.isJavaIdentifierPart(code.charAt(end))) {
+                end++;
+            }
+            return !CONTINUATIONS.contains(code.substring(i, end));
+        }
+        if (c == '+' || c == '-') {
+            return code.startsWith(c == '+' ? "++" : "--", i);
+        }
+        return Character.isDigit(c) || "\"'@({;".indexOf(c) >= 0;
     }
 
     private static void exception(String id, JShellException exception) throws IOException {
@@ -419,6 +615,10 @@ public final class JShellDriver {
         if (!checkClasses || warming) {
             return true;
         }
+        if (refused) {
+            // Nothing more of a refused statement is installed (nor asked about).
+            return false;
+        }
         long n = ++seq;
         StringBuilder msg = new StringBuilder("{\"event\":\"classes\",\"seq\":").append(n).append(",\"id\":")
                 .append(json(component)).append(",\"classes\":[");
@@ -458,34 +658,108 @@ public final class JShellDriver {
         }
     }
 
-    /** Local execution (the snippet runs in this sandboxed JVM) with every class vetted first. */
+    /**
+     * Local execution (the snippet runs in this sandboxed JVM) with every class vetted
+     * first, loaded or redefined.
+     */
     private static final class Checked extends LocalExecutionControl {
         @Override
         public void load(ClassBytecodes[] classes)
                 throws ClassInstallException, NotImplementedException, EngineTerminationException {
             if (!allowed(classes)) {
-                refused = true;
-                for (ClassBytecodes c : classes) {
-                    refusedClasses.add(c.name());
-                }
-                return;
+                refuse(classes);
+                // Nothing was installed, and JShell is told so: its record of what is loaded stays exact.
+                throw new ClassInstallException("load: not allowed by the access list", new boolean[classes.length]);
             }
             super.load(classes);
+            installed(classes);
         }
 
-        /** Never redefine in place: JShell then compiles fresh classes, which go through load. */
+        /**
+         * Redefines in place through java.lang.instrument, as JShell's JDI engine does
+         * through VirtualMachine.redefineClasses, and failing where it fails: a class that
+         * is not loaded, or that the JVM will not redefine (a changed schema: members added
+         * or removed, another superclass, other nest members, ...), is a
+         * ClassInstallException with nothing installed, and JShell replaces the classes
+         * with new ones instead (through load). New code is new code: it is vetted by the
+         * supervisor first, exactly as loaded classes are, and refused code is never
+         * installed.
+         */
         @Override
-        public void redefine(ClassBytecodes[] classes) throws NotImplementedException {
-            throw new NotImplementedException("redefine");
+        public void redefine(ClassBytecodes[] classes)
+                throws ClassInstallException, NotImplementedException, EngineTerminationException {
+            if (instrumentation == null) {
+                // Without the agent (never in a sandbox): JShell replaces the classes instead.
+                throw new NotImplementedException("redefine: the driver runs without its agent");
+            }
+            ClassDefinition[] definitions = new ClassDefinition[classes.length];
+            for (int i = 0; i < classes.length; i++) {
+                try {
+                    definitions[i] = new ClassDefinition(findClass(classes[i].name()), classes[i].bytecodes());
+                } catch (ClassNotFoundException e) {
+                    throw new ClassInstallException("redefine: " + e.getMessage(), new boolean[classes.length]);
+                }
+            }
+            if (!allowed(classes)) {
+                if (!refused) {
+                    refusedTruthfully = anyExecutable(definitions);
+                }
+                refuse(classes);
+                if (refusedTruthfully) {
+                    throw new ClassInstallException("redefine: not allowed by the access list",
+                            new boolean[classes.length]);
+                }
+                // JShell is told the classes were redefined, so that it does not replace
+                // them with new ones (more of the same refused code): undo() declares the
+                // earlier method or class again, which redefines them back to the code the
+                // JVM still runs and puts JShell's records right.
+                return;
+            }
+            try {
+                instrumentation.redefineClasses(definitions);
+            } catch (Exception | LinkageError | InternalError e) {
+                throw new ClassInstallException("redefine: " + e, new boolean[classes.length]);
+            }
+            classesRedefined(classes);
+            installed(classes);
         }
 
         @Override
         public String invoke(String className, String methodName)
                 throws RunException, EngineTerminationException, InternalException {
-            if (refusedClasses.contains(className)) {
-                throw new UserException("not loaded: denied by the access list", DENIED_CLASS, new StackTraceElement[0]);
+            if (refused || refusedClasses.contains(className)) {
+                throw new UserException("not run: denied by the access list", DENIED_CLASS, new StackTraceElement[0]);
             }
             return super.invoke(className, methodName);
+        }
+
+        private static void refuse(ClassBytecodes[] classes) {
+            refused = true;
+            for (ClassBytecodes c : classes) {
+                refusedClasses.add(c.name());
+            }
+        }
+
+        private static void installed(ClassBytecodes[] classes) {
+            for (ClassBytecodes c : classes) {
+                refusedClasses.remove(c.name());
+            }
+        }
+
+        /** Whether one of these classes runs a snippet (statement, expression or variable). */
+        private static boolean anyExecutable(ClassDefinition[] definitions) {
+            for (ClassDefinition d : definitions) {
+                try {
+                    d.getDefinitionClass().getDeclaredMethod(DO_IT);
+                    return true;
+                } catch (NoSuchMethodException e) {
+                    // A method's or a class's wrapper.
+                } catch (LinkageError | SecurityException e) {
+                    // Cannot tell: being told the truth, JShell replaces the classes (safe either way).
+                    return true;
+                }
+            }
+            return false;
         }
     }
 

@@ -123,6 +123,8 @@ pub enum InstallError {
     MissingLibraries(String),
     #[error("JShell runtimes need a JDK: no javac at {}", .0.display())]
     NoJavac(PathBuf),
+    #[error("JShell runtimes need a JDK: no jar at {}", .0.display())]
+    NoJar(PathBuf),
     #[error("build step `{argv}` failed: {message}")]
     BuildStep { argv: String, message: String },
     #[error("writing {}", path.display())]
@@ -821,8 +823,9 @@ fn write_yaml(path: &Path, value: &impl Serialize, header: &str) -> Result<()> {
 }
 
 /// Compiles the JShell driver with the runtime's own javac (the copy in `isolated/`,
-/// so the driver matches the JVM that runs it) into the runtime, next to a copy of
-/// its source by which a later version of the service recognises a stale driver.
+/// so the driver matches the JVM that runs it) into the runtime, next to its agent jar,
+/// its class-data-sharing archive and a copy of its source by which a later version of
+/// the service recognises a stale driver.
 #[allow(clippy::too_many_arguments)]
 async fn build_jshell_driver(
     recipe: &Recipe,
@@ -861,10 +864,32 @@ async fn build_jshell_driver(
     ];
     run_step(runner, &argv, env, staging, runtimes_dir).await?;
 
+    // The agent jar: only a manifest, naming the driver (found on the class path) as
+    // the agent that receives java.lang.instrument, through which it redefines classes
+    // in place as JShell's default engine does (JVMTI RedefineClasses).
+    let jar = copier.dest(&Path::new(&recipe.evaluator.program).with_file_name("jar"));
+    if !jar.is_file() {
+        return Err(InstallError::NoJar(jar));
+    }
+    let manifest = src_dir.join("agent.mf");
+    std::fs::write(&manifest, crate::evaluate::JSHELL_AGENT_MANIFEST)
+        .map_err(io_context(format!("cannot write {}", manifest.display())))?;
+    let agent = out.join(crate::evaluate::JSHELL_AGENT_FILE);
+    let argv: Vec<String> = vec![
+        jar.display().to_string(),
+        "--create".into(),
+        "--file".into(),
+        agent.display().to_string(),
+        "--manifest".into(),
+        manifest.display().to_string(),
+    ];
+    run_step(runner, &argv, env, staging, runtimes_dir).await?;
+
     // A class-data-sharing archive of the JDK classes a typical snippet loads (JShell,
-    // javac): recorded by a training run, dumped without the driver's own classes so
-    // that it stays valid for the driver's directory inside the sandbox. Starting a
-    // JShell evaluation is about a third faster with it.
+    // javac, the agent's java.lang.instrument): recorded by a training run with the
+    // agent, dumped without the driver's own classes so that it stays valid for the
+    // driver's directory inside the sandbox. Starting a JShell evaluation is about a
+    // third faster with it.
     let java = copier.dest(Path::new(&recipe.evaluator.program));
     let training = src_dir.join("training.bin");
     std::fs::write(&training, crate::evaluate::jshell_training_input())
@@ -876,6 +901,7 @@ async fn build_jshell_driver(
         format!("-XX:DumpLoadedClassList={}", recorded.display()),
         "-XX:+UseSerialGC".into(),
         "--enable-preview".into(),
+        format!("-javaagent:{}", agent.display()),
         "-cp".into(),
         out.display().to_string(),
         "JShellDriver".into(),
