@@ -480,6 +480,8 @@ pub async fn evaluate_printing(
                     let _ = err.write_all(&data);
                     let _ = err.flush();
                 }
+                // The empty value of a statement or a void call: jshell shows nothing.
+                Output::Value { text, .. } if text.is_empty() => {}
                 Output::Value { text, .. } => {
                     let _ = writeln!(out, "{text}");
                 }

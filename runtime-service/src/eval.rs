@@ -339,6 +339,8 @@ fn print_outcome(request: &EvalRequest, e: &Evaluated, printer: &mut LivePrinter
     for r in &e.results {
         match r.kind() {
             Kind::Error => printer.raw(r),
+            // The empty value of a statement or a void call: jshell shows nothing.
+            _ if r.output.is_empty() => {}
             _ => printer.value(&r.output),
         }
     }
