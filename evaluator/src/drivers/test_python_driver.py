@@ -666,7 +666,8 @@ class AccessListTest(unittest.TestCase):
             ("getattr", "import sys\ngetattr(sys, 'modules')", "sys.modules"),
             ("private", "import sys\nsys._getframe()", "sys._getframe"),
             ("hasattr", "import sys\nhasattr(sys, 'path')", "sys.path"),
-            ("dunder", "import sys\nsys.__stdout__", "sys.__stdout__"),
+            ("dunder", "import sys\nsys.__stdout__", "<attribute __stdout__>"),
+            ("dynamic_dunder", "import sys\ngetattr(sys, '__stdout__')", "sys.__stdout__"),
         ]
         r = run_driver([(cid, code) for cid, code, _ in cases] + [
             ("caught", "import sys\ntry:\n    sys.modules\n"
@@ -695,14 +696,16 @@ class AccessListTest(unittest.TestCase):
             ("attribute", "__builtins__.open", "builtins.open"),
             ("getattr", "getattr(__builtins__, 'eval')", "builtins.eval"),
             ("item", "__builtins__['exec']", "builtins.exec"),
-            ("dict", "vars(__builtins__)['compile']('1', 'x', 'eval')", "builtins.compile"),
-            # __import__ is the import wrapper there too: what it imports is checked
-            ("import", "getattr(__builtins__, '__import__')('os')", "os"),
-            ("import_attribute", "__builtins__.__import__('socket')", "socket"),
+            ("dict", "vars(__builtins__)['compile']('1', 'x', 'eval')", "builtins.__dict__"),
+            # dunders of a module are not the snippet's to read
+            ("import", "getattr(__builtins__, '__import__')('os')", "builtins.__import__"),
+            ("import_attribute", "__builtins__.__import__('socket')",
+             "<attribute __import__>"),
+            ("import_module", "import builtins\nbuiltins.__dict__", "builtins.__dict__"),
         ]
         r = run_driver([(cid, code) for cid, code, _ in cases] + [
             ("allowed", "(__builtins__.len('abc'), getattr(__builtins__, 'max')(1, 2),"
-                        " __builtins__['min'](1, 2), __builtins__.__import__('math').floor(2.5),"
+                        " __builtins__['min'](1, 2), __builtins__['__import__']('math').floor(2.5),"
                         " hasattr(__builtins__, 'nope'), repr(__builtins__))"),
             ("missing", "__builtins__.nope"),
             ("missing_item", "__builtins__['nope']"),
@@ -768,16 +771,16 @@ class AccessListTest(unittest.TestCase):
             ("exec", "exec('import os')", "builtins.exec"),
             ("compile", "compile('1', 'x', 'eval')", "builtins.compile"),
             ("open", "open('/etc/hostname')", "builtins.open"),
-            # The real builtins module is print.__self__: its functions raise
-            # audit events, and those are checked.
-            ("real_open", "print.__self__.open('/etc/hostname')", "builtins.open"),
-            ("real_exec", "print.__self__.exec((lambda: None).__code__)", "builtins.exec"),
-            # a string is compiled first
-            ("real_eval", "print.__self__.eval('1')", "builtins.compile"),
-            ("real_import", "print.__self__.__import__('os').system('echo pwned')", "os.system"),
-            ("function", "type(lambda: 0)((lambda: 1).__code__, {})", "types.FunctionType"),
+            # The real builtins module is print.__self__: not the snippet's to reach.
+            ("real_open", "print.__self__.open('/etc/hostname')", "<attribute __self__>"),
+            ("real_import", "getattr(print, '__self__')", "<attribute __self__>"),
+            # import builtins gives the snippet's own
+            ("import_builtins", "import builtins\nbuiltins.eval('1')", "builtins.eval"),
+            ("from_builtins", "from builtins import exec", "builtins.exec"),
+            ("enum_bltns", "import enum\nenum.bltns.open('/etc/hostname')", "builtins.open"),
+            ("function", "type(lambda: 0)((lambda: 1).__code__, {})", "<attribute __code__>"),
         ]
-        r = run_driver([(cid, code) for cid, code, _ in cases], access=access_list())
+        r = run_driver([(cid, code) for cid, code, _ in cases], access=access_list(_rule("enum")))
         for cid, _, reference in cases:
             self.assertDenied(r, cid, reference)
         self.assertNotIn(b"pwned", r.stdout)
@@ -856,33 +859,43 @@ class AccessListTest(unittest.TestCase):
         self.assertDenied(r, "tempfile", "tempfile")
         self.assertDone(r)
 
-    def test_denied_module_reached_as_attribute_is_caught_where_used(self):
+    def test_denied_module_reached_as_attribute_is_denied(self):
+        # Modules are given as new modules of their allowed public members: a
+        # private member, or a denied module, is denied however it is read.
         r = run_driver([
-            # os.system raises its audit event from snippet code
             ("system", "import random\nrandom._os.system('echo pwned')"),
-            # os.popen is Python code in a denied module the snippet called:
-            # what it does is checked (it opens the pipe before it spawns)
-            ("popen", "import random\nrandom._os.popen('echo pwned').read()"),
-            ("listdir", "import random\nrandom._os.listdir('/')"),
-        ], access=access_list())
-        self.assertDenied(r, "system", "os.system")
-        self.assertDenied(r, "popen", "builtins.open")
-        self.assertDenied(r, "listdir", "os.listdir")
+            ("write", "import random\nrandom._os.write(1, b'pwned')"),
+            ("getattr", "import random\ngetattr(random, '_o' + 's').write(1, b'pwned')"),
+            ("public", "import traceback\ntraceback.linecache"),
+            ("nested", "import typing\ntyping.contextlib.os.system('echo pwned')"),
+            ("partial", "import traceback\ntraceback.sys.modules"),
+            ("owner", "import functools\nfunctools.RLock"),
+        ], access=access_list(_rule("traceback"), _rule("typing"), _rule("contextlib"),
+                              _rule("functools"), _rule("_thread", False)))
+        self.assertDenied(r, "system", "random._os")
+        self.assertDenied(r, "write", "random._os")
+        self.assertDenied(r, "getattr", "random._os")
+        self.assertDenied(r, "public", "linecache")
+        self.assertDenied(r, "nested", "os")
+        self.assertDenied(r, "partial", "sys.modules")
+        self.assertDenied(r, "owner", "_thread.RLock")
         self.assertNotIn(b"pwned", r.stdout)
 
     def test_rebound_builtins_stay_checked(self):
         r = run_driver([
             # Functions (here a comprehension) made after rebinding __builtins__
-            # get the real builtins, but run in the snippet's namespace.
-            ("rebind", "__builtins__ = print.__self__\n"
-                       "[__import__('os').system('echo pwned') for _ in [1]]"),
+            # get those builtins, without the attribute accessor (a NameError),
+            # and still run in the snippet's namespace.
+            ("rebind", "import random\n__builtins__ = {'len': len}\n"
+                       "[random._os for _ in [1]]"),
             ("reset", "open('/etc/hostname')"),  # the snippet builtins are back
-            ("real_eval", "f = print.__self__.eval\n"
-                          "f('1')"),
-        ], access=access_list())
-        self.assertDenied(r, "rebind", "os.system")
+            ("real_builtins", "import enum\n__builtins__ = enum.bltns\n"
+                              "[open('/etc/hostname') for _ in [1]]"),
+        ], access=access_list(_rule("enum")))
+        self.assertEqual(r.one("rebind", "exception")["type"], "NameError")
+        self.assertEqual(r.of("rebind", "violation"), [])
         self.assertDenied(r, "reset", "builtins.open")
-        self.assertDenied(r, "real_eval", "builtins.compile")
+        self.assertDenied(r, "real_builtins", "builtins.open")
         self.assertNotIn(b"pwned", r.stdout)
 
     def test_frames_are_denied(self):
@@ -893,35 +906,37 @@ class AccessListTest(unittest.TestCase):
             ("code", "def f():\n    pass\nf.__code__ = (lambda: 1).__code__"),
             ("not_frames", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
                            "    t = e.__traceback__\n"
-                           "(t.tb_lineno, (lambda: 1).__code__.co_name)"),
+                           "(t.tb_lineno, (lambda: 1).__name__)"),
         ], access=access_list())
-        self.assertDenied(r, "traceback", "sys._getframe")
-        self.assertDenied(r, "generator", "sys._getframe")
-        self.assertDenied(r, "code", "types.FunctionType")
+        self.assertDenied(r, "traceback", "<attribute tb_frame>")
+        self.assertDenied(r, "generator", "<attribute gi_frame>")
+        self.assertDenied(r, "code", "<attribute __code__>")
         self.assertEqual(r.one("not_frames", "value")["repr"], "(2, '<lambda>')")
 
-    def test_import_wrapper_with_forged_state_is_checked(self):
-        # __import__ is a method bound to its state; called again with other
-        # state (a checker that lets everything through), the import it makes
-        # is checked as the snippet's.
-        r = run_driver([("c1", "state = __import__.__self__\n"
-                               "forged = (lambda *args: None,) + state[1:]\n"
-                               "__import__.__func__(forged, 'ctypes')")],
+    def test_import_wrapper_state_is_out_of_reach(self):
+        # __import__ is a method bound to its state: neither its __self__ nor
+        # its __func__ is the snippet's to read (were it, the import it made with
+        # forged state would still be checked as the snippet's).
+        r = run_driver([("static", "state = __import__.__self__"),
+                        ("dynamic", "getattr(__import__, '__func__')")],
                        access=access_list())
-        self.assertDenied(r, "c1", "ctypes")
+        self.assertDenied(r, "static", "<attribute __self__>")
+        self.assertDenied(r, "dynamic", "<attribute __func__>")
 
     def test_thread_started_by_snippet_is_checked(self):
-        # A thread that runs a C function has no Python frame at all.
+        # A thread that runs a C function has no Python frame at all.  (The
+        # prelude hands the snippet the real os.system and _thread._count, which
+        # counts threads once they run, as builtins.)
         r = run_driver([("c1", "import _thread, time\n"
-                               "system = print.__self__.__import__('os').system\n"
-                               "_thread.start_new_thread(system, ('echo pwned',))\n"
-                               # _count() counts threads once they run
+                               "_thread.start_new_thread(SYSTEM, ('echo pwned',))\n"
                                "deadline = time.monotonic() + 1\n"
-                               "while not _thread._count() and time.monotonic() < deadline:\n"
+                               "while not COUNT() and time.monotonic() < deadline:\n"
                                "    time.sleep(0.01)\n"
-                               "while _thread._count():\n"
+                               "while COUNT():\n"
                                "    time.sleep(0.01)\n"
                                "'waited'")],
+                       prelude="import builtins, os, _thread\nbuiltins.SYSTEM = os.system\n"
+                               "builtins.COUNT = _thread._count\n",
                        access=access_list(_rule("_thread")))
         self.assertDenied(r, "c1", "os.system", ended=False)
         self.assertEqual(r.one("c1", "value")["repr"], "'waited'")
@@ -995,9 +1010,12 @@ class AccessListTest(unittest.TestCase):
         self.assertDenied(r, "uncovered", "math")
 
     def test_denied_builtins_are_stubs(self):
-        r = run_driver([("c1", "open.__name__, callable(open), open is not print.__self__.open"),
+        # The real builtins module, reached as a module's member (enum.bltns),
+        # is the snippet's __builtins__ too.
+        r = run_driver([("c1", "import enum\n"
+                               "open.__name__, callable(open), enum.bltns is __builtins__"),
                         ("c2", "len('abc')")],
-                       access=access_list())
+                       access=access_list(_rule("enum")))
         self.assertEqual(r.one("c1", "value")["repr"], "('open', True, True)")
         self.assertEqual(r.one("c2", "value")["repr"], "3")
         self.assertNoViolations(r)
@@ -1015,8 +1033,16 @@ class AccessListTest(unittest.TestCase):
         # a global name would fail at run time, or be the snippet's to bind.
         import dis
         section = compile(_cold_section("access"), "<access>", "exec")
-        names = {"_access_allowed", "_access_import", "_access_stub_maker",
-                 "_access_walker", "_access_reporter", "_access_hook"}
+        # Every _access_* function but these two, which are driver code.
+        driver_code = {"_access_begin", "_access_transform_maker"}
+        names = {const.co_name for const in section.co_consts
+                 if hasattr(const, "co_name") and const.co_name.startswith("_access_")
+                 and const.co_name not in driver_code}
+        self.assertLessEqual({"_access_allowed", "_access_import", "_access_stub_maker",
+                              "_access_walker", "_access_reporter", "_access_hook",
+                              "_access_attr_check", "_access_attr_get", "_access_getattr",
+                              "_access_module", "_access_module_getattr", "_access_format",
+                              "_access_update_wrapper", "_access_dataclass"}, names)
         found = set()
 
         def check(code):
@@ -1035,6 +1061,477 @@ class AccessListTest(unittest.TestCase):
         self.assertEqual(found, names)
 
     assertDone = DriverTest.assertDone
+
+
+# The prelude (trusted, unchecked) hands the snippet real denied callables as
+# builtins, to show that they are refused whoever calls them.
+PLANT = ("import builtins, os, pickle, socket\n"
+         "builtins.SYSTEM = os.system\nbuiltins.REAL_OPEN = open\n"
+         "builtins.SOCKET = socket.socket\nbuiltins.UNPICKLE = pickle.loads\n")
+
+
+class AttributeRuleTest(unittest.TestCase):
+    """The attribute rule (see "Attributes" in the driver docstring): static
+    names checked before the code runs, dynamic ones when used, modules given
+    as their allowed public members, and what allowed library code may do for
+    the snippet."""
+
+    maxDiff = None
+    assertDenied = AccessListTest.assertDenied
+    assertNoViolations = AccessListTest.assertNoViolations
+    assertDone = DriverTest.assertDone
+
+    def assertAllDenied(self, r, cases, ended=True):
+        for cid, _, reference in cases:
+            with self.subTest(cid):
+                self.assertDenied(r, cid, reference, ended=ended)
+
+    def run_cases(self, cases, *extra_rules, **options):
+        return run_driver([(cid, code) for cid, code, _ in cases],
+                          access=access_list(*extra_rules), **options)
+
+    def test_private_members_of_modules_are_denied_however_read(self):
+        # The review's random._os, and every route to it.
+        cases = [
+            ("attribute", "import random\nrandom._os", "random._os"),
+            ("system", "import random\nrandom._os.system('echo pwned')", "random._os"),
+            ("write", "import random\nrandom._os.write(1, b'pwned')", "random._os"),
+            ("from", "from random import _os", "random._os"),
+            ("getattr", "import random\ngetattr(random, '_o' + 's')", "random._os"),
+            ("getattr_default", "import random\ngetattr(random, '_os', None)", "random._os"),
+            ("hasattr", "import random\nhasattr(random, '_os')", "random._os"),
+            ("vars", "import random\nvars(random)['_os']", "random.__dict__"),
+            ("dict", "import random\nrandom.__dict__['_os']", "random.__dict__"),
+            ("attrgetter", "import operator, random\noperator.attrgetter('_os')(random)",
+             "random._os"),
+            ("from_operator", "from operator import attrgetter\nimport random\n"
+                              "attrgetter('_inst')(random)", "random._inst"),
+            ("methodcaller", "import operator, random\n"
+                             "operator.methodcaller('_urandom', 4)(random)", "random._urandom"),
+            ("partial", "import functools, random\nfunctools.partial(getattr, random)('_os')",
+             "random._os"),
+            ("reduce", "import functools, random\nfunctools.reduce(getattr, ['_os'], random)",
+             "random._os"),
+            ("map", "import random\nlist(map(getattr, [random], ['_os']))", "random._os"),
+            ("sorted_key", "import random\nsorted([random], key=lambda m: m._os)",
+             "random._os"),
+            ("format", "import random\n'{0._os}'.format(random)", "<attribute _os>"),
+            ("format_map", "import random\n'{m._os}'.format_map({'m': random})",
+             "<attribute _os>"),
+            ("setattr", "import random\nsetattr(random, '_inst', None)", "random._inst"),
+            ("store", "import random\nrandom._inst = None", "random._inst"),
+            ("delete", "import json\ndel json._default_encoder", "json._default_encoder"),
+            ("sys", "import sys\nsys._getframe()", "sys._getframe"),
+        ]
+        r = self.run_cases(cases, _rule("operator"), _rule("functools"))
+        self.assertAllDenied(r, cases)
+        self.assertNotIn(b"pwned", r.stdout)
+        self.assertDone(r)
+
+    def test_internals_are_rejected_before_the_code_runs(self):
+        # Function globals, frames, code, cells, the class graph, pickling
+        # protocols: no object's; the component does not start (nothing printed).
+        cases = [
+            ("globals", "import random\nrandom.choice.__globals__['_os']",
+             "<attribute __globals__>"),
+            ("driver_globals", "import sys\nsys.stdout.buffer.raw.write.__globals__",
+             "<attribute __globals__>"),
+            ("builtins", "import random\nrandom.choice.__builtins__", "<attribute __builtins__>"),
+            ("code", "(lambda: 1).__code__", "<attribute __code__>"),
+            ("co", "def f():\n    pass\nf.co_consts", "<attribute co_consts>"),
+            ("closure", "def f():\n    x = 1\n    return lambda: x\nf().__closure__",
+             "<attribute __closure__>"),
+            ("cell", "c = None\nc.cell_contents", "<attribute cell_contents>"),
+            ("defaults", "def f(a=1):\n    pass\nf.__defaults__", "<attribute __defaults__>"),
+            ("generator", "def g():\n    yield 1\nx = g()\nnext(x)\nx.gi_frame",
+             "<attribute gi_frame>"),
+            ("gi_code", "def g():\n    yield 1\ng().gi_code", "<attribute gi_code>"),
+            ("coroutine", "async def c():\n    pass\nc().cr_frame", "<attribute cr_frame>"),
+            ("async_gen", "async def a():\n    yield 1\na().ag_frame", "<attribute ag_frame>"),
+            ("traceback", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+                          "    e.__traceback__.tb_frame", "<attribute tb_frame>"),
+            ("f_back", "f = None\nf.f_back", "<attribute f_back>"),
+            ("f_locals", "f = None\nf.f_locals", "<attribute f_locals>"),
+            ("subclasses", "object.__subclasses__()", "<attribute __subclasses__>"),
+            ("base", "().__class__.__base__", "<attribute __base__>"),
+            ("bases", "int.__bases__", "<attribute __bases__>"),
+            ("mro_attribute", "int.__mro__", "<attribute __mro__>"),
+            ("mro", "type(1).mro()", "<attribute mro>"),
+            ("reduce", "(1).__reduce__()", "<attribute __reduce__>"),
+            ("reduce_ex", "(1).__reduce_ex__(2)", "<attribute __reduce_ex__>"),
+            ("getstate", "import random\nrandom.__getstate__()", "<attribute __getstate__>"),
+            ("self", "print.__self__", "<attribute __self__>"),
+            ("func", "class C:\n    def m(self):\n        pass\nC().m.__func__",
+             "<attribute __func__>"),
+            ("wrapped", "import functools\nfunctools.lru_cache(len).__wrapped__",
+             "<attribute __wrapped__>"),
+            ("spec", "import json\njson.__spec__.loader", "<attribute __spec__>"),
+            ("loader", "import json\njson.__loader__", "<attribute __loader__>"),
+            ("class_store", "class C:\n    pass\nC().__class__ = int", "<attribute __class__>"),
+            ("code_store", "def f():\n    pass\nf.__code__ = None", "<attribute __code__>"),
+            ("in_function", "def f(x):\n    return x.__globals__", "<attribute __globals__>"),
+            ("in_fstring", "f'{print.__self__}'", "<attribute __self__>"),
+            ("match_keyword", "match print:\n    case object(__self__=b):\n        pass",
+             "<attribute __self__>"),
+            ("match_positional", "match 1:\n    case int(x):\n        pass",
+             "<positional class pattern>"),
+        ]
+        r = run_driver([(cid, "print('ran')\n" + code) for cid, code, _ in cases],
+                       access=access_list(_rule("functools")))
+        self.assertAllDenied(r, cases)
+        self.assertEqual(r.stdout, b"")
+        # every name in a component is reported, in source order
+        r = run_driver([("two", "a = 1\na.__globals__, a.__code__, a.__globals__")],
+                       access=access_list())
+        self.assertEqual([v["reference"] for v in r.of("two", "violation")],
+                         ["<attribute __globals__>", "<attribute __code__>"])
+        self.assertDone(r)
+
+    def test_dynamic_names_follow_the_same_rule(self):
+        cases = [
+            ("getattr", "import random\ngetattr(random.choice, '__glob' + 'als__')",
+             "<attribute __globals__>"),
+            ("frame", "def g():\n    yield 1\nx = g()\ngetattr(x, 'gi_' + 'frame')",
+             "<attribute gi_frame>"),
+            ("subclasses", "getattr(object, '__subcl' + 'asses__')()", "<attribute __subclasses__>"),
+            ("attrgetter_dotted", "import operator, random\n"
+                                  "operator.attrgetter('choice.__globals__')(random)",
+             "<attribute __globals__>"),
+            ("methodcaller", "import operator\noperator.methodcaller('__reduce_ex__', 2)(1)",
+             "<attribute __reduce_ex__>"),
+            ("setattr", "def f():\n    pass\nsetattr(f, '__code__', None)", "<attribute __code__>"),
+            ("vars_class", "vars(int)", "<attribute __dict__>"),
+            ("str_subclass", "class S(str):\n    pass\ngetattr(print, S('__self__'))",
+             "<attribute __self__>"),
+            ("format", "'{0.__globals__}'.format(print)", "<attribute __globals__>"),
+            ("format_unbound", "str.format('{0.__self__}', print)", "<attribute __self__>"),
+            ("format_nested", "'{0:{1.__self__}}'.format(1, print)", "<attribute __self__>"),
+            ("format_getattr", "getattr('{0.__self__}', 'format')(print)",
+             "<attribute __self__>"),
+            ("format_library", "import operator\n"
+                               "operator.methodcaller('format', print)('{0.__self__}')",
+             "<attribute __self__>"),
+            ("accessor", "__builtins__['jsheets.attribute'][print, '__self__']",
+             "<attribute __self__>"),
+            # (__getattribute__ & co: a bound one of the snippet's own objects only)
+            ("getattribute", "import random\nobject.__getattribute__(random, '_os')",
+             "<attribute __getattribute__>"),
+            ("getattribute_bound", "(1).__getattribute__('real')", "<attribute __getattribute__>"),
+        ]
+        r = self.run_cases(cases, _rule("operator"))
+        self.assertAllDenied(r, cases)
+        r = run_driver([("allowed", "import operator\nclass P:\n    def __init__(self):\n"
+                                    "        self.a, self._b = 1, 2\np = P()\n"
+                                    "(getattr(p, 'a'), getattr(p, '_b'), hasattr(p, '_c'), "
+                                    "operator.attrgetter('a', '_b')(p), "
+                                    "operator.methodcaller('upper')('x'), sorted(vars(p)), "
+                                    "'{0.a} {1}'.format(p, 3), getattr(1, 'real'))")],
+                       access=access_list(_rule("operator")))
+        self.assertNoViolations(r)
+        self.assertEqual(r.one("allowed", "value")["repr"],
+                         repr((1, 2, False, (1, 2), "X", ["_b", "a"], "1 3", 1)))
+
+    def test_modules_are_given_as_their_allowed_public_members(self):
+        cases = [
+            # a denied module as a public member of an allowed one
+            ("public", "import traceback\ntraceback.linecache", "linecache"),
+            ("nested", "import typing\ntyping.contextlib.os.write(1, b'pwned')", "os"),
+            # a module denied but for members, as a member: those members only
+            ("partial", "import traceback\ntraceback.sys.modules", "sys.modules"),
+            # a function or class of a module the list denies, under another name
+            ("owner", "import functools\nfunctools.RLock", "_thread.RLock"),
+            # the real builtins module, as a member: the snippet's own
+            ("builtins", "import enum\nenum.bltns.open('/etc/hostname')", "builtins.open"),
+            ("module_dunder", "import traceback\ngetattr(traceback, '__builtins__')",
+             "traceback.__builtins__"),
+        ]
+        r = self.run_cases(cases, _rule("traceback"), _rule("typing"), _rule("contextlib"),
+                           _rule("functools"), _rule("_thread", False), _rule("enum"))
+        self.assertAllDenied(r, cases)
+        r = run_driver([
+            ("same", "import json, json as j, traceback\n"
+                     "(json is j, json.decoder is j.decoder, traceback.sys.stdout is not None, "
+                     "'linecache' in dir(traceback), 'format_exc' in dir(traceback), "
+                     "type(json).__name__, json.__name__, repr(json.loads('[1]')))"),
+            # assignments change the snippet's module, not the library's
+            ("assign", "import json\njson.dumps = None\nimport json as again\n"
+                       "json.JSONEncoder().encode([1])"),
+            ("star", "from math import *\nfloor(pi)"),
+            ("path", "from os import path\npath.join('a', 'b')"),
+        ], access=access_list(_rule("traceback"), _rule("os.path")))
+        self.assertNoViolations(r)
+        self.assertEqual(r.one("same", "value")["repr"], repr(
+            (True, True, True, False, True, "module", "json", "[1]")))
+        self.assertEqual(r.one("assign", "value")["repr"], "'[1]'")
+        self.assertEqual(r.one("star", "value")["repr"], "3")
+        self.assertEqual(r.one("path", "value")["repr"], "'a/b'")
+
+    def test_denied_callables_are_denied_whoever_calls_them(self):
+        # Allowed library code (contextlib, here) that calls what it is given:
+        # processes, sockets and descriptors are denied all the same.
+        cases = [
+            ("map", "list(map(SYSTEM, ['echo pwned']))", "os.system"),
+            ("starmap", "import itertools\nlist(itertools.starmap(SYSTEM, [('echo pwned',)]))",
+             "os.system"),
+            ("partial", "import functools\nfunctools.partial(SYSTEM, 'echo pwned')()",
+             "os.system"),
+            ("sorted", "sorted(['echo pwned'], key=SYSTEM)", "os.system"),
+            ("library", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                        "    stack.callback(SYSTEM, 'echo pwned')", "os.system"),
+            ("library_socket", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                               "    stack.callback(SOCKET)", "socket.__new__"),
+            ("library_fd", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                           "    stack.callback(REAL_OPEN, 7, 'w')", "<descriptor 7>"),
+            # unpickling (pandas.read_pickle, numpy.load) would give any global
+            ("library_pickle", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                               "    stack.callback(UNPICKLE, b'cos\\nwrite\\n.')",
+             "pickle.find_class"),
+            ("stub", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                     "    stack.callback(open, '/etc/hostname')", "builtins.open"),
+            ("stub_map", "list(map(eval, ['1']))", "builtins.eval"),
+            # builtins that read their caller's frame, called by library code
+            ("globals", "import contextlib\nwith contextlib.ExitStack() as stack:\n"
+                        "    stack.callback(globals)", None),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases], prelude=PLANT,
+                       access=access_list(_rule("itertools"), _rule("functools"),
+                                          _rule("contextlib"), _rule("pickle", False)))
+        self.assertAllDenied(r, [c for c in cases if c[2]])
+        self.assertEqual(r.one("globals", "exception")["type"], "TypeError")
+        self.assertNotIn(b"pwned", r.stdout)
+        self.assertDone(r)
+
+    def test_the_event_channel_is_out_of_reach(self):
+        cases = [
+            ("open_fd", "open(7, 'w')", "builtins.open"),
+            ("fileio", "import io\nio.FileIO(7, 'w')", "io.FileIO"),
+            ("stdin_class", "import sys\ntype(sys.stdin.buffer.raw)(7, 'w')", "<descriptor 7>"),
+            ("stdin_reinit", "import sys\nsys.stdin.buffer.raw.__init__(7, 'w')",
+             "<descriptor 7>"),
+            ("socket", "import socket\nsocket.socket(fileno=7)", "socket"),
+            ("mmap", "import mmap", "mmap"),
+            ("private", "import sys\nsys.stdout.buffer.raw._name", "<attribute _name>"),
+            ("subclass", "import sys\nclass F(type(sys.stdout.buffer.raw)):\n    pass\n"
+                         "F('stdout')._name = 'x'", "<attribute _name>"),
+        ]
+        r = self.run_cases(cases, _rule("io", False), _rule("io.StringIO"), _rule("sys.stdin"),
+                           _rule("socket", False), _rule("mmap", False))
+        self.assertAllDenied(r, cases)
+        r = run_driver([
+            ("store", "import sys\nsys.stdout.buffer.raw.fileno = lambda: 7"),
+            ("forge", "import sys\ntype(sys.stdout.buffer.raw)('stdout\",\"x\":\"')"),
+            ("made", "import sys\ntype(sys.stdout.buffer.raw)('stdout').write(b'via made\\n')"),
+            ("print", "import sys\nprint('to stderr', file=sys.stderr)\n"
+                      "print('to stdout', file=sys.stdout)\n"
+                      "(sys.stdout.fileno(), sys.stderr.fileno())"),
+            # the event descriptor, as the prelude saw it: high, not 3, 4 or 5
+            ("descriptor", "[fd for fd in FDS if fd > 3]"),
+        ], prelude="import builtins, os\nbuiltins.FDS = sorted(map(int, os.listdir('/proc/self/fd')))\n",
+           access=access_list(_rule("sys.stderr")))
+        self.assertEqual(r.one("store", "exception")["type"], "AttributeError")
+        self.assertEqual(r.one("forge", "exception")["type"], "KeyError")
+        self.assertEqual(r.stdout, b"via made\nto stdout\n")
+        self.assertEqual(r.stderr, b"to stderr\n")
+        self.assertEqual(r.one("print", "value")["repr"], "(1, 2)")
+        # (Descriptors the test process leaves open may be listed too.)
+        high = eval(r.one("descriptor", "value")["repr"])
+        self.assertNotIn(4, high)
+        self.assertNotIn(5, high)
+        self.assertTrue([fd for fd in high if fd >= 16], high)
+        self.assertNoViolations(r)
+        self.assertDone(r)
+
+    def test_snippet_classes_keep_their_private_attributes(self):
+        code = """
+import abc, dataclasses, enum, typing
+from collections import namedtuple
+class P:
+    count = 0
+    def __init__(self, x):
+        self._x = x
+        self.__secret = x * 2
+        P.count += 1
+        self._log = []
+        self._log += ['init']
+    def __repr__(self):
+        return f"P({self._x}, {self.__secret})"
+    def __eq__(self, other):
+        return isinstance(other, P) and self._x == other._x
+    def __hash__(self):
+        return hash(self._x)
+    @property
+    def x(self):
+        return self._x
+    @x.setter
+    def x(self, value):
+        self._x = value
+    def _helper(self):
+        return 'helped'
+class Q(P):
+    __slots__ = ()
+    def __init__(self, x):
+        super().__init__(x)
+        self.__dict__['_extra'] = True
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+    def run(self):
+        return self._helper(), super()._helper(), vars(self)['_extra']
+@dataclasses.dataclass(frozen=True, order=True)
+class D:
+    a: int
+    _b: int = 0
+@dataclasses.dataclass(slots=True)
+class S:
+    n: int
+    def bump(self):
+        self.n += 1
+        return self.n
+class Base(abc.ABC):
+    def __init__(self):
+        self._v = 1
+    @abc.abstractmethod
+    def get(self): ...
+class Impl(Base):
+    def get(self):
+        return self._v
+T = typing.TypeVar('T')
+class Box(typing.Generic[T]):
+    def __init__(self, v):
+        self._v = v
+class Color(enum.Enum):
+    RED = 1
+Pt = namedtuple('Pt', 'x y')
+q = Q(3)
+q.x = 4
+del q._log
+class Outer:
+    def __init__(self):
+        self.__v = 'outer'
+    def get(self):
+        return [self.__v for _ in 'a'][0], (lambda: self.__v)()
+(P(1), P(1) == P(1), len({P(1), P(1)}), q, q.run(), hasattr(q, '_log'), P.count,
+ getattr(P(2), '_P__secret'), D(1) < D(2), D(1, 2)._b, S(1).bump(), Impl().get(),
+ Box(5)._v, Color.RED.value, Pt(1, 2)._asdict(), Pt(1, 2)._replace(x=3), Outer().get())
+"""
+        r = run_driver([("c1", code)], access=access_list(_rule("abc"), _rule("dataclasses"),
+                                                           _rule("enum"), _rule("typing")))
+        self.assertNoViolations(r)
+        self.assertEqual(r.one("c1", "value")["repr"], repr((
+            "P(1, 2)", True, 1, "P(4, 6)", ("helped", "helped", True), False, 6, 4, True, 2,
+            2, 1, 5, 1, {"x": 1, "y": 2}, "Pt(x=3, y=2)", ("outer", "outer"))).replace(
+                "'P(1, 2)'", "P(1, 2)").replace("'P(4, 6)'", "P(4, 6)").replace(
+                "'Pt(x=3, y=2)'", "Pt(x=3, y=2)"))
+        # Protocol dunders and metadata of its own objects may be assigned too.
+        r = run_driver([("assign", "class C:\n    pass\nC.__repr__ = lambda self: 'patched'\n"
+                                   "def f():\n    pass\nf.__name__ = f.__qualname__ = 'g'\n"
+                                   "f.__doc__ = 'doc'\n(repr(C()), f.__name__, f.__doc__)")],
+                       access=access_list())
+        self.assertNoViolations(r)
+        self.assertEqual(r.one("assign", "value")["repr"], "('patched', 'g', 'doc')")
+        # What is not the snippet's own: subclasses of library classes (whose
+        # methods would read what the snippet wrote), classes made by type(),
+        # super() of another class, a class statement claiming another module.
+        cases = [
+            ("library_base", "import random\nclass R(random.Random):\n"
+                             "    def __init__(self):\n        self._n = 1\nR()",
+             "<attribute _n>"),
+            ("library_private", "import random\nrandom.Random()._randbelow(3)",
+             "<attribute _randbelow>"),
+            ("type_made", "C = type('C', (), {'_x': 1})\nC._x", "<attribute _x>"),
+            ("super_subclass", "import random\nclass S(super):\n    pass\n"
+                               "S(random.Random, random.Random())._randbelow",
+             "<attribute _randbelow>"),
+            ("unbound_setattr", "class C:\n    pass\nobject.__setattr__(C(), 'a', 1)",
+             "<attribute __setattr__>"),
+            ("class_setattr", "class C:\n    pass\nC.__setattr__(1, 'a', 1)",
+             "<attribute __setattr__>"),
+            ("module_claim", "class C:\n    __module__ = 'os'", "<attribute __module__>"),
+            ("builtin_private", "(1)._x", "<attribute _x>"),
+            ("library_dunder_store", "import json\njson.JSONEncoder.__repr__ = None",
+             "<attribute __repr__>"),
+            ("module_store", "class C:\n    pass\nsetattr(C, '__module__', 'os')",
+             "<attribute __module__>"),
+        ]
+        r = self.run_cases(cases)
+        self.assertAllDenied(r, cases)
+
+    def test_library_gadgets_are_closed(self):
+        cases = [
+            # functools.update_wrapper writes the wrapper's attributes: the
+            # snippet's own wrapper only, and reads what the rule allows
+            ("update_driver", "import functools, sys\nclass H:\n    pass\n"
+                              "functools.update_wrapper(sys.stdout.buffer.raw, H())",
+             "<attribute __dict__>"),
+            ("update_assigned", "import functools, random\nclass H:\n    pass\n"
+                                "functools.update_wrapper(H(), random.choice, "
+                                "assigned=('__globals__',))", "<attribute __globals__>"),
+            ("wraps_assigned", "import functools\ndef f():\n    pass\n"
+                               "functools.wraps(print, assigned=('__self__',))(f)",
+             "<attribute __self__>"),
+            # dataclasses write field names into code, run with the globals of
+            # the class's module
+            ("dataclass_names", "import dataclasses\nC = type('C', (), {'__module__': "
+                                "'__main__', '__annotations__': {'a=1) #': int}})\n"
+                                "dataclasses.dataclass(C)", "<dataclass field name>"),
+            ("dataclass_module", "import dataclasses\nC = type('C', (), {'__module__': 'os', "
+                                 "'__annotations__': {'a': int}})\ndataclasses.dataclass(C)",
+             "<attribute __module__>"),
+            # library code that compiles text the snippet chose
+            ("forward_ref", "import typing\ntyping.ForwardRef('f.__globals__')",
+             "<attribute __globals__>"),
+            ("forward_ref_dict", "import typing\ntyping.List['m.__dict__']",
+             "<attribute __dict__>"),
+        ]
+        r = self.run_cases(cases, _rule("functools"), _rule("dataclasses"), _rule("typing"))
+        self.assertAllDenied(r, cases)
+        r = run_driver([("fine", "import functools, dataclasses, typing\n"
+                                 "def deco(f):\n    @functools.wraps(f)\n"
+                                 "    def w(*a):\n        return f(*a) * 2\n    return w\n"
+                                 "@deco\ndef twice(x):\n    'doc'\n    return x\n"
+                                 "@functools.lru_cache\ndef sq(x):\n    return x * x\n"
+                                 "C = dataclasses.make_dataclass('C', ['a'])\n"
+                                 "(twice(21), twice.__name__, twice.__doc__, sq(4), C(1), "
+                                 "typing.List['int'], typing.Optional[int])")],
+                       access=access_list(_rule("functools"), _rule("dataclasses"),
+                                          _rule("typing")))
+        self.assertNoViolations(r)
+        self.assertEqual(r.one("fine", "value")["repr"],
+                         "(42, 'twice', 'doc', 16, C(a=1), typing.List[ForwardRef('int')], "
+                         "typing.Optional[int])")
+
+    def test_dynamic_code_is_checked_where_the_list_allows_it(self):
+        rules = [_rule("builtins"), _rule("random")]
+        cases = [
+            ("exec", "exec('import random\\nx = random._os')", "random._os"),
+            ("eval", "eval('print.__self__')", "<attribute __self__>"),
+            ("compile", "compile('a.__globals__', 'x', 'eval')", "<attribute __globals__>"),
+            ("exec_code", "exec(compile('import random\\nrandom._os', 'x', 'exec'))",
+             "random._os"),
+        ]
+        r = run_driver([(cid, code) for cid, code, _ in cases] + [
+            ("fine", "exec('y = 6')\ng = {}\nexec('z = 7', g)\n"
+                     "def f():\n    return eval('y * z', {'y': 2}, {'z': 3})\n"
+                     "(y, g['z'], eval('y + 1'), f(), eval(compile('y * 7', 'x', 'eval')))"),
+        ], access={"list": "python-default", "rules": rules})
+        self.assertAllDenied(r, cases)
+        self.assertEqual(r.one("fine", "value")["repr"], "(6, 7, 7, 6, 42)")
+
+    def test_tracebacks_of_checked_code(self):
+        r = run_driver([("c1", "class C:\n    def __init__(self):\n        self._a = 1\n"
+                               "    def get(self):\n        return self._missing\n"
+                               "C().get()")],
+                       access=access_list())
+        exc = r.one("c1", "exception")
+        self.assertEqual((exc["type"], exc["message"], exc["line"]),
+                         ("AttributeError", "'C' object has no attribute '_missing'", 5))
+        self.assertEqual(exc["traceback"],
+                         'Traceback (most recent call last):\n'
+                         '  File "<c1>", line 6, in <module>\n'
+                         '    C().get()\n'
+                         '  File "<c1>", line 5, in get\n'
+                         '    return self._missing\n'
+                         '           ^^^^^^^^^^^^^\n'
+                         "AttributeError: 'C' object has no attribute '_missing'\n")
 
 
 def _cold_section(name):
