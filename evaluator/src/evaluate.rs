@@ -3,19 +3,19 @@
 //! into per-component results.
 //!
 //! Components run in order in one sandbox and share state (jsheets semantics). The
-//! driver inside the sandbox reports on fd 4 (JSON lines); everything it says is
-//! untrusted and parsed defensively: an unreadable line becomes an `internal` error,
-//! never a panic.
+//! driver inside the sandbox reports on fd 4 (JSON lines); the snippet can write there
+//! too, so nothing it says is trusted: [`crate::events`] bounds, frames, parses and
+//! checks it against the request, and reports what it dropped once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::java::Generated;
+use crate::access::java::{Generated, Vetting};
 use crate::access::AccessList;
+use crate::events::{Bounds, ClassFile, Step, Translator, MAX_STATEMENTS, MAX_VALUE_CHARS};
 use crate::runtime::Runtime;
 use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
@@ -36,8 +36,6 @@ pub const JSHELL_ARCHIVE_FILE: &str = "jshell.jsa";
 pub const JSHELL_AGENT_FILE: &str = "jshell-agent.jar";
 /// The agent jar's manifest: the driver's class (on the class path) is the agent.
 pub const JSHELL_AGENT_MANIFEST: &str = "Premain-Class: JShellDriver\nCan-Redefine-Classes: true\n";
-/// Statements per component (jsheets' cap).
-const MAX_STATEMENTS: i32 = 100;
 
 /// Where the payload finds its input (the code) inside the sandbox.
 const INPUT_PATH: &str = "/proc/self/fd/3";
@@ -50,9 +48,6 @@ fn joined(components: &[Component]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
-
-/// Largest rendering of an expression value sent back.
-const MAX_VALUE_CHARS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -135,70 +130,6 @@ pub enum Output {
         component: String,
         message: String,
     },
-}
-
-/// A driver event, as the driver writes it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum DriverEvent {
-    Start {
-        id: String,
-    },
-    /// Python-level stdout/stderr, base64, in order with the other events.
-    Output {
-        stream: String,
-        data: String,
-    },
-    Value {
-        id: String,
-        repr: String,
-    },
-    SyntaxError {
-        id: String,
-        #[serde(rename = "type")]
-        kind: String,
-        message: String,
-        line: Option<u32>,
-        column: Option<u32>,
-        start: Option<u64>,
-        end: Option<u64>,
-    },
-    Exception {
-        id: String,
-        #[serde(rename = "type")]
-        kind: String,
-        message: String,
-        traceback: String,
-        line: Option<u32>,
-    },
-    /// Python: the snippet reached something the list denies (already stopped).
-    Violation {
-        id: String,
-        reference: String,
-        message: String,
-    },
-    /// JShell: class files to vet before they are loaded.
-    Classes {
-        seq: u64,
-        id: String,
-        classes: Vec<ClassFile>,
-    },
-    /// JShell: the heap ran out.
-    MemoryLimit {},
-    /// A waiting sandbox is warm (normally consumed before the request).
-    Ready {},
-    Exit {},
-    End {},
-    Done {},
-    Internal {
-        message: String,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-struct ClassFile {
-    name: String,
-    bytes: String,
 }
 
 impl Runtime {
@@ -370,7 +301,7 @@ fn jshell_input(components: &[Component], stdin: &[u8], check_classes: bool) -> 
 fn jshell_header(check_classes: bool, warm: bool) -> Vec<u8> {
     let mut out = b"JSHD".to_vec();
     out.extend_from_slice(&JSHELL_DRIVER_VERSION.to_be_bytes());
-    out.extend_from_slice(&MAX_STATEMENTS.to_be_bytes());
+    out.extend_from_slice(&(MAX_STATEMENTS as i32).to_be_bytes());
     out.extend_from_slice(&(MAX_VALUE_CHARS as i32).to_be_bytes());
     out.push(u8::from(check_classes));
     out.push(u8::from(warm));
@@ -398,6 +329,7 @@ fn python_preface(launch: &Launch, deferred: bool) -> Result<serde_json::Value, 
     let mut doc = serde_json::json!({
         "driver": PYTHON_DRIVER,
         "max_value_chars": MAX_VALUE_CHARS,
+        "max_traceback_chars": crate::events::MAX_TRACEBACK_CHARS,
     });
     if let Some(list) = &launch.access_list {
         doc["access"] = python_rules(list);
@@ -502,50 +434,44 @@ fn python_rules(list: &AccessList) -> serde_json::Value {
     })
 }
 
-/// Vets the class files of one `classes` event (classes to load or to redefine); every
-/// denied reference and every unreadable class becomes an output. True when all may be
-/// installed.
+/// Vets the class files of one `classes` event (classes to load or to redefine) for the
+/// running component; every denied reference and every unreadable class becomes a
+/// violation, within the record bounds. True when all may be installed.
 fn vet_classes(
     list: &AccessList,
-    generated: Generated,
-    component: &str,
+    vetting: &mut Vetting,
     classes: &[ClassFile],
+    translator: &mut Translator<'_>,
     outputs: &mut Vec<Output>,
 ) -> bool {
-    use base64::Engine;
     let mut allowed = true;
-    for class in classes {
-        let bytes = match base64::engine::general_purpose::STANDARD.decode(class.bytes.as_bytes()) {
-            Ok(b) => b,
-            Err(e) => {
-                outputs.push(Output::Internal {
-                    component: component.to_owned(),
-                    message: format!("undecodable class file from the sandbox: {e}"),
-                });
-                allowed = false;
-                continue;
-            }
-        };
-        match crate::access::java::check_class_with(list, &bytes, generated) {
+    // One batch: the classes know one another, and are remembered once allowed.
+    let bytes: Vec<&[u8]> = classes.iter().map(|c| c.bytes.as_slice()).collect();
+    let checked = vetting.check_batch(list, &bytes);
+    for (class, checked) in classes.iter().zip(checked) {
+        match checked {
             Ok(denials) => {
                 for d in denials {
                     allowed = false;
-                    outputs.push(Output::Violation {
-                        component: component.to_owned(),
+                    outputs.extend(translator.admit(Output::Violation {
+                        component: translator.running().to_owned(),
                         message: format!("{d} in {}", list.name()),
                         reference: d.reference,
-                    });
+                    }));
                 }
             }
             Err(e) => {
                 allowed = false;
-                outputs.push(Output::Violation {
-                    component: component.to_owned(),
+                outputs.extend(translator.admit(Output::Violation {
+                    component: translator.running().to_owned(),
                     reference: class.name.chars().take(200).collect(),
                     message: format!("class {:.200} was not loaded: {e}", class.name),
-                });
+                }));
             }
         }
+    }
+    if allowed {
+        vetting.commit();
     }
     allowed
 }
@@ -582,7 +508,9 @@ pub async fn evaluate_in(
     if components.is_empty() {
         return Err(EvaluateError::Empty);
     }
-    let output_cap = limits.output_bytes;
+    // Everything the sandbox says is held to bounds derived from this request.
+    let bounds = Bounds::for_request(components, &limits);
+    let framing = bounds.framing;
     let run = match waiting {
         Some(w) => {
             let (input, stdin) = waiting_input(launch, components, stdin)?;
@@ -609,85 +537,68 @@ pub async fn evaluate_in(
     } else {
         Generated::ResolutionStub
     };
-    let mut memory_limit = false;
-    let first = components[0].id.clone();
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    // Every class vetted in this evaluation, across components (see `Vetting`).
+    let mut vetting = Vetting::new(generated);
+    // The queue holds a bounded number of bounded events.
+    let (tx, mut rx) = mpsc::channel::<Event>(bounds.queue);
     // Output reaches us on the pipes and, from Python-level writes, as driver events;
     // the per-stream cap counts both, and going over stops the sandbox.
     let stop = cancel.child_token();
     let stopper = stop.clone();
+    let mut translator = Translator::new(components, bounds, verdict_tx.is_some());
+    let translator_ref = &mut translator;
     let translate = async move {
-        let mut current = first;
-        let mut caps = OutputCaps {
-            cap: output_cap,
-            ..OutputCaps::default()
-        };
+        let translator = translator_ref;
+        let mut outputs = Vec::new();
         while let Some(event) = rx.recv().await {
-            let output = match event {
-                Event::Stdout(data) => caps.take(true, current.clone(), data),
-                Event::Stderr(data) => caps.take(false, current.clone(), data),
-                Event::Driver(line) => match driver_event(&line, &current) {
-                    Ok(DriverEvent::Classes { seq, id, classes }) => {
-                        let mut outputs = Vec::new();
-                        let allowed = match &access_list {
-                            Some(list) => vet_classes(list, generated, &id, &classes, &mut outputs),
-                            None => true,
-                        };
-                        for o in outputs {
-                            if out.send(o).await.is_err() {
-                                return (caps, memory_limit);
-                            }
+            match translator.event(event) {
+                Some(Step::Output(o)) => outputs.push(o),
+                Some(Step::Vet { seq, classes }) => {
+                    let allowed = match &access_list {
+                        Some(list) => {
+                            vet_classes(list, &mut vetting, &classes, translator, &mut outputs)
                         }
-                        let verdict = if allowed { "allow" } else { "deny" };
-                        if let Some(tx) = &verdict_tx {
-                            // A driver that is gone does not need its answer.
-                            let _ = tx.send(format!("{seq} {verdict}\n").into_bytes()).await;
-                        }
-                        None
-                    }
-                    Ok(DriverEvent::MemoryLimit {}) => {
-                        memory_limit = true;
-                        None
-                    }
-                    Ok(event) => match translate_event(event, &mut current) {
-                        Some(Output::Stdout { component, data }) => {
-                            caps.take(true, component, data)
-                        }
-                        Some(Output::Stderr { component, data }) => {
-                            caps.take(false, component, data)
-                        }
-                        other => other,
-                    },
-                    Err(internal) => Some(internal),
-                },
-            };
-            if caps.exceeded() {
+                        None => true,
+                    };
+                    answer(&verdict_tx, seq, allowed, translator);
+                }
+                Some(Step::Deny { seq }) => answer(&verdict_tx, seq, false, translator),
+                None => {}
+            }
+            if translator.output_exceeded() {
                 stopper.cancel();
             }
-            if let Some(o) = output {
+            for o in outputs.drain(..) {
                 if out.send(o).await.is_err() {
                     // The caller went away: dropping rx makes the sandbox cancel itself.
-                    return (caps, memory_limit);
+                    return;
                 }
             }
         }
-        (caps, memory_limit)
+        // What was dropped, once.
+        if let Some(report) = translator.finish() {
+            let _ = out.send(report).await;
+        }
     };
     let running = async move {
         match run {
-            Run::Cold(job) => sandboxes.run_with_stdin(*job, verdict_rx, tx, stop).await,
+            Run::Cold(job) => {
+                sandboxes
+                    .run_with_stdin(*job, framing, verdict_rx, tx, stop)
+                    .await
+            }
             Run::Waiting(waiting) => {
                 let (w, input, stdin, limits) = *waiting;
                 sandboxes
-                    .run_waiting(w, input, stdin, limits, verdict_rx, tx, stop)
+                    .run_waiting(w, input, stdin, limits, framing, verdict_rx, tx, stop)
                     .await
             }
         }
     };
-    let (mut outcome, (caps, memory_limit)) = tokio::join!(running, translate);
+    let (mut outcome, ()) = tokio::join!(running, translate);
     // The driver's word can only make its own result worse; the JVM ends an exhausted
     // heap with an OutOfMemoryError, not with the cgroup's kill.
-    if memory_limit
+    if translator.memory_limit()
         && matches!(
             outcome.status,
             crate::sandbox::Status::Ok | crate::sandbox::Status::ExitedNonZero
@@ -695,11 +606,12 @@ pub async fn evaluate_in(
     {
         outcome.status = crate::sandbox::Status::MemoryLimit;
     }
-    outcome.stdout_truncated |= caps.stdout_truncated;
-    outcome.stderr_truncated |= caps.stderr_truncated;
-    outcome.stdout_bytes = outcome.stdout_bytes.max(caps.stdout);
-    outcome.stderr_bytes = outcome.stderr_bytes.max(caps.stderr);
-    if caps.exceeded()
+    let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = translator.output_counts();
+    outcome.stdout_truncated |= stdout_truncated;
+    outcome.stderr_truncated |= stderr_truncated;
+    outcome.stdout_bytes = outcome.stdout_bytes.max(stdout);
+    outcome.stderr_bytes = outcome.stderr_bytes.max(stderr);
+    if translator.output_exceeded()
         && outcome.status == crate::sandbox::Status::Cancelled
         && !cancel.is_cancelled()
     {
@@ -708,182 +620,33 @@ pub async fn evaluate_in(
     Ok(outcome)
 }
 
+/// Answers the JShell driver's batch `seq`. A driver waits for each answer before it
+/// asks again, so a full queue means the sandbox asked without waiting: the answer is
+/// dropped (and counted), never waited for.
+fn answer(
+    verdicts: &Option<mpsc::Sender<Vec<u8>>>,
+    seq: u64,
+    allowed: bool,
+    translator: &mut Translator<'_>,
+) {
+    let Some(tx) = verdicts else { return };
+    let verdict = if allowed { "allow" } else { "deny" };
+    match tx.try_send(format!("{seq} {verdict}\n").into_bytes()) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => translator.unanswered(),
+        // A driver that is gone does not need its answer.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
 enum Run {
     Cold(Box<Job>),
     Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits)>),
 }
 
-/// Per-stream output accounting across pipes and driver events.
-#[derive(Debug, Default)]
-struct OutputCaps {
-    cap: u64,
-    stdout: u64,
-    stderr: u64,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-}
-
-impl OutputCaps {
-    fn take(&mut self, stdout: bool, component: String, mut data: Vec<u8>) -> Option<Output> {
-        let (count, truncated) = if stdout {
-            (&mut self.stdout, &mut self.stdout_truncated)
-        } else {
-            (&mut self.stderr, &mut self.stderr_truncated)
-        };
-        let room = self.cap.saturating_sub(*count) as usize;
-        if data.len() > room {
-            data.truncate(room);
-            *truncated = true;
-        }
-        *count += data.len() as u64;
-        if data.is_empty() {
-            return None;
-        }
-        Some(if stdout {
-            Output::Stdout { component, data }
-        } else {
-            Output::Stderr { component, data }
-        })
-    }
-
-    fn exceeded(&self) -> bool {
-        self.stdout_truncated || self.stderr_truncated
-    }
-}
-
-fn driver_event(line: &[u8], current: &str) -> Result<DriverEvent, Output> {
-    serde_json::from_slice(line).map_err(|e| Output::Internal {
-        component: current.to_owned(),
-        message: format!("unreadable driver event: {e}"),
-    })
-}
-
-#[cfg(test)]
-fn driver_output(line: &[u8], current: &mut String) -> Option<Output> {
-    match driver_event(line, current.as_str()) {
-        Ok(event) => translate_event(event, current),
-        Err(internal) => Some(internal),
-    }
-}
-
-fn translate_event(event: DriverEvent, current: &mut String) -> Option<Output> {
-    match event {
-        DriverEvent::Start { id } => {
-            current.clone_from(&id);
-            Some(Output::Started { component: id })
-        }
-        DriverEvent::Output { stream, data } => {
-            use base64::Engine;
-            let data = match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
-                Ok(d) => d,
-                Err(e) => {
-                    return Some(Output::Internal {
-                        component: current.clone(),
-                        message: format!("undecodable output event: {e}"),
-                    })
-                }
-            };
-            let component = current.clone();
-            match stream.as_str() {
-                "stdout" => Some(Output::Stdout { component, data }),
-                "stderr" => Some(Output::Stderr { component, data }),
-                other => Some(Output::Internal {
-                    component,
-                    message: format!("output event for unknown stream {other:?}"),
-                }),
-            }
-        }
-        DriverEvent::Value { id, repr } => Some(Output::Value {
-            component: id,
-            text: repr,
-        }),
-        DriverEvent::SyntaxError {
-            id,
-            kind,
-            message,
-            line,
-            column,
-            start,
-            end,
-        } => Some(Output::Diagnostic {
-            component: id,
-            kind,
-            message,
-            line: line.unwrap_or(0),
-            column: column.unwrap_or(0),
-            start: start.unwrap_or(0),
-            end: end.unwrap_or(0),
-        }),
-        DriverEvent::Exception {
-            id,
-            kind,
-            message,
-            traceback,
-            line,
-        } => Some(Output::Exception {
-            component: id,
-            kind,
-            message,
-            traceback,
-            line,
-        }),
-        DriverEvent::Internal { message } => Some(Output::Internal {
-            component: current.clone(),
-            message,
-        }),
-        DriverEvent::Violation {
-            id,
-            reference,
-            message,
-        } => Some(Output::Violation {
-            component: id,
-            reference,
-            message,
-        }),
-        // Handled by the caller, which can answer them.
-        DriverEvent::Classes { .. } | DriverEvent::MemoryLimit {} => None,
-        DriverEvent::Exit {}
-        | DriverEvent::End {}
-        | DriverEvent::Done {}
-        | DriverEvent::Ready {} => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn driver_events_are_translated() {
-        let mut current = "a".to_string();
-        assert_eq!(
-            driver_output(br#"{"event":"start","id":"b"}"#, &mut current),
-            Some(Output::Started {
-                component: "b".into()
-            })
-        );
-        assert_eq!(current, "b");
-        assert_eq!(
-            driver_output(br#"{"event":"value","id":"b","repr":"2"}"#, &mut current),
-            Some(Output::Value {
-                component: "b".into(),
-                text: "2".into()
-            })
-        );
-        assert_eq!(
-            driver_output(br#"{"event":"end","id":"b","ok":true}"#, &mut current),
-            None
-        );
-        assert_eq!(
-            driver_output(br#"{"event":"exit","id":"b","code":3}"#, &mut current),
-            None
-        );
-        let bad = driver_output(b"{not json", &mut current);
-        assert!(
-            matches!(bad, Some(Output::Internal { ref component, .. }) if component == "b"),
-            "{bad:?}"
-        );
-    }
 
     #[test]
     fn empty_snippet_is_refused() {

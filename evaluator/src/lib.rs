@@ -4,6 +4,7 @@ pub mod access;
 pub mod builder;
 pub mod classfile;
 pub mod evaluate;
+pub mod events;
 pub mod pool;
 pub mod runtime;
 pub mod sandbox;

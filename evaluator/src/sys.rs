@@ -222,9 +222,26 @@ pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
-/// Drops every capability from the bounding set and clears the inheritable set, so
-/// nothing exec'd later can regain one.
-pub fn drop_capabilities() -> io::Result<()> {
+/// Closes every fd from `from` up: the sandbox helper keeps nothing it did not get by
+/// contract (a terminal its parent leaked, above all).
+pub fn close_from(from: u32) -> io::Result<()> {
+    // SAFETY: close_range closes fds of this single-threaded process; nothing in it
+    // owns an fd in that range (the helper calls this first thing, before opening any).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether fd number `fd` is open and refers to a terminal.
+pub fn is_terminal(fd: RawFd) -> bool {
+    // SAFETY: isatty(3) only queries the fd (an ioctl); a closed fd is just "no".
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Drops every capability from the bounding set and clears the ambient set.
+fn drop_bounding_and_ambient() -> io::Result<()> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -249,47 +266,84 @@ pub fn drop_capabilities() -> io::Result<()> {
             0,
         );
     }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const V3: u32 = 0x2008_0522;
-    let header = Header {
-        version: V3,
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+fn capget() -> io::Result<[CapData; 2]> {
+    let header = CapHeader {
+        version: CAP_V3,
         pid: 0,
     };
-    let mut data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let mut data = [CapData::default(); 2];
     // SAFETY: capget writes two v3 data structs into the array we own.
     if unsafe {
         libc::syscall(
             libc::SYS_capget,
-            &header as *const Header,
+            &header as *const CapHeader,
             data.as_mut_ptr(),
         )
     } < 0
     {
         return Err(io::Error::last_os_error());
     }
+    Ok(data)
+}
+
+fn capset(data: &[CapData; 2]) -> io::Result<()> {
+    let header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    // SAFETY: capset reads a v3 header and two data structs, both live and repr(C).
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drops every capability from the bounding set and clears the inheritable set, so
+/// nothing exec'd later can regain one.
+pub fn drop_capabilities() -> io::Result<()> {
+    drop_bounding_and_ambient()?;
+    let mut data = capget()?;
     // Effective and permitted stay until setresuid to a non-root uid clears them (the
     // uid change still needs CAP_SETUID); inheritable goes now.
     for d in &mut data {
         d.inheritable = 0;
     }
-    // SAFETY: capset reads a v3 header and two data structs, both live and repr(C).
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+    capset(&data)
+}
+
+/// CAP_KILL, from linux/capability.h.
+pub const CAP_KILL: u32 = 5;
+
+/// Keeps capability `cap` (effective and permitted) and nothing else: the bounding,
+/// inheritable and ambient sets end up empty. For the sandbox's init, which only
+/// signals and reaps once the payload runs.
+pub fn keep_only_capability(cap: u32) -> io::Result<()> {
+    if cap >= 64 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    Ok(())
+    drop_bounding_and_ambient()?;
+    let mut data = [CapData::default(); 2];
+    let word = &mut data[(cap / 32) as usize];
+    word.effective = 1 << (cap % 32);
+    word.permitted = 1 << (cap % 32);
+    capset(&data)
 }

@@ -4,12 +4,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
+use evaluator::access::AccessList;
 use evaluator::evaluate::{Component, Launch, Output};
 use evaluator::sandbox::{Limits, Status};
+use tokio_util::sync::CancellationToken;
 
 fn components(codes: &[&str]) -> Vec<Component> {
     codes
@@ -534,4 +537,184 @@ async fn a_denied_variable_redeclaration_is_checked_again_each_time() {
     assert!(violations_of(&run, "c3").contains(&runtime), "{run:#?}");
     assert_eq!(values_of(&run, "c2"), Vec::<String>::new());
     assert_eq!(values_of(&run, "c4"), ["6", "6"]);
+}
+
+/// java-default with threads allowed but for `Thread#start`, and a few more members
+/// denied, to show members reached through a snippet's own classes.
+fn inheritance_list() -> Arc<AccessList> {
+    let default = include_str!("../../access-lists/java-default.access");
+    let source = format!(
+        "{default}\njava.lang.Thread\n!java.lang.Thread#start\n!java.util.logging.Level#SEVERE\n!java.lang.Iterable#forEach\n"
+    );
+    Arc::new(AccessList::parse(&source, Path::new("inheritance.access")).unwrap())
+}
+
+const START: &str = "java.lang.Thread#start():void";
+
+#[tokio::test]
+async fn members_inherited_through_the_snippets_classes_are_checked() {
+    let fx = Fixture::new();
+    let mut launch = java(&fx).await;
+    launch.access_list = Some(inheritance_list());
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "class T extends Thread { public void run() { System.out.println(\"ran\"); } }",
+                "new T().start();",
+                "class U extends T { void f() { super.start(); } }",
+                "Runnable r = new T()::start;",
+                "Runnable l = () -> new T().start();",
+                "class V extends Thread { public void start() { System.out.println(\"mine\"); } }\nnew V().start();",
+                "class S extends java.util.logging.Level { S() { super(\"s\", 1); } }",
+                "S.SEVERE",
+                "S.FINE",
+                "class Bag implements Iterable<Integer> { public Iterator<Integer> iterator() { return List.of(1, 2).iterator(); } }",
+                "new Bag().forEach(x -> System.out.println(x));",
+                "interface Starter { void start(); }",
+                "class W extends Thread implements Starter {}",
+                "void go(Starter s) { s.start(); }",
+                "interface Greeter { default String hi() { return \"hi\"; } }\nclass G implements Greeter {}\nnew G().hi()",
+                "class A {}\nclass B extends A { int f() { return 1; } }\nclass L extends ArrayList<String> {}\nvar list = new L(); list.add(\"x\"); list.size() + new B().f() + new B().hashCode() * 0",
+                "Thread.sleep(200); System.out.println(\"done\");",
+                "new Thread() { public void run() { System.out.println(\"ran\"); } }.start();",
+                "void f() { class Local extends Thread {} new Local().start(); }",
+                "interface Numbers extends Iterable<Integer> {}\nNumbers n = () -> List.of(1).iterator();\nn.forEach(x -> {});",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    for c in ["c1", "c7", "c9", "c12", "c14"] {
+        assert_clean(&run, c);
+    }
+    // `new T().start()`, `super.start()` in a subclass, `T::start` and a lambda: each is
+    // Thread#start, denied.
+    for c in ["c2", "c3", "c4", "c5"] {
+        assert_eq!(violations_of(&run, c), [START], "{c}: {run:#?}");
+    }
+    // Overriding start is the snippet's own code.
+    assert_clean(&run, "c6");
+    assert_eq!(stdout_of(&run, "c6"), "mine\n");
+    // A static field read through a subclass is the library class's.
+    assert_eq!(
+        violations_of(&run, "c8"),
+        ["java.util.logging.Level#SEVERE"]
+    );
+    assert_clean(&run, "c9");
+    assert_eq!(values_of(&run, "c9"), ["FINE"]);
+    // A library interface's default method, called on the snippet's class.
+    assert_eq!(
+        violations_of(&run, "c11"),
+        ["java.lang.Iterable#forEach(java.util.function.Consumer):void"]
+    );
+    assert_eq!(stdout_of(&run, "c11"), "");
+    // Thread#start would implement the snippet's Starter.start(): the class is refused.
+    assert_eq!(violations_of(&run, "c13"), [START]);
+    // The snippet's own default method, and ordinary inheritance.
+    assert_clean(&run, "c15");
+    assert_eq!(values_of(&run, "c15"), ["\"hi\""]);
+    assert_clean(&run, "c16");
+    assert_eq!(values_of(&run, "c16").last().map(String::as_str), Some("2"));
+    // Anonymous and local classes, and a lambda of the snippet's interface.
+    assert_eq!(violations_of(&run, "c18"), [START]);
+    assert_eq!(violations_of(&run, "c19"), [START]);
+    assert_eq!(
+        violations_of(&run, "c20"),
+        ["java.lang.Iterable#forEach(java.util.function.Consumer):void"]
+    );
+    assert_eq!(values_of(&run, "c20").len(), 1, "{run:#?}");
+    // No thread of T ever ran.
+    assert_eq!(stdout_of(&run, "c17"), "done\n");
+    assert!(!run.stdout().contains("ran"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn the_jdk_instantiates_no_class_named_by_the_snippets_data() {
+    let fx = Fixture::new();
+    let launch = java(&fx).await;
+    let config = b"handlers=java.util.logging.FileHandler\njava.util.logging.FileHandler.pattern=%t/jsheets-%u.log\n".to_vec();
+    let logging = [
+        "java.util.logging.LogManager.getLogManager().readConfiguration(System.in);",
+        "Arrays.stream(java.util.logging.Logger.getLogger(\"\").getHandlers()).map(h -> h.getClass().getSimpleName()).toList().toString()",
+    ];
+    // Unchecked, the configuration read from stdin has LogManager make a FileHandler.
+    let unchecked = fx.runtime("openjdk-17").await.launch();
+    let run = fx
+        .run_in(
+            None,
+            &unchecked,
+            components(&logging),
+            config.clone(),
+            Limits::default(),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(values_of(&run, "c2"), ["\"[FileHandler]\""], "{run:#?}");
+    // Under java-default it is refused, and the root logger gets no FileHandler.
+    let run = fx
+        .run_in(
+            None,
+            &launch,
+            components(&logging),
+            config,
+            Limits::default(),
+            CancellationToken::new(),
+        )
+        .await;
+    assert!(
+        violations_of(&run, "c1").contains(
+            &"java.util.logging.LogManager#readConfiguration(java.io.InputStream):void".to_owned()
+        ),
+        "{run:#?}"
+    );
+    assert_clean(&run, "c2");
+    assert!(
+        !values_of(&run, "c2")[0].contains("FileHandler"),
+        "{run:#?}"
+    );
+
+    let run = fx
+        .eval_launch(
+            &launch,
+            components(&[
+                "java.util.logging.LogManager.getLogManager().updateConfiguration(k -> (o, n) -> k.equals(\"handlers\") ? \"java.util.logging.FileHandler\" : n);",
+                "class M extends java.util.logging.LogManager { M() { super(); } }",
+                "java.util.spi.ToolProvider.findFirst(\"jar\")",
+                "ResourceBundle.getBundle(\"sun.util.logging.resources.logging\")",
+                "java.util.logging.Logger.getLogger(\"x\", \"sun.util.logging.resources.logging\")",
+                "Integer.getInteger(\"java.specification.version\")",
+                "java.lang.module.ModuleFinder.ofSystem().findAll().size()",
+                "java.lang.constant.ClassDesc.of(\"java.lang.Runtime\")",
+                "java.util.ServiceLoader.load(java.nio.file.spi.FileSystemProvider.class)",
+                "java.util.logging.Logger.getLogger(\"demo\").info(\"logged\");\njava.nio.charset.Charset.forName(\"UTF-8\").name() + java.util.random.RandomGenerator.of(\"L64X128MixRandom\").getClass().getSimpleName()",
+            ]),
+            Limits::default(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    for (c, denied) in [
+        ("c1", "java.util.logging.LogManager#updateConfiguration(java.util.function.Function):void"),
+        ("c2", "java.util.logging.LogManager#<init>():void"),
+        ("c3", "java.util.spi.ToolProvider#findFirst(java.lang.String):java.util.Optional"),
+        ("c4", "java.util.ResourceBundle#getBundle(java.lang.String):java.util.ResourceBundle"),
+        ("c5", "java.util.logging.Logger#getLogger(java.lang.String,java.lang.String):java.util.logging.Logger"),
+        ("c6", "java.lang.Integer#getInteger(java.lang.String):java.lang.Integer"),
+        ("c7", "java.lang.module.ModuleFinder#ofSystem():java.lang.module.ModuleFinder"),
+        ("c8", "java.lang.constant.ClassDesc#of(java.lang.String):java.lang.constant.ClassDesc"),
+        ("c9", "java.util.ServiceLoader#load(java.lang.Class):java.util.ServiceLoader"),
+    ] {
+        assert!(
+            violations_of(&run, c).contains(&denied.to_owned()),
+            "{c}: {:#?}",
+            violations_of(&run, c)
+        );
+    }
+    // Logging, charsets and random generators by name still work.
+    assert_clean(&run, "c10");
+    assert_eq!(
+        values_of(&run, "c10"),
+        ["", "\"UTF-8L64X128MixRandom\""],
+        "{run:#?}"
+    );
 }

@@ -134,6 +134,24 @@ async fn fork_bomb_hits_the_process_limit() {
     fx.assert_clean().await;
 }
 
+/// A bomb that keeps trying after its forks fail, until the wall clock stops it: the
+/// status names the limit that was hit first, the process limit.
+#[tokio::test]
+async fn a_fork_bomb_stopped_by_the_wall_clock_reports_the_process_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        max_processes: 8,
+        wall_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let code = "import os, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            time.sleep(100)\n    except OSError:\n        pass";
+    let run = fx.eval(&python, one(code), limits).await;
+    assert_eq!(run.outcome.status, Status::ProcessLimit, "{run:?}");
+    assert!(run.outcome.wall_time >= Duration::from_secs(2), "{run:?}");
+    fx.assert_clean().await;
+}
+
 /// A shell snippet that has `total` processes alive at once: itself and `total - 1`
 /// `sleep`s, each seen running `sleep` before it says so (builtins and redirections
 /// only, so that the shell forks nothing else).

@@ -16,6 +16,14 @@
 //! Findings are sound, one by one and together: removing any or all flagged rules
 //! changes no verdict. The checks are conservative, so some rules that do not matter
 //! may go unreported.
+//!
+//! A separate check, [`reflective_factories`], warns about rules that matter too much:
+//! a Java list must not allow API that instantiates or invokes classes named by data
+//! (`LogManager#readConfiguration`, `ServiceLoader#load`, `Class#forName`,
+//! deserialization, JNDI, ...), since such API does on the snippet's behalf what the
+//! list denies it. [`FindingKind::ReflectiveFactory`] names the reference and the rule
+//! that allows it. It is kept out of [`lint()`]: a list that allows a factory is
+//! dangerous, not dead, and jsheets' own list allows several.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,6 +49,9 @@ pub enum FindingKind {
     /// Without this rule the rule at line `under` (or a rule between it and this one
     /// with the same verdict) decides the same for everything this one decides.
     Redundant { under: usize },
+    /// The rule allows `reference`, one of the [`REFLECTIVE_FACTORIES`]: API that
+    /// instantiates or invokes classes named by data.
+    ReflectiveFactory { reference: &'static str },
 }
 
 impl fmt::Display for Finding {
@@ -55,6 +66,10 @@ impl fmt::Display for Finding {
                     "changes no verdict: line {under} already decides the same"
                 )
             }
+            FindingKind::ReflectiveFactory { reference } => write!(
+                f,
+                "warning: allows `{reference}`, which instantiates or invokes classes named by data"
+            ),
         }
     }
 }
@@ -92,6 +107,71 @@ pub fn lint(list: &AccessList) -> Vec<Finding> {
             })
         })
         .collect()
+}
+
+/// Java API that instantiates or invokes classes named by data (a class name in a
+/// String, a property, a configuration, a stream), one representative reference per
+/// way in. `java-default` allows none of them.
+pub const REFLECTIVE_FACTORIES: &[&str] = &[
+    // Reflection, method handles, proxies, class loading.
+    "java.lang.Class#forName(java.lang.String):java.lang.Class",
+    "java.lang.Class#newInstance():java.lang.Object",
+    "java.lang.Class#getMethod(java.lang.String,java.lang.Class[]):java.lang.reflect.Method",
+    "java.lang.Class#getDeclaredConstructor(java.lang.Class[]):java.lang.reflect.Constructor",
+    "java.lang.reflect.Method#invoke(java.lang.Object,java.lang.Object[]):java.lang.Object",
+    "java.lang.reflect.Constructor#newInstance(java.lang.Object[]):java.lang.Object",
+    "java.lang.reflect.Proxy#newProxyInstance(java.lang.ClassLoader,java.lang.Class[],java.lang.reflect.InvocationHandler):java.lang.Object",
+    "java.lang.invoke.MethodHandles#lookup():java.lang.invoke.MethodHandles$Lookup",
+    "java.lang.ClassLoader#loadClass(java.lang.String):java.lang.Class",
+    "java.lang.ClassLoader#getSystemClassLoader():java.lang.ClassLoader",
+    "java.lang.ModuleLayer#defineModulesWithOneLoader(java.lang.module.Configuration,java.lang.ClassLoader):java.lang.ModuleLayer",
+    "java.lang.constant.DynamicConstantDesc#resolveConstantDesc(java.lang.invoke.MethodHandles$Lookup):java.lang.Object",
+    "java.net.URLClassLoader#newInstance(java.net.URL[]):java.net.URLClassLoader",
+    "sun.misc.Unsafe#allocateInstance(java.lang.Class):java.lang.Object",
+    // Providers and configuration: the JDK instantiates the classes they name.
+    "java.util.ServiceLoader#load(java.lang.Class):java.util.ServiceLoader",
+    "java.util.spi.ToolProvider#findFirst(java.lang.String):java.util.Optional",
+    "java.util.ResourceBundle#getBundle(java.lang.String):java.util.ResourceBundle",
+    "java.util.logging.LogManager#readConfiguration(java.io.InputStream):void",
+    "java.util.logging.LogManager#updateConfiguration(java.util.function.Function):void",
+    "java.util.logging.Logger#getLogger(java.lang.String,java.lang.String):java.util.logging.Logger",
+    "java.util.prefs.Preferences#userRoot():java.util.prefs.Preferences",
+    // System properties name providers (java.util.logging.config.class, javax.xml.*).
+    "java.lang.System#setProperty(java.lang.String,java.lang.String):java.lang.String",
+    // Deserialization and bean decoding.
+    "java.io.ObjectInputStream#readObject():java.lang.Object",
+    "java.beans.Beans#instantiate(java.lang.ClassLoader,java.lang.String):java.lang.Object",
+    "java.beans.XMLDecoder#readObject():java.lang.Object",
+    // Lookups by name in registries and directories.
+    "javax.naming.InitialContext#lookup(java.lang.String):java.lang.Object",
+    "java.rmi.Naming#lookup(java.lang.String):java.rmi.Remote",
+    "java.sql.DriverManager#getConnection(java.lang.String):java.sql.Connection",
+    "javax.script.ScriptEngineManager#<init>()",
+    "javax.xml.parsers.DocumentBuilderFactory#newInstance():javax.xml.parsers.DocumentBuilderFactory",
+    "javax.xml.transform.TransformerFactory#newInstance():javax.xml.transform.TransformerFactory",
+    "java.lang.management.ManagementFactory#getPlatformMBeanServer():javax.management.MBeanServer",
+    "javax.tools.ToolProvider#getSystemJavaCompiler():javax.tools.JavaCompiler",
+];
+
+/// The [`REFLECTIVE_FACTORIES`] `list` allows, each with the rule that allows it, in
+/// line order: warnings for a Java list (see the module documentation).
+pub fn reflective_factories(list: &AccessList) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = REFLECTIVE_FACTORIES
+        .iter()
+        .filter_map(|&reference| {
+            let parsed: super::Reference = reference.parse().ok()?;
+            let verdict = list.check(&parsed);
+            let (line, rule) = verdict.rule.filter(|_| verdict.allowed)?;
+            Some(Finding {
+                file: list.file().to_owned(),
+                line,
+                rule: rule.to_owned(),
+                kind: FindingKind::ReflectiveFactory { reference },
+            })
+        })
+        .collect();
+    findings.sort_by_key(|f| f.line);
+    findings
 }
 
 /// A later rule, as specific, that covers everything `rule` covers.
@@ -449,6 +529,68 @@ mod tests {
                 "t.access:1: `a.B` never decides: shadowed by line 2",
                 "t.access:4: `java.util.List` changes no verdict: line 3 already decides the same",
             ]
+        );
+    }
+
+    #[test]
+    fn every_reflective_factory_is_a_valid_reference() {
+        for reference in REFLECTIVE_FACTORIES {
+            assert!(
+                reference.parse::<Reference>().is_ok(),
+                "{reference} does not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_that_allow_reflective_factories_are_warned_about() {
+        let allowing =
+            list("java.lang\n!java.lang.Class#forName\njava.util\n!java.util.logging.LogManager\n");
+        let findings = reflective_factories(&allowing);
+        let found: Vec<(usize, &str)> = findings
+            .iter()
+            .map(|f| match f.kind {
+                FindingKind::ReflectiveFactory { reference } => (f.line, reference),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (1, "java.lang.Class#newInstance():java.lang.Object"),
+                (1, "java.lang.Class#getMethod(java.lang.String,java.lang.Class[]):java.lang.reflect.Method"),
+                (1, "java.lang.Class#getDeclaredConstructor(java.lang.Class[]):java.lang.reflect.Constructor"),
+                (1, "java.lang.reflect.Method#invoke(java.lang.Object,java.lang.Object[]):java.lang.Object"),
+                (1, "java.lang.reflect.Constructor#newInstance(java.lang.Object[]):java.lang.Object"),
+                (1, "java.lang.reflect.Proxy#newProxyInstance(java.lang.ClassLoader,java.lang.Class[],java.lang.reflect.InvocationHandler):java.lang.Object"),
+                (1, "java.lang.invoke.MethodHandles#lookup():java.lang.invoke.MethodHandles$Lookup"),
+                (1, "java.lang.ClassLoader#loadClass(java.lang.String):java.lang.Class"),
+                (1, "java.lang.ClassLoader#getSystemClassLoader():java.lang.ClassLoader"),
+                (1, "java.lang.ModuleLayer#defineModulesWithOneLoader(java.lang.module.Configuration,java.lang.ClassLoader):java.lang.ModuleLayer"),
+                (1, "java.lang.constant.DynamicConstantDesc#resolveConstantDesc(java.lang.invoke.MethodHandles$Lookup):java.lang.Object"),
+                (1, "java.lang.System#setProperty(java.lang.String,java.lang.String):java.lang.String"),
+                (1, "java.lang.management.ManagementFactory#getPlatformMBeanServer():javax.management.MBeanServer"),
+                (3, "java.util.ServiceLoader#load(java.lang.Class):java.util.ServiceLoader"),
+                (3, "java.util.spi.ToolProvider#findFirst(java.lang.String):java.util.Optional"),
+                (3, "java.util.ResourceBundle#getBundle(java.lang.String):java.util.ResourceBundle"),
+                (3, "java.util.logging.Logger#getLogger(java.lang.String,java.lang.String):java.util.logging.Logger"),
+                (3, "java.util.prefs.Preferences#userRoot():java.util.prefs.Preferences"),
+            ]
+        );
+        assert_eq!(
+            findings[0].to_string(),
+            "t.access:1: `java.lang` warning: allows `java.lang.Class#newInstance():java.lang.Object`, \
+             which instantiates or invokes classes named by data"
+        );
+        assert_eq!(reflective_factories(&list("java.util.ArrayList\n")), []);
+        // Dead-rule findings and these are separate.
+        assert_eq!(lint(&list("java\n")), []);
+        assert_eq!(
+            reflective_factories(&list("java\n")).len(),
+            REFLECTIVE_FACTORIES
+                .iter()
+                .filter(|r| r.starts_with("java."))
+                .count()
         );
     }
 

@@ -123,6 +123,74 @@ fn java_default_verdicts() {
     );
 }
 
+/// Nothing in java-default instantiates or invokes classes named by data; each way in
+/// the audit of what it allows found is closed (see the list's header).
+#[test]
+fn java_default_allows_no_reflective_factory() {
+    let list = load("java-default.access");
+    assert_eq!(lint::reflective_factories(&list), []);
+    assert_verdicts(
+        &list,
+        &[
+            // The logging configuration names the classes LogManager instantiates.
+            ("java.util.logging.LogManager#getLogManager():java.util.logging.LogManager", false),
+            ("java.util.logging.LogManager#readConfiguration(java.io.InputStream):void", false),
+            ("java.util.logging.LogManager#updateConfiguration(java.util.function.Function):void", false),
+            ("java.util.logging.LogManager#<init>()", false),
+            ("java.util.logging.Logger#getLogger(java.lang.String,java.lang.String):java.util.logging.Logger", false),
+            ("java.util.logging.Logger#getAnonymousLogger(java.lang.String):java.util.logging.Logger", false),
+            (
+                "java.util.logging.Logger#logrb(java.util.logging.Level,java.lang.String,java.lang.String,java.lang.String,java.lang.String,java.lang.Object[]):void",
+                false,
+            ),
+            ("java.util.logging.Level#<init>(java.lang.String,int,java.lang.String)", false),
+            // Logging itself still works.
+            ("java.util.logging.Logger#getLogger(java.lang.String):java.util.logging.Logger", true),
+            ("java.util.logging.Logger#info(java.lang.String):void", true),
+            (
+                "java.util.logging.Logger#logrb(java.util.logging.Level,java.util.ResourceBundle,java.lang.String,java.lang.Object[]):void",
+                true,
+            ),
+            ("java.util.logging.Level#<init>(java.lang.String,int)", true),
+            ("java.util.logging.Handler#setLevel(java.util.logging.Level):void", true),
+            // Tools and bundles by name.
+            ("java.util.spi.ToolProvider#findFirst(java.lang.String):java.util.Optional", false),
+            ("java.util.ResourceBundle#getBundle(java.lang.String):java.util.ResourceBundle", false),
+            (
+                "java.util.ResourceBundle$Control#newBundle(java.lang.String,java.util.Locale,java.lang.String,java.lang.ClassLoader,boolean):java.util.ResourceBundle",
+                false,
+            ),
+            ("java.util.ResourceBundle#getString(java.lang.String):java.lang.String", true),
+            // System properties through the boxes.
+            ("java.lang.Integer#getInteger(java.lang.String):java.lang.Integer", false),
+            ("java.lang.Long#getLong(java.lang.String,long):java.lang.Long", false),
+            ("java.lang.Boolean#getBoolean(java.lang.String):boolean", false),
+            ("java.lang.Integer#parseInt(java.lang.String):int", true),
+            ("java.lang.Boolean#parseBoolean(java.lang.String):boolean", true),
+            // Module finders and nominal descriptors.
+            ("java.lang.module.ModuleFinder#ofSystem():java.lang.module.ModuleFinder", false),
+            ("java.lang.constant.ClassDesc#of(java.lang.String):java.lang.constant.ClassDesc", false),
+            (
+                "java.lang.Enum$EnumDesc#resolveConstantDesc(java.lang.invoke.MethodHandles$Lookup):java.lang.Enum",
+                false,
+            ),
+            ("java.lang.Enum#name():java.lang.String", true),
+            // Outside the allowed packages, explicitly.
+            ("java.io.ObjectInputStream#readObject():java.lang.Object", false),
+            ("java.beans.Beans#instantiate(java.lang.ClassLoader,java.lang.String):java.lang.Object", false),
+            ("javax.naming.InitialContext#<init>()", false),
+            ("javax.script.ScriptEngineManager#<init>()", false),
+            ("java.sql.DriverManager#getConnection(java.lang.String):java.sql.Connection", false),
+            ("jdk.dynalink.DynamicLinkerFactory#<init>()", false),
+            ("jdk.jshell.JShell#create():jdk.jshell.JShell", false),
+            // Lookups among the JDK's own providers of one type stay allowed.
+            ("java.nio.charset.Charset#forName(java.lang.String):java.nio.charset.Charset", true),
+            ("java.time.chrono.Chronology#of(java.lang.String):java.time.chrono.Chronology", true),
+            ("java.util.random.RandomGenerator#of(java.lang.String):java.util.random.RandomGenerator", true),
+        ],
+    );
+}
+
 #[test]
 fn python_default_verdicts() {
     let list = load("python-default.access");
@@ -220,6 +288,29 @@ fn jsheets_original_list_verdicts_and_holes() {
             ("java.lang.System#in", false),
         ],
     );
+    // The linter warns about the factories it allows.
+    let factories: Vec<String> = lint::reflective_factories(&list)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        factories
+            .iter()
+            .any(|f| f.contains("java.lang.Class#forName")),
+        "{factories:#?}"
+    );
+    for factory in [
+        "java.util.ServiceLoader#load",
+        "java.util.spi.ToolProvider#findFirst",
+        "java.util.logging.LogManager#readConfiguration",
+        "java.util.ResourceBundle#getBundle",
+        "java.lang.ClassLoader#loadClass",
+    ] {
+        assert!(
+            factories.iter().any(|f| f.contains(factory)),
+            "{factory}: {factories:#?}"
+        );
+    }
     let default = load("java-default.access");
     for hole in [
         "java.lang.ProcessHandle#current():java.lang.ProcessHandle",

@@ -248,10 +248,41 @@ impl Manager {
             version: self.version,
             dirs: self.dirs.iter().map(|(k, v)| (*k, v.join(id))).collect(),
             removed: false,
+            uid: None,
         };
         sandbox.setup_cpuset(self.cpuset.as_deref())?;
         sandbox.apply_limits(limits)?;
         Ok(sandbox)
+    }
+
+    /// Where sandbox `id`'s helper is once added to its cgroup, as `/proc/self/cgroup`
+    /// shows it (before any cgroup namespace): per hierarchy, one controller of it ("" for
+    /// v2) and the path.
+    pub fn placement(&self, id: &str) -> Vec<(String, String)> {
+        match self.version {
+            Version::V2 => {
+                let own = self.dirs["unified"]
+                    .strip_prefix(hierarchies::UNIFIED_MOUNTPOINT)
+                    .unwrap_or(Path::new(""))
+                    .join(id);
+                vec![(
+                    String::new(),
+                    format!("/{}", own.to_string_lossy().trim_start_matches('/')),
+                )]
+            }
+            Version::V1 => {
+                let mut names: Vec<&str> = self.dirs.keys().copied().collect();
+                names.sort_unstable();
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let own = self.relative.get(name).map(String::as_str).unwrap_or("/");
+                        let path = format!("{}/{SUBTREE}/{id}", own.trim_end_matches('/'));
+                        (name.to_string(), path)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Number of sandbox cgroups this process has in the subtree right now.
@@ -316,10 +347,31 @@ pub struct SandboxCgroup {
     version: Version,
     dirs: HashMap<&'static str, PathBuf>,
     removed: bool,
+    /// The sandbox's uid, given back once the cgroup is gone.
+    uid: Option<super::UidLease>,
 }
 
+/// Tasks of a sandbox that run as root, not as its uid: the helper and init. They may
+/// still be zombies when the sandbox is otherwise gone (the helper until the supervisor
+/// reaps it; init until the helper does, or whoever inherits it if the helper was
+/// killed first).
+const ROOT_TASKS: u64 = 2;
+
 impl SandboxCgroup {
+    /// Gives `lease` back once the cgroup is gone (see [`SandboxCgroup::destroy`]).
+    pub fn hold_uid(&mut self, lease: super::UidLease) {
+        self.uid = Some(lease);
+    }
+
     /// Writes memory (without swap), process and CPU limits; zero leaves one unset.
+    ///
+    /// On v1, socket buffers are not charged to the memory limit (v2 charges them to
+    /// memory.max): `memory.kmem.tcp.limit_in_bytes`, which also turns their accounting
+    /// on, bounds them to a quarter of the memory limit, so a sandbox holds at most 1.25
+    /// times its memory limit. The rest of its kernel memory (slab, page tables, pipe
+    /// buffers) is charged to its memory limit on v1 as well on every kernel we run
+    /// on (5.12 and later); a separate `memory.kmem.limit_in_bytes` is deprecated and
+    /// ignored since 5.16, so it is not written.
     pub fn apply_limits(&self, limits: &CgroupLimits) -> Result<()> {
         let cg = |op, r: Result<(), cgroups_rs::fs::error::Error>| {
             r.map_err(|source| CgroupError::Cgroups { op, source })
@@ -358,6 +410,10 @@ impl SandboxCgroup {
                     } else {
                         cg("setting the memory limit", mem.set_limit(bytes))?;
                         let _ = mem.set_swappiness(0);
+                    }
+                    let tcp = self.dirs["memory"].join("memory.kmem.tcp.limit_in_bytes");
+                    if tcp.exists() {
+                        write(&tcp, &tcp_limit(limits.memory_bytes).to_string())?;
                     }
                 }
             }
@@ -418,7 +474,8 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    /// Moves process `pid` (and its future children) into the cgroup.
+    /// Moves process `pid`, the sandbox's helper (and its future children), into the
+    /// cgroup.
     pub fn add(&self, pid: u32) -> Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))
@@ -511,18 +568,55 @@ impl SandboxCgroup {
         }
     }
 
-    /// Kills everything left and removes the cgroup.
+    /// Waits until every task of the sandbox's uid is released (reaped): a zombie keeps
+    /// its uid's per-user counts (RLIMIT_NPROC, pending signals) and is charged in
+    /// pids.current until then. Call after [`SandboxCgroup::kill`]. False if that did not
+    /// happen in time (or cannot be read).
+    fn wait_released(&self) -> bool {
+        let dir = match self.version {
+            Version::V2 => &self.dirs["unified"],
+            Version::V1 => &self.dirs["pids"],
+        };
+        let file = dir.join("pids.current");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let Some(current) = read(&file).ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+                return false;
+            };
+            // The payload's tasks are reaped by init (or by the kernel while init
+            // exits) before init is a zombie: what may remain then is root's.
+            if current <= ROOT_TASKS {
+                return true;
+            }
+            if Instant::now() > deadline {
+                tracing::error!(tasks = current, "sandbox tasks not released after the kill");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Kills everything left and removes the cgroup; then, and only if every task of the
+    /// sandbox's uid was released, its uid goes back.
     pub fn destroy(&mut self) -> Result<()> {
         if self.removed {
             return Ok(());
         }
         self.kill()?;
+        let released = self.uid.is_none() || self.wait_released();
         // Removal can race the kernel's last exit bookkeeping: retry briefly.
         let mut attempt = 0;
         loop {
             match self.cg.delete() {
                 Ok(()) => {
                     self.removed = true;
+                    if let Some(lease) = self.uid.take() {
+                        if released {
+                            drop(lease);
+                        } else {
+                            lease.quarantine();
+                        }
+                    }
                     return Ok(());
                 }
                 Err(source) if attempt >= 200 => {
@@ -542,8 +636,18 @@ impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         if let Err(e) = self.destroy() {
             tracing::error!(error = %e, "sandbox cgroup could not be removed");
+            // Something of the sandbox may still run as its uid.
+            if let Some(lease) = self.uid.take() {
+                lease.quarantine();
+            }
         }
     }
+}
+
+/// v1: the bound on a sandbox's socket buffers, from its memory limit (see
+/// [`SandboxCgroup::apply_limits`]).
+pub fn tcp_limit(memory_bytes: u64) -> u64 {
+    (memory_bytes / 4).max(1 << 20)
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -770,5 +874,61 @@ mod tests {
             Some("/user.slice/x.scope")
         );
         assert_eq!(own_v2_path("4:memory:/a\n"), None);
+    }
+
+    #[test]
+    fn the_placement_is_what_proc_self_cgroup_shows() {
+        let v2 = Manager {
+            version: Version::V2,
+            relative: HashMap::new(),
+            dirs: HashMap::from([(
+                "unified",
+                PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT)
+                    .join("system.slice/x.service/jsheets-runtime"),
+            )]),
+            cpuset: None,
+            v1: None,
+        };
+        assert_eq!(
+            v2.placement("sb-1-2"),
+            [(
+                String::new(),
+                "/system.slice/x.service/jsheets-runtime/sb-1-2".to_string()
+            )]
+        );
+        let v1 = Manager {
+            version: Version::V1,
+            relative: HashMap::from([
+                ("memory".to_string(), "/a/b".to_string()),
+                ("pids".to_string(), "/".to_string()),
+            ]),
+            dirs: HashMap::from([
+                (
+                    "memory",
+                    PathBuf::from("/sys/fs/cgroup/memory/a/b/jsheets-runtime"),
+                ),
+                ("pids", PathBuf::from("/sys/fs/cgroup/pids/jsheets-runtime")),
+                ("cpu", PathBuf::from("/sys/fs/cgroup/cpu/jsheets-runtime")),
+            ]),
+            cpuset: None,
+            v1: None,
+        };
+        assert_eq!(
+            v1.placement("sb-1-2"),
+            [
+                ("cpu".to_string(), "/jsheets-runtime/sb-1-2".to_string()),
+                (
+                    "memory".to_string(),
+                    "/a/b/jsheets-runtime/sb-1-2".to_string()
+                ),
+                ("pids".to_string(), "/jsheets-runtime/sb-1-2".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn socket_buffers_get_a_quarter_of_the_memory_limit() {
+        assert_eq!(tcp_limit(64 << 20), 16 << 20);
+        assert_eq!(tcp_limit(1 << 20), 1 << 20);
     }
 }

@@ -5,12 +5,17 @@
 //! it spawns this helper as an ordinary program, moves it into the sandbox's cgroup,
 //! and sends the plan over fd 3. The helper then reads top to bottom:
 //!
-//! 1. new mount, pid, net, ipc, uts and cgroup namespaces;
+//! 0. a session of its own (no controlling terminal), every fd it did not get by
+//!    contract closed;
+//! 1. new mount, pid, net, ipc and uts namespaces; once the supervisor said where it
+//!    put the helper and `/proc/self/cgroup` agrees, a new cgroup namespace;
 //! 2. fork the sandbox's init (PID 1), which builds the root: tmpfs, read-only runtime
-//!    binds, size-limited `/work`, `/tmp`, `/dev/shm`, a minimal `/dev`, fresh `/proc`,
-//!    `pivot_root`, hostname, loopback up;
-//! 3. init forks the payload, which sets rlimits, drops to an unprivileged uid with no
-//!    capabilities and `no_new_privs`, installs seccomp last, and execs;
+//!    overlays, size-limited `/work`, `/tmp`, `/dev/shm`, a minimal `/dev` (no tty),
+//!    fresh `/proc`, `pivot_root`, hostname, loopback up;
+//! 3. init forks the payload and drops its own privileges (only CAP_KILL left, not
+//!    dumpable, `no_new_privs`) before the payload may go on; the payload sets every
+//!    rlimit, drops to an unprivileged uid with no capabilities and `no_new_privs`,
+//!    installs seccomp last, and execs;
 //! 4. init reaps, reports the payload's status, and exits, which kills whatever the
 //!    payload left behind (the kernel ends a pid namespace with its init).
 //!
@@ -26,14 +31,16 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::resource::setrlimit;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
+use nix::unistd::{
+    chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, setsid, Gid, Pid, Uid,
+};
 
 use super::plan::{
-    Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
+    Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
     MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
@@ -87,7 +94,7 @@ pub fn helper_main() -> ! {
             std::process::exit(64);
         }
     };
-    let code = match run(&control) {
+    let code = match detach().and_then(|()| run(&control)) {
         Ok(code) => code,
         Err(e) => {
             report(
@@ -113,26 +120,156 @@ fn report(control: &OwnedFd, msg: &Report) {
     }
 }
 
+/// First thing the helper does, before it reads anything: it leaves the session (and
+/// so the controlling terminal) of whoever started the supervisor, closes every fd it
+/// did not get by contract (0-2 and 3, 5, 6: a parent may leak anything else, a
+/// terminal above all), and refuses to go on if one of those it keeps is a terminal.
+/// Nothing of the sandbox can then reach the operator's terminal: there is no
+/// controlling terminal to open as `/dev/tty` (which the sandbox's `/dev` does not have
+/// either) and no terminal fd to inherit.
+fn detach() -> Result<(), StepError> {
+    setsid().nstep("leaving the terminal's session")?;
+    sys::close_from(HELPER_INPUT_FD as u32 + 1).step("closing inherited fds")?;
+    match nix::unistd::close(4) {
+        Ok(()) | Err(nix::Error::EBADF) => {}
+        Err(e) => return Err(e).nstep("closing inherited fds"),
+    }
+    for fd in 0..=HELPER_INPUT_FD {
+        if sys::is_terminal(fd) {
+            return Err(StepError {
+                step: "checking the inherited fds".into(),
+                errno: libc::EINVAL,
+                detail: format!("fd {fd} is a terminal"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the control socket line by line; what follows the last line read stays.
+struct ControlReader {
+    buf: Vec<u8>,
+}
+
+impl ControlReader {
+    fn line(&mut self, control: &OwnedFd, what: &str) -> Result<Vec<u8>, StepError> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let newline = loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                break pos;
+            }
+            let n = nix::unistd::read(control, &mut chunk).nstep(format!("reading {what}"))?;
+            if n == 0 || self.buf.len() + n > MAX_CONTROL_MESSAGE + chunk.len() {
+                return Err(StepError {
+                    step: format!("reading {what}"),
+                    errno: libc::EINVAL,
+                    detail: "truncated or oversized".into(),
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let rest = self.buf.split_off(newline + 1);
+        let mut line = std::mem::replace(&mut self.buf, rest);
+        line.truncate(newline);
+        Ok(line)
+    }
+}
+
+/// The hierarchies of `/proc/self/cgroup` content: (controllers, path) per line.
+fn cgroup_lines(content: &str) -> Vec<(Vec<&str>, &str)> {
+    content
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            Some((controllers.split(',').collect(), path))
+        })
+        .collect()
+}
+
+/// Checks that `/proc/self/cgroup` puts us where the supervisor says it did. Our cgroup
+/// namespace will be rooted at the cgroup we are in when we create it: being anywhere
+/// else (not moved yet, or moved away) would show the sandbox the cgroups around it.
+fn check_placement(placement: &Placement, content: &str) -> Result<(), String> {
+    if placement.cgroups.is_empty() {
+        return Err("no cgroup given".into());
+    }
+    let lines = cgroup_lines(content);
+    for (controller, expected) in &placement.cgroups {
+        let found = lines
+            .iter()
+            .find(|(controllers, _)| controllers.iter().any(|c| c == controller));
+        match found {
+            Some((_, path)) if path == expected => {}
+            Some((_, path)) => {
+                return Err(format!(
+                    "in cgroup {path} for {controller:?}, not in {expected}"
+                ))
+            }
+            None => return Err(format!("no {controller:?} hierarchy in /proc/self/cgroup")),
+        }
+    }
+    Ok(())
+}
+
+/// After unshare(CLONE_NEWCGROUP): every hierarchy must show the namespace's root.
+fn check_cgroup_root(content: &str) -> Result<(), String> {
+    let lines = cgroup_lines(content);
+    if lines.is_empty() {
+        return Err("no hierarchy in /proc/self/cgroup".into());
+    }
+    match lines.iter().find(|(_, path)| *path != "/") {
+        Some((controllers, path)) => Err(format!(
+            "{} shows {path}, not the namespace's root",
+            controllers.join(",")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Waits for the supervisor's word that we are in our cgroup, and checks it.
+fn receive_placement(control: &OwnedFd, reader: &mut ControlReader) -> Result<(), StepError> {
+    let line = reader.line(control, "the cgroup placement")?;
+    let placement: Placement = serde_json::from_slice(&line).map_err(|e| StepError {
+        step: "decoding the cgroup placement".into(),
+        errno: libc::EINVAL,
+        detail: e.to_string(),
+    })?;
+    let own = fs::read_to_string("/proc/self/cgroup").step("reading /proc/self/cgroup")?;
+    check_placement(&placement, &own).map_err(|detail| StepError {
+        step: "checking the sandbox's cgroup".into(),
+        errno: libc::EINVAL,
+        detail,
+    })
+}
+
+/// Creates the cgroup namespace (once `receive_placement` checked where we are), then
+/// checks that it is rooted at our cgroup.
+fn create_cgroup_namespace() -> Result<(), StepError> {
+    unshare(CloneFlags::CLONE_NEWCGROUP).nstep("creating the cgroup namespace")?;
+    let own = fs::read_to_string("/proc/self/cgroup").step("reading /proc/self/cgroup")?;
+    check_cgroup_root(&own).map_err(|detail| StepError {
+        step: "checking the cgroup namespace".into(),
+        errno: libc::EINVAL,
+        detail,
+    })
+}
+
 /// Reads the plan (one JSON line) and the input bytes it announces.
-fn receive_plan(control: &OwnedFd) -> Result<(Plan, Option<OwnedFd>), StepError> {
+fn receive_plan(
+    control: &OwnedFd,
+    mut reader: ControlReader,
+) -> Result<(Plan, Option<OwnedFd>), StepError> {
     let invalid = |detail: &str| StepError {
         step: "reading the plan".into(),
         errno: libc::EINVAL,
         detail: detail.into(),
     };
-    let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let newline = loop {
-        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            break pos;
-        }
-        let n = nix::unistd::read(control, &mut chunk).nstep("reading the plan")?;
-        if n == 0 || buf.len() + n > MAX_CONTROL_MESSAGE + chunk.len() {
-            return Err(invalid("truncated or oversized"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let plan: Plan = serde_json::from_slice(&buf[..newline]).map_err(|e| StepError {
+    let line = reader.line(control, "the plan")?;
+    let plan: Plan = serde_json::from_slice(&line).map_err(|e| StepError {
         step: "decoding the plan".into(),
         errno: libc::EINVAL,
         detail: e.to_string(),
@@ -146,7 +283,7 @@ fn receive_plan(control: &OwnedFd) -> Result<(Plan, Option<OwnedFd>), StepError>
     if len > MAX_INPUT {
         return Err(invalid("input too large"));
     }
-    let mut input = buf.split_off(newline + 1);
+    let mut input = reader.buf;
     while (input.len() as u64) < len {
         let n = nix::unistd::read(control, &mut chunk).nstep("reading the input")?;
         if n == 0 {
@@ -180,13 +317,22 @@ fn namespace_flags(isolate_network: bool) -> CloneFlags {
 }
 
 fn run(control: &OwnedFd) -> Result<i32, StepError> {
-    // The cgroup namespace root is our cgroup: the supervisor moved us into it before
-    // starting us, so unsharing before the plan arrives is as good as after.
+    // The cgroup namespace root is our cgroup: the supervisor moves us into it, then
+    // says where it put us; the cgroup namespace is created only once we checked that
+    // we are there, and nothing of a request is read before.
     let early = std::env::args_os().any(|a| a == EARLY_UNSHARE_ARG);
     if early {
-        unshare(namespace_flags(true)).nstep("creating namespaces")?;
+        // The namespaces whose root does not depend on our cgroup (the network one is
+        // the slow one) are made while the supervisor moves us.
+        unshare(namespace_flags(true) - CloneFlags::CLONE_NEWCGROUP)
+            .nstep("creating namespaces")?;
     }
-    let (plan, input) = receive_plan(control)?;
+    let mut reader = ControlReader { buf: Vec::new() };
+    receive_placement(control, &mut reader)?;
+    if early {
+        create_cgroup_namespace()?;
+    }
+    let (plan, input) = receive_plan(control, reader)?;
     if early && !plan.isolate_network {
         return Err(StepError {
             step: "checking the plan".into(),
@@ -206,7 +352,9 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
     };
 
     if !early {
-        unshare(namespace_flags(plan.isolate_network)).nstep("creating namespaces")?;
+        unshare(namespace_flags(plan.isolate_network) - CloneFlags::CLONE_NEWCGROUP)
+            .nstep("creating namespaces")?;
+        create_cgroup_namespace()?;
     }
 
     match sys::fork_single_threaded().step("forking the sandbox init")? {
@@ -293,13 +441,26 @@ fn init(
     let mut sigchld = SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigchld), None).nstep("blocking SIGCHLD")?;
+    // The sandbox's own session, led by init: the payload's session id is 1, and no
+    // terminal is the controlling one of anything in the sandbox.
+    setsid().nstep("starting the sandbox's session")?;
+    nix::sys::prctl::set_name(c"init").nstep("naming init")?;
+    // Not dumpable: the payload can neither ptrace init nor read its memory, fds or
+    // environment through /proc (init's /proc entries belong to root). The payload
+    // inherits both until its exec, which sets its own dumpability.
+    nix::sys::prctl::set_dumpable(false).nstep("making init non-dumpable")?;
+    nix::sys::prctl::set_no_new_privs().nstep("setting init's no_new_privs")?;
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).nstep("creating the exec pipe")?;
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).nstep("creating the go pipe")?;
 
     let payload = match sys::fork_single_threaded().step("forking the payload")? {
         sys::Fork::Child => {
             drop(err_read);
+            drop(go_write);
             let e = payload_exec(
+                go_read,
                 plan,
                 input.as_ref(),
                 events.as_ref(),
@@ -314,9 +475,19 @@ fn init(
         }
         sys::Fork::Parent(pid) => Pid::from_raw(pid),
     };
+    drop(go_read);
     drop(err_write);
     drop(input);
     drop(events);
+    // Init drops what it no longer needs before the payload may go on (it waits for
+    // this byte): it stays root, so the payload's uid can neither signal it nor change
+    // its limits or priority, with only CAP_KILL (to end the payload's processes) and
+    // nothing in its bounding set. Reaping needs no privilege. If this fails, the
+    // payload sees the pipe close and stops.
+    setgroups(&[]).nstep("dropping init's groups")?;
+    sys::keep_only_capability(sys::CAP_KILL).step("dropping init's capabilities")?;
+    nix::unistd::write(&go_write, b"g").nstep("letting the payload go on")?;
+    drop(go_write);
 
     let mut failure = Vec::new();
     File::from(err_read)
@@ -343,18 +514,6 @@ fn init(
         sys::dup_onto(null.as_raw_fd(), fd).step("detaching init's stdio")?;
     }
     drop(null);
-    setresgid(
-        Gid::from_raw(plan.gid),
-        Gid::from_raw(plan.gid),
-        Gid::from_raw(plan.gid),
-    )
-    .nstep("init setresgid")?;
-    setresuid(
-        Uid::from_raw(plan.uid),
-        Uid::from_raw(plan.uid),
-        Uid::from_raw(plan.uid),
-    )
-    .nstep("init setresuid")?;
 
     let status = reap_until(payload, control)?;
     // Whatever the payload left running ends with it.
@@ -403,7 +562,9 @@ fn reap_until(payload: Pid, control: &OwnedFd) -> Result<Report, StepError> {
 }
 
 /// The payload's last steps before exec; returns only on failure.
+#[allow(clippy::too_many_arguments)]
 fn payload_exec(
+    go: OwnedFd,
     plan: &Plan,
     input: Option<&OwnedFd>,
     events: Option<&OwnedFd>,
@@ -413,6 +574,23 @@ fn payload_exec(
     env: &[CString],
 ) -> StepError {
     let run = || -> Result<std::convert::Infallible, StepError> {
+        // Init drops its privileges first (see `init`).
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&go, &mut byte) {
+                Ok(1) => break,
+                Ok(_) => {
+                    return Err(StepError {
+                        step: "waiting for init".into(),
+                        errno: libc::EPERM,
+                        detail: "init could not drop its privileges".into(),
+                    })
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e).nstep("waiting for init"),
+            }
+        }
+        drop(go);
         // fd 3 is the control socket until here: replace or close it.
         match input {
             Some(fd) => {
@@ -440,26 +618,12 @@ fn payload_exec(
             sys::fchown_fd(fd, plan.uid, plan.gid).step("handing the pipes to the payload")?;
         }
 
-        let limits = &plan.rlimits;
-        setrlimit(
-            Resource::RLIMIT_CPU,
-            limits.cpu_seconds,
-            limits.cpu_seconds + 1,
-        )
-        .nstep("setrlimit cpu")?;
-        let file_size = limits.file_size.unwrap_or(libc::RLIM_INFINITY);
-        setrlimit(Resource::RLIMIT_FSIZE, file_size, file_size).nstep("setrlimit fsize")?;
-        setrlimit(
-            Resource::RLIMIT_NOFILE,
-            limits.open_files,
-            limits.open_files,
-        )
-        .nstep("setrlimit nofile")?;
-        setrlimit(Resource::RLIMIT_CORE, 0, 0).nstep("setrlimit core")?;
-        // No RLIMIT_NPROC: it would count every process of the uid, init included
-        // once it drops to it. The process limit is the cgroup's pids.max, which
-        // allows for the helper and init (`SANDBOX_PROCESSES`).
-        setrlimit(Resource::RLIMIT_STACK, limits.stack, limits.stack).nstep("setrlimit stack")?;
+        // Every rlimit, none inherited from root (see `Rlimits`).
+        for limit in plan.rlimits.entries() {
+            let value = |v: Option<u64>| v.unwrap_or(libc::RLIM_INFINITY);
+            setrlimit(limit.resource, value(limit.soft), value(limit.hard))
+                .nstep(format!("setrlimit {}", limit.name.to_lowercase()))?;
+        }
 
         sys::drop_capabilities().step("dropping the capability bounding set")?;
         let gid = Gid::from_raw(plan.gid);
@@ -506,10 +670,16 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             let mut mounts = mounts.clone();
             // Parents before children, so nested targets land on top.
             mounts.sort_by_key(|m| m.target.components().count());
+            // The empty lower layer of every overlay: the mount point of /proc, which
+            // proc covers later.
+            let empty = inside(root, Path::new("/proc"))?;
+            fs::create_dir_all(&empty).step("creating /proc")?;
+            let empty = open_dir(&empty, Path::new("/proc"))?;
             for m in &mounts {
                 let target = inside(root, &m.target)?;
-                bind_readonly(&m.source, &target, &m.target)?;
+                overlay_readonly(&m.source, &target, &m.target, &empty)?;
             }
+            drop(empty);
             tmpfs(
                 root,
                 "/work",
@@ -582,6 +752,7 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
         tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
     }
     build_dev(root, plan.shm_bytes)?;
+    // Made already for evaluations (it is the overlays' empty layer).
     let proc_dir = inside(root, Path::new("/proc"))?;
     fs::create_dir_all(&proc_dir).step("creating /proc")?;
     mount(
@@ -628,6 +799,57 @@ fn inside(root: &Path, target: &Path) -> Result<PathBuf, StepError> {
         }
     }
     Ok(out)
+}
+
+fn open_dir(path: &Path, shown: &Path) -> Result<OwnedFd, StepError> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .nstep(format!("opening {}", shown.display()))
+}
+
+/// A runtime directory, read-only, as an overlay of it (and an empty directory: an
+/// overlay without an upper layer needs two lower ones) rather than a bind mount. A
+/// bind shows its source's host path in `/proc/self/mountinfo` (the mount's root
+/// within its filesystem); an overlay is a filesystem of its own, rooted at `/`, and
+/// its layers are named through `/proc/self/fd`, so its options show no host path
+/// either. Where the kernel refuses the overlay (a runtimes directory on an overlay
+/// that is itself stacked), and for single files, a bind it is.
+fn overlay_readonly(
+    source: &Path,
+    target: &Path,
+    shown: &Path,
+    empty: &OwnedFd,
+) -> Result<(), StepError> {
+    let meta = fs::metadata(source).step(format!("reading mount source {}", source.display()))?;
+    if !meta.is_dir() {
+        return bind_readonly(source, target, shown);
+    }
+    if !target.exists() {
+        fs::create_dir_all(target).step(format!("creating mount point {}", shown.display()))?;
+    }
+    let layer = open_dir(source, shown)?;
+    let options = format!(
+        "lowerdir=/proc/self/fd/{}:/proc/self/fd/{}",
+        layer.as_raw_fd(),
+        empty.as_raw_fd()
+    );
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(options.as_str()),
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::EINVAL) | Err(nix::Error::ENODEV) => bind_readonly(source, target, shown),
+        Err(e) => Err(e).nstep(format!("mounting {}", shown.display())),
+    }
 }
 
 fn bind_readonly(source: &Path, target: &Path, shown: &Path) -> Result<(), StepError> {
@@ -683,7 +905,8 @@ fn tmpfs(
 }
 
 /// A minimal `/dev`: the harmless character devices bound from the host, a fresh
-/// size-limited `/dev/shm`, and the usual fd symlinks.
+/// size-limited `/dev/shm`, and the usual fd symlinks. No `tty`, `console`, `ptmx` or
+/// `pts`: no terminal can be opened in the sandbox.
 fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
     let none: Option<&str> = None;
     let dev = inside(root, Path::new("/dev"))?;
@@ -696,7 +919,7 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
         Some("size=64k,mode=0755"),
     )
     .nstep("mounting /dev")?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for name in ["null", "zero", "full", "random", "urandom"] {
         let target = dev.join(name);
         File::create(&target).step(format!("creating /dev/{name}"))?;
         let source = Path::new("/dev").join(name);
@@ -739,4 +962,55 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
         Some("size=64k,mode=0755"),
     )
     .nstep("making /dev read-only")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "9:name=systemd:/\n8:pids:/a/jsheets-runtime/sb-1-2\n4:memory:/a/jsheets-runtime/sb-1-2\n2:cpu,cpuacct:/a/jsheets-runtime/sb-1-2\n0::/\n";
+
+    fn placement(lines: &[(&str, &str)]) -> Placement {
+        Placement {
+            cgroups: lines
+                .iter()
+                .map(|(c, p)| (c.to_string(), p.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_helper_goes_on_only_where_it_was_put() {
+        let at = "/a/jsheets-runtime/sb-1-2";
+        let ok = placement(&[("memory", at), ("pids", at), ("cpuacct", at)]);
+        assert_eq!(check_placement(&ok, V1), Ok(()));
+        let v2 = placement(&[("", "/a/jsheets-runtime/sb-1-2")]);
+        assert_eq!(
+            check_placement(&v2, "0::/a/jsheets-runtime/sb-1-2\n"),
+            Ok(())
+        );
+
+        // Not moved yet: still in the service's cgroup.
+        let before = V1.replace("/a/jsheets-runtime/sb-1-2", "/a");
+        let err = check_placement(&ok, &before).unwrap_err();
+        assert!(err.contains("not in /a/jsheets-runtime/sb-1-2"), "{err}");
+        // Another sandbox's cgroup, a hierarchy missing, nothing to check against.
+        let other = placement(&[("memory", "/a/jsheets-runtime/sb-1-3")]);
+        assert!(check_placement(&other, V1).is_err());
+        let missing = placement(&[("freezer", at)]);
+        assert!(check_placement(&missing, V1).is_err());
+        assert!(check_placement(&placement(&[]), V1).is_err());
+        assert!(check_placement(&v2, "0::/a\n").is_err());
+    }
+
+    #[test]
+    fn inside_the_namespace_every_hierarchy_is_its_root() {
+        assert_eq!(
+            check_cgroup_root("9:name=systemd:/\n4:memory:/\n0::/\n"),
+            Ok(())
+        );
+        let err = check_cgroup_root("4:memory:/\n5:devices:/..\n").unwrap_err();
+        assert!(err.contains("devices"), "{err}");
+        assert!(check_cgroup_root("").is_err());
+    }
 }

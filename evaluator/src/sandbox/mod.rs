@@ -1,9 +1,9 @@
 //! Fresh, single-use sandboxes, driven from a multi-threaded async server.
 //!
 //! [`Sandboxes::run`] validates a [`Job`] on the host, creates the sandbox's cgroup,
-//! spawns the helper (see `helper.rs`), places it in the cgroup before it runs
-//! anything, hands it the plan, streams stdout, stderr and driver events back as
-//! they come, enforces the wall-clock, CPU and output limits, and always ends with an
+//! spawns the helper (see `helper.rs`), places it in the cgroup before it creates
+//! any namespace (and tells it so, for it to check), hands it the plan, streams
+//! stdout, stderr and driver events back as they come, enforces the wall-clock, CPU and output limits, and always ends with an
 //! [`Outcome`] and with nothing left behind: the cgroup is killed and removed on
 //! every path, including panics and a dropped future.
 
@@ -12,6 +12,7 @@ mod helper;
 pub mod plan;
 pub mod seccomp;
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -52,8 +53,10 @@ pub struct SandboxConfig {
     pub helper_args: Vec<String>,
     /// Directory for the empty root mount point; created 0700.
     pub state_dir: PathBuf,
-    /// Sandboxes run as uids `uid_base .. uid_base + uid_count`, one per sandbox in
-    /// turn, so that concurrent sandboxes never share a uid.
+    /// Sandboxes run as uids `uid_base .. uid_base + uid_count`: each live sandbox has
+    /// one no other live sandbox has (see [`UidAllocator`]), so per-user limits and
+    /// counts (processes, pending signals, locked memory, ...) are its own. A sandbox
+    /// that finds them all in use fails to set up.
     pub uid_base: u32,
     pub uid_count: u32,
     /// CPUs every sandbox is pinned to (cpuset syntax, e.g. "1" or "0-3").
@@ -178,8 +181,11 @@ impl Job {
 pub enum Event {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    /// One line the payload's driver wrote on fd 4 (without the newline).
+    /// One line the payload's driver wrote on fd 4 (without the newline), at most the
+    /// job's line bound long (see [`crate::events::Framing`]).
     Driver(Vec<u8>),
+    /// What the supervisor dropped from fd 4 instead of forwarding it.
+    DriverDropped(crate::events::Dropped),
 }
 
 /// How an evaluation ended.
@@ -270,6 +276,7 @@ struct Inner {
     cgroups: cgroup::Manager,
     root_dir: PathBuf,
     seq: AtomicU64,
+    uids: Arc<UidAllocator>,
     /// Helpers spawned ahead of requests, each alone in a fresh empty cgroup, waiting
     /// for a plan. They hold no namespace, mount or state of any request: everything
     /// that makes a sandbox is still built per request, after the plan arrives.
@@ -347,8 +354,6 @@ fn read_line(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Largest line a driver may write on its event channel.
-const MAX_EVENT_LINE: usize = 4 << 20;
 /// How often CPU usage is checked against the limit.
 const CPU_POLL: Duration = Duration::from_millis(20);
 
@@ -374,6 +379,7 @@ impl Sandboxes {
         let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
         Ok(Sandboxes {
             inner: Arc::new(Inner {
+                uids: UidAllocator::new(config.uid_base, config.uid_count),
                 config,
                 cgroups,
                 root_dir,
@@ -432,23 +438,30 @@ impl Sandboxes {
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
     ) -> Outcome {
-        self.run_with_stdin(job, None, events, cancel).await
+        let framing = crate::events::Bounds::for_job(&job).framing;
+        self.run_with_stdin(job, framing, None, events, cancel)
+            .await
     }
 
     /// [`Sandboxes::run`], with more stdin after `job.stdin`: whatever arrives on
     /// `more_stdin` is written to the payload's stdin until the sender goes away. This
     /// is how a driver inside the sandbox gets answers from outside (the JShell driver
-    /// waits for the verdict on each class before loading it).
+    /// waits for the verdict on each class before loading it). `framing` bounds what
+    /// is read from the driver's event channel.
     pub async fn run_with_stdin(
         &self,
         job: Job,
+        framing: crate::events::Framing,
         more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
     ) -> Outcome {
         let start = Instant::now();
         let inner = &self.inner;
-        let uid = inner.uid_for(&job);
+        let (uid, lease) = match inner.uid_for(&job) {
+            Ok(x) => x,
+            Err(e) => return Outcome::failed(start, e.to_string()),
+        };
         let plan = match inner.plan(&job, uid) {
             Ok(plan) => plan,
             Err(e) => return Outcome::failed(start, e),
@@ -470,19 +483,24 @@ impl Sandboxes {
         } else {
             None
         };
-        let prepared = match taken {
+        let mut prepared = match taken {
             Some(p) => p,
             None => match inner.prepare(job.isolate_network) {
                 Ok(p) => p,
                 Err(e) => return Outcome::failed(start, e),
             },
         };
+        // The uid goes back only once the sandbox's cgroup is gone.
+        if let Some(lease) = lease {
+            prepared.cg.hold_uid(lease);
+        }
         // The request's limits go on before the helper learns what to run.
         if let Err(e) = prepared.cg.apply_limits(&limits) {
             return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
         }
         supervise(
             job,
+            framing,
             Some(plan),
             prepared,
             None,
@@ -508,13 +526,16 @@ impl Sandboxes {
             return Err("only isolated sandboxes can wait".into());
         }
         let inner = self.inner.clone();
-        let uid = inner.uid_for(&job);
+        let (uid, lease) = inner.uid_for(&job).map_err(|e| e.to_string())?;
         let mut plan = inner.plan(&job, uid)?;
         plan.deferred_input = true;
         let limits = cgroup_limits(&job.limits);
-        let prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
+        let mut prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
             .await
             .map_err(|e| format!("preparing a sandbox: {e}"))??;
+        if let Some(lease) = lease {
+            prepared.cg.hold_uid(lease);
+        }
         prepared
             .cg
             .apply_limits(&limits)
@@ -586,7 +607,8 @@ impl Sandboxes {
 
     /// Hands `input` to a waiting sandbox and supervises it like [`Sandboxes::run`]:
     /// `limits` (the request's) are applied before the input is written, wall time
-    /// starts now, and CPU time counts from now.
+    /// starts now, and CPU time counts from now. `framing` bounds what is read from
+    /// the driver's event channel.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_waiting(
         &self,
@@ -594,6 +616,7 @@ impl Sandboxes {
         input: Vec<u8>,
         stdin: Vec<u8>,
         limits: Limits,
+        framing: crate::events::Framing,
         more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
@@ -615,6 +638,7 @@ impl Sandboxes {
         job.stdin = stdin;
         supervise(
             job,
+            framing,
             None,
             prepared,
             Some(input),
@@ -661,6 +685,19 @@ impl Sandboxes {
 /// `max_processes` is what the snippet itself may have.
 pub const SANDBOX_PROCESSES: u64 = 2;
 
+/// RLIMIT_NPROC of the payload is its `max_processes` plus this. It counts the tasks
+/// of the sandbox's uid, which are the payload's only (no other live sandbox has the
+/// uid; the helper and init run as root), and the kernel checks it in fork before the
+/// cgroup's pids.max: one above what pids.max lets the payload have, the cgroup's limit
+/// is always the one that bites, and is reported as `process_limit`. RLIMIT_NPROC is
+/// the backstop.
+pub const PAYLOAD_NPROC_SLACK: u64 = 1;
+/// RLIMIT_MEMLOCK of the payload (bytes): a page or two for a library that locks a
+/// secret, nothing to pin memory with.
+pub const PAYLOAD_LOCKED_MEMORY: u64 = 64 << 10;
+/// RLIMIT_SIGPENDING of the payload: queued signals of its uid.
+pub const PAYLOAD_PENDING_SIGNALS: u64 = 1024;
+
 /// The cgroup part of a job's limits.
 fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
     cgroup::CgroupLimits {
@@ -675,14 +712,161 @@ fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
     }
 }
 
+/// Why no uid could be handed out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UidError {
+    #[error(
+        "every sandbox uid ({first}..={last}) belongs to a live sandbox; \
+         fewer sandboxes at once or a larger uid range (uid_count) are needed"
+    )]
+    Exhausted { first: u32, last: u32 },
+}
+
+/// Hands out the uids sandboxes run as, from `base .. base + count`, each to one live
+/// sandbox at a time. A uid comes back (through its [`UidLease`]) only once its
+/// sandbox is completely gone: the lease is held by the sandbox's cgroup and returned
+/// after the cgroup was emptied, its tasks released and the cgroup removed (a cgroup
+/// that cannot be removed keeps its uid forever). Uids never used go first, then the
+/// least recently returned one.
+///
+/// Besides, each uid handed out is claimed host-wide (well, in the network namespace)
+/// by binding an abstract unix socket named after it, held with the lease: a second
+/// service or `jsheets-runtime run` on the same host with an overlapping range skips
+/// the uids the other holds instead of sharing them.
+#[derive(Debug)]
+pub struct UidAllocator {
+    base: u32,
+    count: u32,
+    state: Mutex<UidState>,
+}
+
+#[derive(Debug, Default)]
+struct UidState {
+    /// Offsets below this have been handed out at least once.
+    fresh: u32,
+    /// Returned offsets, least recently returned first.
+    returned: VecDeque<u32>,
+}
+
+/// One uid of an [`UidAllocator`], held by one sandbox; dropping it gives it back.
+#[derive(Debug)]
+pub struct UidLease {
+    uid: u32,
+    allocator: Arc<UidAllocator>,
+    /// The host-wide claim (see [`UidAllocator`]).
+    claim: Option<OwnedFd>,
+}
+
+impl UidLease {
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Never gives the uid back (its sandbox could not be shown to be gone).
+    pub fn quarantine(self) {
+        tracing::error!(
+            uid = self.uid,
+            "sandbox uid withheld: its sandbox may not be gone"
+        );
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        // The claim goes first: whoever gets the uid next can claim it.
+        drop(self.claim.take());
+        let mut state = self
+            .allocator
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        state.returned.push_back(self.uid - self.allocator.base);
+    }
+}
+
+impl UidAllocator {
+    pub fn new(base: u32, count: u32) -> Arc<Self> {
+        // Never past the last valid uid (u32::MAX is "no uid").
+        let count = count.min(u32::MAX - 1 - base.min(u32::MAX - 1));
+        Arc::new(UidAllocator {
+            base,
+            count,
+            state: Mutex::new(UidState::default()),
+        })
+    }
+
+    /// A uid no other live sandbox of this allocator (or of another process on the
+    /// host) has.
+    pub fn allocate(self: &Arc<Self>) -> Result<UidLease, UidError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut skipped = Vec::new();
+        let result = loop {
+            let offset = if state.fresh < self.count {
+                state.fresh += 1;
+                state.fresh - 1
+            } else if let Some(offset) = state.returned.pop_front() {
+                offset
+            } else {
+                break Err(UidError::Exhausted {
+                    first: self.base,
+                    last: self.base + self.count.saturating_sub(1),
+                });
+            };
+            let uid = self.base + offset;
+            match claim_uid(uid) {
+                Some(claim) => {
+                    break Ok(UidLease {
+                        uid,
+                        allocator: self.clone(),
+                        claim: Some(claim),
+                    })
+                }
+                // Another process holds it: try the others, and this one again later.
+                None => skipped.push(offset),
+            }
+        };
+        state.returned.extend(skipped);
+        result
+    }
+}
+
+/// Binds the abstract unix socket that says `uid` is in use on this host; `None` if
+/// another process has it. A host where the claim cannot be made at all (no unix
+/// sockets) relies on the ranges being disjoint: the uid is handed out unclaimed.
+fn claim_uid(uid: u32) -> Option<OwnedFd> {
+    use nix::sys::socket::{bind, socket, UnixAddr};
+    let name = format!("jsheets-runtime/sandbox-uid/{uid}");
+    let Ok(addr) = UnixAddr::new_abstract(name.as_bytes()) else {
+        return None;
+    };
+    let Ok(sock) = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return None;
+    };
+    match bind(sock.as_raw_fd(), &addr) {
+        Ok(()) => Some(sock),
+        Err(nix::Error::EADDRINUSE) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming a sandbox uid host-wide");
+            Some(sock)
+        }
+    }
+}
+
 impl Inner {
-    /// The uid a job runs as: its own (builds) or the next of the pool's range.
-    fn uid_for(&self, job: &Job) -> u32 {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        // Offset by the pid so that two services sharing a host do not reuse uids in step.
-        let slot =
-            (u64::from(std::process::id()) * 7919 + seq) % u64::from(self.config.uid_count.max(1));
-        job.run_as.unwrap_or(self.config.uid_base + slot as u32)
+    /// The uid a job runs as: its own (builds), or one of the range that no other live
+    /// sandbox has, with the lease that keeps it so.
+    fn uid_for(&self, job: &Job) -> Result<(u32, Option<UidLease>), UidError> {
+        if let Some(uid) = job.run_as {
+            return Ok((uid, None));
+        }
+        let lease = self.uids.allocate()?;
+        Ok((lease.uid(), Some(lease)))
     }
 
     /// Spawns a helper into a fresh cgroup of its own. The helper only waits for its
@@ -711,6 +895,9 @@ impl Inner {
             let ev_write = sys::dup_high(&ev_write)?;
             let in_read = sys::dup_high(&in_read)?;
             let mut cmd = tokio::process::Command::new(&self.config.helper);
+            // Not the host path of the binary: the sandbox's init is a fork of the
+            // helper, and its /proc/1/cmdline can be read from inside.
+            cmd.arg0("jsheets-sandbox");
             cmd.args(&self.config.helper_args);
             if early_unshare {
                 cmd.arg(helper::EARLY_UNSHARE_ARG);
@@ -738,6 +925,18 @@ impl Inner {
         let pid = child.id().ok_or("the sandbox helper exited at once")?;
         cg.add(pid)
             .map_err(|e| format!("placing the helper in its cgroup: {}", error_chain(&e)))?;
+        // Only now may the helper create its cgroup namespace: it waits for this, and
+        // checks that /proc/self/cgroup says the same.
+        let placement = plan::Placement {
+            cgroups: self.cgroups.placement(&id),
+        };
+        let tell = || -> std::io::Result<()> {
+            let mut line = serde_json::to_vec(&placement)?;
+            line.push(b'\n');
+            let mut socket = std::os::unix::net::UnixStream::from(control.try_clone()?);
+            std::io::Write::write_all(&mut socket, &line)
+        };
+        tell().map_err(|e| format!("telling the helper its cgroup: {e}"))?;
         Ok(Prepared {
             child,
             control,
@@ -788,6 +987,7 @@ impl Inner {
             }
         };
         let l = &job.limits;
+        let cpu_seconds = l.cpu_time.as_secs_f64().ceil().max(1.0) as u64;
         Ok(Plan {
             root_dir: self.root_dir.clone(),
             root,
@@ -804,13 +1004,30 @@ impl Inner {
             env: job.env.clone(),
             cwd: job.cwd.clone(),
             rlimits: Rlimits {
-                cpu_seconds: l.cpu_time.as_secs_f64().ceil().max(1.0) as u64,
+                cpu_seconds,
                 file_size: match job.filesystem {
                     Filesystem::Runtime(_) => None,
                     Filesystem::HostReadOnly { .. } => Some(l.file_size_bytes),
                 },
-                open_files: l.open_files,
+                // Memory is the cgroup's to bound; the JVM reserves (and never uses)
+                // far more address space than any sane limit.
+                address_space: None,
                 stack: l.stack_bytes,
+                core: 0,
+                rss: None,
+                processes: match l.max_processes {
+                    0 => None,
+                    n => Some(n.saturating_add(PAYLOAD_NPROC_SLACK)),
+                },
+                open_files: l.open_files,
+                locked_memory: PAYLOAD_LOCKED_MEMORY,
+                file_locks: l.open_files,
+                pending_signals: PAYLOAD_PENDING_SIGNALS,
+                // POSIX message queues are not for snippets (seccomp denies mq_open).
+                message_queue_bytes: 0,
+                nice: 0,
+                realtime_priority: 0,
+                realtime_us: cpu_seconds.saturating_mul(1_000_000),
             },
             input_len: job.input.as_ref().map(|i| i.len() as u64),
             deferred_input: false,
@@ -870,6 +1087,7 @@ struct Streams {
 #[allow(clippy::too_many_arguments)]
 async fn supervise(
     job: Job,
+    framing: crate::events::Framing,
     plan: Option<Plan>,
     prepared: Prepared,
     deferred_input: Option<Vec<u8>>,
@@ -966,8 +1184,10 @@ async fn supervise(
     let mut helper_done = false;
     let (mut out_n, mut err_n) = (0u64, 0u64);
     let (mut out_trunc, mut err_trunc) = (false, false);
-    let mut line = Vec::new();
-    let mut event_bytes = 0u64;
+    // Nothing on the event channel is trusted: lines are bounded, one is held at most,
+    // past the channel's budget everything is dropped, and a line the end (or a kill)
+    // cuts is no event: the drivers end every line (see `crate::events`).
+    let mut reader = crate::events::LineReader::new(framing);
     let mut buf_out = vec![0u8; 64 * 1024];
     let mut buf_err = vec![0u8; 64 * 1024];
     let mut buf_ev = vec![0u8; 64 * 1024];
@@ -1029,20 +1249,14 @@ async fn supervise(
                 None => streams.stderr = None,
             },
             r = read_opt(&mut streams.events, &mut buf_ev) => match r {
-                Some(chunk) => {
-                    // Python-level output travels as events: bound their total too.
-                    event_bytes += chunk.len() as u64;
-                    if event_bytes > limits.output_bytes.saturating_mul(4).saturating_add(16 << 20) && kill.is_none() {
-                        kill = Some(KillReason::Output);
+                Some(mut chunk) => {
+                    while let Some(frame) = reader.next_frame(&mut chunk) {
+                        if events.send(driver_event(frame)).await.is_err() { receiver_gone = true; }
                     }
-                    for &b in chunk {
-                        if b == b'\n' {
-                            if events.send(Event::Driver(std::mem::take(&mut line))).await.is_err() { receiver_gone = true; }
-                        } else if line.len() < MAX_EVENT_LINE {
-                            line.push(b);
-                        } else if kill.is_none() {
-                            kill = Some(KillReason::Output);
-                        }
+                    // Python-level output travels as events: past the channel's budget
+                    // the sandbox is stopped, as for output over its limit.
+                    if reader.over_budget() && kill.is_none() {
+                        kill = Some(KillReason::Output);
                     }
                 }
                 None => streams.events = None,
@@ -1083,9 +1297,6 @@ async fn supervise(
             kill = Some(KillReason::Cancelled);
         }
     }
-    if !line.is_empty() {
-        let _ = events.send(Event::Driver(std::mem::take(&mut line))).await;
-    }
     let mut usage;
     if helper_done {
         // Background processes of the payload die with its pid namespace; this also
@@ -1122,6 +1333,11 @@ async fn supervise(
     };
     let status = if setup_error.is_some() {
         Status::SetupFailed
+    } else if usage.pids_limit_hits > 0 && matches!(kill, Some(KillReason::Wall | KillReason::Cpu))
+    {
+        // A fork failed before the clock ran out (the kill stops every fork): the
+        // process limit was the first limit hit, however long the snippet went on.
+        Status::ProcessLimit
     } else if let Some(k) = kill {
         match k {
             KillReason::Wall => Status::WallTimeout,
@@ -1163,6 +1379,13 @@ async fn supervise(
         stdout_truncated: out_trunc,
         stderr_truncated: err_trunc,
         error: setup_error,
+    }
+}
+
+fn driver_event(frame: crate::events::Frame) -> Event {
+    match frame {
+        crate::events::Frame::Line(line) => Event::Driver(line),
+        crate::events::Frame::Dropped(d) => Event::DriverDropped(d),
     }
 }
 
@@ -1223,5 +1446,84 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(cgroup_limits(&unlimited).max_processes, 0);
+    }
+
+    /// A range of `count` uids of its own per test (claims are host-wide), far above
+    /// any service's.
+    fn allocator(test: u32, count: u32) -> Arc<UidAllocator> {
+        let base = 3_000_000_000 + (std::process::id() % 100_000) * 256 + test * 32;
+        UidAllocator::new(base, count)
+    }
+
+    #[test]
+    fn a_held_uid_is_never_handed_out_again() {
+        let uids = allocator(0, 4);
+        let held: Vec<UidLease> = (0..4).map(|_| uids.allocate().unwrap()).collect();
+        let distinct: std::collections::HashSet<u32> = held.iter().map(UidLease::uid).collect();
+        assert_eq!(distinct.len(), 4);
+        assert!(distinct
+            .iter()
+            .all(|u| (uids.base..uids.base + 4).contains(u)));
+        // All held: the next one is an error that says so, and stays one.
+        for _ in 0..3 {
+            let err = uids.allocate().unwrap_err();
+            assert_eq!(
+                err,
+                UidError::Exhausted {
+                    first: uids.base,
+                    last: uids.base + 3
+                }
+            );
+            assert!(err.to_string().contains("every sandbox uid"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_released_uid_comes_back_least_recently_released_first() {
+        let uids = allocator(1, 3);
+        let mut held: Vec<UidLease> = (0..3).map(|_| uids.allocate().unwrap()).collect();
+        let second = held.remove(1);
+        let first = held.remove(0);
+        let (a, b) = (first.uid(), second.uid());
+        drop(first);
+        drop(second);
+        assert_eq!(uids.allocate().map(|l| l.uid()), Ok(a));
+        // The lease above went back at once; `b` was released before it.
+        assert_eq!(uids.allocate().map(|l| l.uid()), Ok(b));
+        let again = uids.allocate().unwrap();
+        assert_eq!(again.uid(), a);
+    }
+
+    #[test]
+    fn a_quarantined_uid_never_comes_back() {
+        let uids = allocator(2, 2);
+        let lost = uids.allocate().unwrap();
+        let lost_uid = lost.uid();
+        lost.quarantine();
+        let other = uids.allocate().unwrap();
+        assert_ne!(other.uid(), lost_uid);
+        drop(other);
+        for _ in 0..4 {
+            assert_ne!(uids.allocate().unwrap().uid(), lost_uid);
+        }
+        let _held = uids.allocate().unwrap();
+        assert!(uids.allocate().is_err());
+    }
+
+    #[test]
+    fn uids_held_by_another_allocator_on_the_host_are_skipped() {
+        // Two services with the same range (say `serve` and `run` on one host).
+        let one = allocator(3, 4);
+        let other = UidAllocator::new(one.base, 4);
+        let a = one.allocate().unwrap();
+        let b = other.allocate().unwrap();
+        assert_ne!(a.uid(), b.uid());
+        let rest: Vec<UidLease> = (0..2).map(|_| other.allocate().unwrap()).collect();
+        // `other` holds three, `one` holds one: nothing left for either.
+        assert!(one.allocate().is_err());
+        assert!(other.allocate().is_err());
+        drop(rest);
+        let c = one.allocate().unwrap();
+        assert!(![a.uid(), b.uid()].contains(&c.uid()));
     }
 }

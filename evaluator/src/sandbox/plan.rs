@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use nix::sys::resource::Resource;
 use serde::{Deserialize, Serialize};
 
 /// File descriptor numbers inside the helper process.
@@ -70,14 +71,126 @@ pub struct BindPlan {
     pub target: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// Every resource limit of the payload, each set explicitly (soft = hard unless said):
+/// nothing is inherited from the root that started the sandbox. `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimits {
+    /// RLIMIT_CPU soft limit; the hard limit is one second more (SIGXCPU, then SIGKILL).
     pub cpu_seconds: u64,
     /// RLIMIT_FSIZE; `None` leaves it unlimited (every writable filesystem is a
     /// size-limited tmpfs, which then reports ENOSPC when full).
     pub file_size: Option<u64>,
-    pub open_files: u64,
+    /// RLIMIT_DATA and RLIMIT_AS: `None`; memory is bounded by the cgroup, and the JVM
+    /// reserves far more address space than it ever uses.
+    pub address_space: Option<u64>,
     pub stack: u64,
+    /// RLIMIT_CORE: 0, no core dumps.
+    pub core: u64,
+    /// RLIMIT_RSS: ignored by Linux; `None`.
+    pub rss: Option<u64>,
+    /// RLIMIT_NPROC: tasks of the sandbox's uid, which no other live sandbox has; a
+    /// backstop above the cgroup's pids.max (`None`: no process limit).
+    pub processes: Option<u64>,
+    pub open_files: u64,
+    /// RLIMIT_MEMLOCK in bytes.
+    pub locked_memory: u64,
+    /// RLIMIT_LOCKS (ignored by Linux since 2.4.25).
+    pub file_locks: u64,
+    /// RLIMIT_SIGPENDING: queued signals of the uid.
+    pub pending_signals: u64,
+    /// RLIMIT_MSGQUEUE: bytes in POSIX message queues of the uid.
+    pub message_queue_bytes: u64,
+    /// RLIMIT_NICE (a ceiling of 20 - n on the nice value; 0: no raising priority).
+    pub nice: u64,
+    /// RLIMIT_RTPRIO: 0, no real-time scheduling.
+    pub realtime_priority: u64,
+    /// RLIMIT_RTTIME in microseconds: only real-time tasks use it up, which the payload
+    /// cannot be, but never 0: the kernel checks it on any thread with a CPU-time timer,
+    /// where 0 is an immediate SIGKILL.
+    pub realtime_us: u64,
+}
+
+/// One of the rlimits a payload gets: the resource, the name `/proc/<pid>/limits`
+/// shows it under, and its soft and hard values (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RlimitEntry {
+    pub resource: Resource,
+    pub name: &'static str,
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+impl Rlimits {
+    /// All sixteen rlimits of Linux, in `/proc/<pid>/limits` order.
+    pub fn entries(&self) -> [RlimitEntry; 16] {
+        let same = |resource: Resource, name, value: Option<u64>| RlimitEntry {
+            resource,
+            name,
+            soft: value,
+            hard: value,
+        };
+        [
+            RlimitEntry {
+                resource: Resource::RLIMIT_CPU,
+                name: "Max cpu time",
+                soft: Some(self.cpu_seconds),
+                hard: Some(self.cpu_seconds.saturating_add(1)),
+            },
+            same(Resource::RLIMIT_FSIZE, "Max file size", self.file_size),
+            same(Resource::RLIMIT_DATA, "Max data size", self.address_space),
+            same(Resource::RLIMIT_STACK, "Max stack size", Some(self.stack)),
+            same(Resource::RLIMIT_CORE, "Max core file size", Some(self.core)),
+            same(Resource::RLIMIT_RSS, "Max resident set", self.rss),
+            same(Resource::RLIMIT_NPROC, "Max processes", self.processes),
+            same(
+                Resource::RLIMIT_NOFILE,
+                "Max open files",
+                Some(self.open_files),
+            ),
+            same(
+                Resource::RLIMIT_MEMLOCK,
+                "Max locked memory",
+                Some(self.locked_memory),
+            ),
+            same(Resource::RLIMIT_AS, "Max address space", self.address_space),
+            same(
+                Resource::RLIMIT_LOCKS,
+                "Max file locks",
+                Some(self.file_locks),
+            ),
+            same(
+                Resource::RLIMIT_SIGPENDING,
+                "Max pending signals",
+                Some(self.pending_signals),
+            ),
+            same(
+                Resource::RLIMIT_MSGQUEUE,
+                "Max msgqueue size",
+                Some(self.message_queue_bytes),
+            ),
+            same(Resource::RLIMIT_NICE, "Max nice priority", Some(self.nice)),
+            same(
+                Resource::RLIMIT_RTPRIO,
+                "Max realtime priority",
+                Some(self.realtime_priority),
+            ),
+            same(
+                Resource::RLIMIT_RTTIME,
+                "Max realtime timeout",
+                Some(self.realtime_us),
+            ),
+        ]
+    }
+}
+
+/// Where the supervisor put the helper: the first message on the control socket, sent
+/// once the helper is in its cgroup. The helper checks `/proc/self/cgroup` against it
+/// before it creates its cgroup namespace, whose root is the cgroup it is in then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Per hierarchy the helper must be in: one of its controllers ("" for the v2
+    /// unified hierarchy) and the path `/proc/self/cgroup` must show for it.
+    pub cgroups: Vec<(String, String)>,
 }
 
 /// Messages from the helper, its init and the payload's pre-exec steps.
