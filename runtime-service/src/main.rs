@@ -11,6 +11,7 @@ mod metrics;
 mod registration;
 mod serve;
 mod service;
+mod soak;
 mod tls;
 
 use std::process::ExitCode;
