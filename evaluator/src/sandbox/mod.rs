@@ -270,12 +270,15 @@ pub struct Sandboxes {
     inner: Arc<Inner>,
 }
 
+/// Numbers sandbox cgroups (`sb-<pid>-<n>`) for the whole process: two `Sandboxes`
+/// in one process (a test, a service and its builder) must never name the same cgroup.
+static CGROUP_SEQ: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Debug)]
 struct Inner {
     config: SandboxConfig,
     cgroups: cgroup::Manager,
     root_dir: PathBuf,
-    seq: AtomicU64,
     uids: Arc<UidAllocator>,
     /// Helpers spawned ahead of requests, each alone in a fresh empty cgroup, waiting
     /// for a plan. They hold no namespace, mount or state of any request: everything
@@ -383,7 +386,6 @@ impl Sandboxes {
                 config,
                 cgroups,
                 root_dir,
-                seq: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
                 refilling: AtomicUsize::new(0),
                 teardowns: Arc::new(AtomicUsize::new(0)),
@@ -873,7 +875,7 @@ impl Inner {
     /// plan; it is in the cgroup before it reads it, so every process it makes is
     /// counted and limited from the first instruction.
     fn prepare(&self, early_unshare: bool) -> Result<Prepared, String> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("sb-{}-{seq}", std::process::id());
         let cg = self
             .cgroups
