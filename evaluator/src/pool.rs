@@ -6,6 +6,8 @@
 //! before its code is written, it is used once and destroyed. A background task keeps
 //! the pool full, one start at a time, pausing while the node is busy; a sandbox that
 //! died or waited too long is discarded and replaced. An empty pool means a cold start.
+//! [`Pool::shutdown`] stops that task, a start in flight included, and returns once
+//! nothing of the pool exists.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,10 +51,14 @@ struct Shared {
     misses: AtomicU64,
     replaced: AtomicU64,
     stop: CancellationToken,
+    /// Cancelled once the refilling task has ended, and with it any start it had in
+    /// flight (whose sandbox is then destroyed).
+    stopped: CancellationToken,
 }
 
 /// A pool of waiting sandboxes for one runtime. Dropping the last clone stops it
-/// and destroys the sandboxes waiting in it.
+/// and destroys the sandboxes waiting in it, in the background; [`Pool::shutdown`]
+/// does it and waits.
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -101,6 +107,7 @@ impl Pool {
             return Err(PoolError::Unsupported(launch.kind.to_string()));
         }
         let stop = CancellationToken::new();
+        let stopped = CancellationToken::new();
         let shared = Arc::new(Shared {
             sandboxes,
             launch,
@@ -111,8 +118,16 @@ impl Pool {
             misses: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             stop: stop.clone(),
+            stopped: stopped.clone(),
         });
-        tokio::spawn(maintain(Arc::downgrade(&shared)));
+        // However the task ends (returns, panics, or is dropped with its runtime), the
+        // guard says so.
+        let done = stopped.drop_guard();
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let _done = done;
+            maintain(weak).await;
+        });
         Ok(Pool {
             shared,
             _guard: Arc::new(StopOnDrop(stop)),
@@ -156,9 +171,13 @@ impl Pool {
         }
     }
 
-    /// Destroys the waiting sandboxes and stops refilling.
-    pub fn shutdown(&self) {
+    /// Stops refilling and destroys the waiting sandboxes; returns once nothing of the
+    /// pool exists. A start in flight is cancelled (its sandbox killed and its cgroup
+    /// removed) and waited for: otherwise it would finish after the shutdown and leave
+    /// a sandbox behind until the pool noticed.
+    pub async fn shutdown(&self) {
         self.shared.stop.cancel();
+        self.shared.stopped.cancelled().await;
         self.shared
             .idle
             .lock()
@@ -186,14 +205,16 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
         }
         let want = s.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < s.settings.size;
         if want && !s.paused.load(Ordering::Relaxed) {
-            match start_one(&s).await {
+            let started = start_one(&s).await;
+            if s.stop.is_cancelled() {
+                // Stopped while it started: given up (or done), it goes too.
+                drop(started);
+                s.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                return;
+            }
+            match started {
                 Ok(w) => {
                     failures = 0;
-                    if s.stop.is_cancelled() {
-                        // Shut down while it started: it goes too.
-                        drop(w);
-                        return;
-                    }
                     s.idle
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -209,14 +230,19 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
             }
         }
         let pause = TICK * failures.clamp(1, 50);
+        let stop = s.stop.clone();
         drop(s);
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => {}
+        }
     }
 }
 
+/// One sandbox for the pool; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, String> {
     let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())
         .map_err(|e| e.to_string())?
         .ok_or("this runtime cannot be pre-started")?;
-    s.sandboxes.start_waiting(job, preface).await
+    s.sandboxes.start_waiting(job, preface, &s.stop).await
 }

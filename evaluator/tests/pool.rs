@@ -44,13 +44,10 @@ async fn filled(pool: &Pool, n: usize) {
     }
 }
 
-/// Nothing of the fixture's sandboxes left once the pools are gone (a start in flight
-/// at shutdown is destroyed when it completes).
+/// Nothing of the fixture's sandboxes left once the pools are shut down: `shutdown`
+/// returns once a start in flight is cancelled and destroyed, and evaluations' own
+/// teardowns are waited for (`settle`).
 async fn settled(fx: &Fixture) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while fx.sandbox_processes() > 0 && Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     fx.assert_clean().await;
 }
 
@@ -159,7 +156,7 @@ async fn pooled_python_is_single_use_and_takes_the_requests_limits() {
         run.outcome
     );
 
-    pool.shutdown();
+    pool.shutdown().await;
     drop(pool);
     settled(&fx).await;
 }
@@ -228,8 +225,8 @@ async fn a_killed_pooled_sandbox_is_replaced_and_an_empty_pool_falls_back_to_col
         )
         .await;
     assert_eq!(run.stdout(), "8\n");
-    pool.shutdown();
-    empty.shutdown();
+    pool.shutdown().await;
+    empty.shutdown().await;
     drop((pool, empty));
     settled(&fx).await;
 }
@@ -289,7 +286,40 @@ async fn pooled_java_is_warm_and_checked() {
         "{:?}",
         run.outcome
     );
-    pool.shutdown();
+    pool.shutdown().await;
     drop(pool);
     settled(&fx).await;
+}
+
+/// Waits (a minute at most) until `ready` holds.
+async fn until(what: &str, ready: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < end, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A pool shut down while it starts a sandbox: `shutdown` cancels the start and
+/// returns once its sandbox is gone, whether the helper was still setting the sandbox
+/// up or the interpreter was warming up.
+#[tokio::test]
+async fn shutdown_cancels_a_start_in_flight_and_leaves_nothing() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let launch = python.launch();
+    // Its cgroup is made: the first start is under way (nothing else of the fixture's
+    // runs), the helper setting up.
+    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(1)).unwrap();
+    until("the start", || fx.sandboxes.live() > 0).await;
+    pool.shutdown().await;
+    assert_eq!(fx.sandboxes.live(), 0, "{:?}", pool.stats());
+    fx.assert_clean().await;
+    // The payload runs as its uid: the interpreter is warming up.
+    let pool = Pool::start(fx.sandboxes.clone(), launch, settings(1)).unwrap();
+    until("the warm-up", || fx.sandbox_processes() > 0).await;
+    pool.shutdown().await;
+    assert_eq!(fx.sandbox_processes(), 0, "{:?}", pool.stats());
+    assert_eq!(fx.sandboxes.live(), 0, "{:?}", pool.stats());
+    fx.assert_clean().await;
 }

@@ -243,7 +243,7 @@ async fn the_process_limit_counts_only_the_snippets_processes() {
         assert!(!run.stdout().contains("alive"), "pooled {pooled}: {run:?}");
     }
     assert!(pool.stats().taken >= 2, "{:?}", pool.stats());
-    pool.shutdown();
+    pool.shutdown().await;
     drop(pool);
     fx.settle().await;
 }
@@ -283,18 +283,22 @@ async fn busy_loop_hits_the_cpu_limit() {
     };
     let run = fx.eval(&python, one("while True:\n    pass"), limits).await;
     assert_eq!(run.outcome.status, Status::CpuLimit, "{run:?}");
-    assert!(
-        run.outcome.cpu_time >= Duration::from_millis(900),
-        "{run:?}"
-    );
+    // The supervisor stops it on the cgroup's exact usage: the limit was used up, however
+    // loaded the host (RLIMIT_CPU, whose tick-sampled clock runs ahead of the exact one
+    // under load, is only a backstop at twice the limit).
+    assert!(run.outcome.cpu_time >= Duration::from_secs(1), "{run:?}");
 }
 
 #[tokio::test]
 async fn sleeping_hits_the_wall_clock_limit() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
+    // The wall clock runs from the request: the sandbox's setup and Python's start come
+    // out of it before the snippet prints. Those take ~100 ms, but on a loaded 2-CPU CI
+    // host setup alone has taken over a second (the payload never started: setup_time
+    // 0 at 1.1 s), so a 1 s limit could end the run before there was any output.
     let limits = Limits {
-        wall_time: Duration::from_secs(1),
+        wall_time: Duration::from_secs(3),
         ..Limits::default()
     };
     let run = fx
@@ -308,7 +312,7 @@ async fn sleeping_hits_the_wall_clock_limit() {
     assert_eq!(
         run.stdout(),
         "before\n",
-        "output before the timeout is delivered"
+        "output before the timeout is delivered: {run:?}"
     );
     fx.assert_clean().await;
 }
@@ -496,7 +500,10 @@ async fn cancellation_kills_everything() {
         .await;
     assert_eq!(run.outcome.status, Status::Cancelled, "{run:?}");
     assert!(run.outcome.wall_time < Duration::from_secs(5), "{run:?}");
-    assert_eq!(fx.sandbox_processes(), 0);
+    // All four processes, zombies included. Usually gone before the outcome (the
+    // supervisor waits for the helper, which reaps init, which the kernel ends after
+    // the rest of its namespace), but if the pipes stay open two seconds after the kill
+    // the teardown goes on in the background, counted: `assert_clean` waits for it.
     fx.assert_clean().await;
 }
 

@@ -370,7 +370,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         )
         .await
         .print();
-        pool.shutdown();
+        pool.shutdown().await;
         let pool = pool_of(&sandboxes, &launch, c)?;
         measure(
             "python print(1): pre-started sandbox",
@@ -385,7 +385,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         )
         .await
         .print();
-        pool.shutdown();
+        pool.shutdown().await;
     }
     cancel_latency(&sandboxes, &python, args.iterations.min(50)).await;
     Ok(ExitCode::SUCCESS)

@@ -217,8 +217,9 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    // `serve` logs as its configuration says (level, text or JSON).
-    if !matches!(cli.command, Command::Serve) {
+    // `serve`, `runtime install` and `runtime test` log as their configuration says
+    // (text or JSON), once it is loaded.
+    if !logs_as_configured(&cli.command) {
         init_tracing(&cli.log, false);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -234,23 +235,99 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("jsheets-runtime: {e:#}");
+            fail(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Commands whose output follows `log.format` from the configuration.
+fn logs_as_configured(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Serve
+            | Command::Runtime {
+                command: RuntimeCommand::Install { .. } | RuntimeCommand::Test { .. }
+            }
+    )
+}
+
+/// Target of the lines a command prints on stdout whatever the log level (the
+/// listening line, `installed …`, `runtime … works`): with `log.format = json` they are
+/// JSON events like every log line, still on stdout.
+pub const STDOUT_TARGET: &str = "jsheets_runtime::stdout";
+/// The same for what a command always reports on stderr (build progress, an
+/// evaluation's status line, a fatal error).
+pub const REPORT_TARGET: &str = "jsheets_runtime::report";
+
+static JSON_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether output is JSON lines (`log.format = json`): then nothing is printed as plain
+/// text, every line on stdout and stderr is a JSON object.
+pub fn json_output() -> bool {
+    JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init_tracing(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Printed whatever the level: these are output, not diagnostics.
+    for target in [STDOUT_TARGET, REPORT_TARGET] {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let writer = std::io::stdout
+        .with_filter(|m: &tracing::Metadata<'_>| m.target() == STDOUT_TARGET)
+        .or_else(std::io::stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
+        .with_writer(writer);
+    let set = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    if set.is_ok() {
+        JSON_OUTPUT.store(json, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A line of a command's output on stdout: as is, or a JSON event.
+pub fn say(line: &str) {
+    if json_output() {
+        tracing::info!(target: STDOUT_TARGET, "{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A line a command reports on stderr: as is, or a JSON event.
+pub fn report(line: &str) {
+    if json_output() {
+        tracing::info!(target: REPORT_TARGET, "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// A warning about the configuration: `warning: …`, or a JSON event.
+pub fn warn_line(warning: &str) {
+    if json_output() {
+        tracing::warn!(target: REPORT_TARGET, "{warning}");
+    } else {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// The line a failing command ends with: `jsheets-runtime: …`, or a JSON event.
+pub fn fail(message: &str) {
+    if json_output() {
+        tracing::error!(target: REPORT_TARGET, "{message}");
+    } else {
+        eprintln!("jsheets-runtime: {message}");
+    }
 }
 
 /// Sandboxes whose helper is this very binary, re-executed.
@@ -267,15 +344,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         state_dir: cli.state_dir,
     };
     let file = cli.config.as_deref();
+    let configured = logs_as_configured(&cli.command);
+    let log_filter = cli.log.clone();
     // The directories of the local commands: the same settings `serve` uses.
     let dirs = || match Config::load(file, &flags) {
         Ok((config, warnings)) => {
+            if configured {
+                init_tracing(
+                    &log_filter,
+                    config.log.format == crate::config::LogFormat::Json,
+                );
+            }
             for w in warnings {
-                eprintln!("warning: {w}");
+                warn_line(&w.to_string());
             }
             Ok((config.evaluation.runtimes_dir, config.evaluation.state_dir))
         }
         Err(e) => {
+            if configured {
+                init_tracing(&log_filter, false);
+            }
             eprintln!("jsheets-runtime: {}", error_chain(&e));
             Err(ExitCode::from(EX_USAGE))
         }
@@ -483,7 +571,14 @@ pub async fn evaluate_printing(
     });
     let printer = tokio::spawn(async move {
         let mut failed = false;
-        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        let (mut out, mut err) = if json_output() {
+            (Sink::json(true), Sink::json(false))
+        } else {
+            (
+                Sink::Stdout(std::io::stdout()),
+                Sink::Stderr(std::io::stderr()),
+            )
+        };
         while let Some(o) = rx.recv().await {
             match o {
                 Output::Stdout { data, .. } => {
@@ -527,6 +622,8 @@ pub async fn evaluate_printing(
                 }
             }
         }
+        out.finish();
+        err.finish();
         failed
     });
     let outcome =
@@ -535,6 +632,68 @@ pub async fn evaluate_printing(
     watcher.abort();
     let failed = printer.await.unwrap_or(true);
     Ok((outcome, failed))
+}
+
+/// Where a snippet's output goes: stdout and stderr as they come, or with
+/// `log.format = json` one JSON event per line.
+enum Sink {
+    Stdout(std::io::Stdout),
+    Stderr(std::io::Stderr),
+    Json { stdout: bool, pending: Vec<u8> },
+}
+
+impl Sink {
+    fn json(stdout: bool) -> Sink {
+        Sink::Json {
+            stdout,
+            pending: Vec::new(),
+        }
+    }
+
+    fn emit(stdout: bool, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        if stdout {
+            tracing::info!(target: STDOUT_TARGET, stream = "stdout", "{line}");
+        } else {
+            tracing::info!(target: REPORT_TARGET, stream = "stderr", "{line}");
+        }
+    }
+
+    /// Emits a last line without its newline.
+    fn finish(&mut self) {
+        if let Sink::Json { stdout, pending } = self {
+            if !pending.is_empty() {
+                Sink::emit(*stdout, pending);
+                pending.clear();
+            }
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::Stderr(w) => w.write(buf),
+            Sink::Json { stdout, pending } => {
+                pending.extend_from_slice(buf);
+                while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                    let rest = pending.split_off(at + 1);
+                    Sink::emit(*stdout, &pending[..at]);
+                    *pending = rest;
+                }
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::Stderr(w) => w.flush(),
+            Sink::Json { .. } => Ok(()),
+        }
+    }
 }
 
 fn print_outcome(runtime: &Runtime, o: &Outcome) {
@@ -556,9 +715,23 @@ fn print_outcome(runtime: &Runtime, o: &Outcome) {
     if o.stdout_truncated || o.stderr_truncated {
         line.push_str("  (output truncated)");
     }
-    eprintln!("{line}");
+    if json_output() {
+        tracing::info!(
+            target: REPORT_TARGET,
+            status = %o.status,
+            exit_code = o.exit_code,
+            signal = o.signal,
+            wall_ms = o.wall_time.as_secs_f64() * 1e3,
+            cpu_ms = o.cpu_time.as_secs_f64() * 1e3,
+            peak_memory_bytes = o.peak_memory,
+            runtime = %format!("{}@{}", runtime.name(), runtime.version()),
+            "{line}"
+        );
+    } else {
+        eprintln!("{line}");
+    }
     if let Some(e) = &o.error {
-        eprintln!("setup failed: {e}");
+        report(&format!("setup failed: {e}"));
     }
 }
 
@@ -573,26 +746,26 @@ async fn runtime_command(
             unsandboxed_build,
         } => {
             let installed = if unsandboxed_build {
-                eprintln!(
+                report(
                     "jsheets-runtime: --unsandboxed-build: build steps run as plain processes \
-                     (for container image builds only) and the runtime is not verified"
+                     (for container image builds only) and the runtime is not verified",
                 );
                 crate::install::install_unsandboxed(runtimes_dir, &recipe).await?
             } else {
                 let sandboxes = sandboxes(state_dir)?;
                 crate::install::install(runtimes_dir, &sandboxes, &recipe).await?
             };
-            println!(
+            say(&format!(
                 "installed {}@{} into {}",
                 installed.name(),
                 installed.version(),
                 installed.dir().display()
-            );
+            ));
             if unsandboxed_build {
-                println!(
+                say(&format!(
                     "not verified: run `jsheets-runtime runtime test {}` where sandboxes work",
                     installed.name()
-                );
+                ));
             }
         }
         RuntimeCommand::List => {
@@ -643,7 +816,7 @@ async fn runtime_command(
                     r.name()
                 );
             }
-            println!("runtime {}@{} works", r.name(), r.version());
+            say(&format!("runtime {}@{} works", r.name(), r.version()));
         }
         RuntimeCommand::Remove { name } => {
             runtime::remove(runtimes_dir, &name)?;

@@ -61,6 +61,10 @@ fn recipe_file(recipe: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
 async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Result<Runtime> {
     std::fs::create_dir_all(runtimes_dir)
         .with_context(|| format!("creating {}", runtimes_dir.display()))?;
+    if crate::cli::json_output() {
+        // No progress display: one JSON event per step.
+        return Ok(runtime::install(path, runtimes_dir, runner, &progress_events).await?);
+    }
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}")
@@ -87,4 +91,27 @@ async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Re
     let result = runtime::install(path, runtimes_dir, runner, &show).await;
     bar.finish_and_clear();
     Ok(result?)
+}
+
+/// Build progress as events (`log.format = json`); file counts are left out.
+fn progress_events(p: Progress) {
+    use crate::cli::REPORT_TARGET;
+    match p {
+        Progress::Started { step, detail } if detail.is_empty() => {
+            tracing::info!(target: REPORT_TARGET, step = %step, "{step}")
+        }
+        Progress::Started { step, detail } => {
+            tracing::info!(target: REPORT_TARGET, step = %step, "{step}: {detail}")
+        }
+        Progress::Files { .. } => {}
+        Progress::Finished { step, files } => {
+            tracing::info!(target: REPORT_TARGET, step = %step, files, "{step}: done ({files} files)")
+        }
+        Progress::Note { step, message } => {
+            tracing::info!(target: REPORT_TARGET, step = %step, "{step}: {message}")
+        }
+        Progress::Warning { step, message } => {
+            tracing::warn!(target: REPORT_TARGET, step = %step, "{step}: warning: {message}")
+        }
+    }
 }

@@ -50,17 +50,17 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         match format!("{}:{}", bracket(&config.server.host), config.server.port).parse() {
             Ok(a) => a,
             Err(e) => {
-                eprintln!(
-                    "jsheets-runtime: server.host: invalid value {:?}: {e}",
+                crate::cli::fail(&format!(
+                    "server.host: invalid value {:?}: {e}",
                     config.server.host
-                );
+                ));
                 return Ok(ExitCode::from(crate::cli::EX_USAGE));
             }
         };
     let tls = match tls_config(&config) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("jsheets-runtime: server.tls: {e:#}");
+            crate::cli::fail(&format!("server.tls: {e:#}"));
             return Ok(ExitCode::from(crate::cli::EX_USAGE));
         }
     };
@@ -68,6 +68,11 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         anyhow::bail!(
             "evaluation.sandbox.disable is set: this node only evaluates in sandboxes; unset it to start"
         );
+    }
+
+    if let Err(line) = raise_nofile(&config) {
+        crate::cli::fail(&line);
+        return Ok(ExitCode::from(EX_NOFILE));
     }
 
     let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
@@ -193,11 +198,22 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
     node.ready.cancel();
     set_health(ServingStatus::Serving).await;
-    // Scripts and tests wait for this line.
-    println!(
-        "jsheets-runtime listening on {local} as {}",
-        config.service.id
-    );
+    // Scripts and tests wait for this line (on stdout, a JSON event with log.format
+    // json, its address and service id also as fields).
+    if crate::cli::json_output() {
+        tracing::info!(
+            target: crate::cli::STDOUT_TARGET,
+            %local,
+            service_id = %config.service.id,
+            "jsheets-runtime listening on {local} as {}",
+            config.service.id
+        );
+    } else {
+        println!(
+            "jsheets-runtime listening on {local} as {}",
+            config.service.id
+        );
+    }
     tracing::info!(%local, service_id = %config.service.id, "serving");
     let registration = register(&config, local.port(), &node);
 
@@ -234,7 +250,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     node.sandboxes.drain_idle();
     for pool in node.pools().values() {
-        pool.shutdown();
+        pool.shutdown().await;
     }
     // A last push with the final counts, bounded.
     metrics_stop.cancel();
@@ -390,13 +406,68 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
+/// Exit code when the open-files limit is too low (sysexits EX_OSERR).
+const EX_NOFILE: u8 = 71;
+/// Descriptors the node holds per sandbox, running or pre-started: its control socket,
+/// event and input pipes, the helper's stdin, stdout and stderr pipes, and the cgroup
+/// and /proc files it opens while the sandbox runs: 7 to 8 measured, doubled.
+const FDS_PER_SANDBOX: u64 = 16;
+/// Descriptors besides sandboxes: the listener, the async runtime, the log, ZooKeeper,
+/// InfluxDB, runtime and access-list files being read.
+const BASE_FDS: u64 = 256;
+/// Client connections the limit leaves room for (one descriptor each; a client's
+/// evaluations share one HTTP/2 connection).
+const CONNECTION_FDS: u64 = 1024;
+
+/// The open-files limit (RLIMIT_NOFILE) this configuration needs: every sandbox that
+/// can exist at once (`evaluation.maxConcurrent` running, the pools' pre-started ones)
+/// times [`FDS_PER_SANDBOX`], plus [`BASE_FDS`] and [`CONNECTION_FDS`].
+pub fn nofile_needed(config: &Config) -> u64 {
+    let pooled: usize = config.evaluation.pool.values().map(|p| p.size).sum();
+    let sandboxes = (config.evaluation.max_concurrent + pooled) as u64;
+    BASE_FDS + CONNECTION_FDS + FDS_PER_SANDBOX * sandboxes
+}
+
+/// Raises the soft open-files limit to the hard one, and refuses to start (one line)
+/// when even that is below [`nofile_needed`]: nodes would otherwise fail evaluations
+/// and connections at random under load.
+fn raise_nofile(config: &Config) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("reading the open-files limit (RLIMIT_NOFILE): {e}"))?;
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(
+                soft,
+                hard,
+                "cannot raise the open-files limit to its hard limit: {e}"
+            );
+        }
+    }
+    let needed = nofile_needed(config);
+    if hard < needed {
+        return Err(format!(
+            "the open-files limit (RLIMIT_NOFILE, hard) is {hard}, below the {needed} this node needs \
+             ({BASE_FDS} + {CONNECTION_FDS} for connections + {FDS_PER_SANDBOX} per sandbox for \
+             evaluation.maxConcurrent {} and {} pre-started): raise it (docker run --ulimit nofile={needed}, \
+             compose ulimits.nofile, systemd LimitNOFILE={needed}) or lower evaluation.maxConcurrent",
+            config.evaluation.max_concurrent,
+            config.evaluation.pool.values().map(|p| p.size).sum::<usize>()
+        ));
+    }
+    tracing::debug!(limit = hard, needed, "open-files limit");
+    Ok(())
+}
+
 /// Builds the default runtimes from the host, showing progress; missing interpreters
 /// are skipped with a warning, not an error.
 async fn install_defaults(runtimes_dir: &Path, sandboxes: &Sandboxes) {
     for name in DEFAULT_RECIPES {
-        eprintln!("no runtime installed: building {name} from this host");
+        crate::cli::report(&format!(
+            "no runtime installed: building {name} from this host"
+        ));
         match crate::install::install(runtimes_dir, sandboxes, name).await {
-            Ok(r) => eprintln!("built {}@{}", r.name(), r.version()),
+            Ok(r) => crate::cli::report(&format!("built {}@{}", r.name(), r.version())),
             Err(e) => tracing::warn!("could not build {name}: {e:#}"),
         }
     }

@@ -520,3 +520,220 @@ fn serve_and_the_local_commands_use_the_same_runtimes_dir() {
     .unwrap();
     assert!(serve.0.wait().unwrap().success(), "a drained serve exits 0");
 }
+
+/// Every line of `out` parses as a JSON object with a level and a message; returns them.
+fn json_lines(what: &str, out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: not a JSON line ({e}): {line:?}\n{out}"));
+            assert!(
+                v["level"].is_string() && v["fields"]["message"].is_string(),
+                "{what}: no level or message: {line}"
+            );
+            v
+        })
+        .collect()
+}
+
+fn message(v: &serde_json::Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// With `log.format = json`, `runtime install`, `runtime test` and `serve` write nothing
+/// but JSON lines, on stdout and stderr, up to `serve`'s exit on SIGTERM; the listening
+/// line is one of them, on stdout, with the address as a field.
+#[test]
+fn json_log_format_makes_every_line_json() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let runtimes = tmp.path().join("runtimes");
+    let state = std::env::temp_dir().join("jsheets-runtime-cli-tests");
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let bin = env!("CARGO_BIN_EXE_jsheets-runtime");
+    let environment = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("JSHEETS_RUNTIME_CONFIG", &empty)
+            .env("JSHEETS_RUNTIME_RUNTIMES_DIR", &runtimes)
+            .env("JSHEETS_RUNTIME_STATE_DIR", &state)
+            .env("JSHEETS_RUNTIME_LOG_FORMAT", "json");
+    };
+    let command = |args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        environment(&mut cmd);
+        cmd
+    };
+
+    let out = command(&["runtime", "install", "shell"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = json_lines("install stdout", &text(&out.stdout));
+    assert!(
+        stdout
+            .iter()
+            .any(|v| message(v).starts_with("installed shell@")),
+        "{stdout:?}"
+    );
+    json_lines("install stderr", &text(&out.stderr));
+
+    let out = command(&["runtime", "test", "shell"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = json_lines("test stdout", &text(&out.stdout));
+    assert!(
+        stdout
+            .iter()
+            .any(|v| message(v).starts_with("runtime shell@") && message(v).ends_with(" works")),
+        "{stdout:?}"
+    );
+    // The snippet's own output ("2"), one event per line.
+    assert!(stdout.iter().any(|v| message(v) == "2"), "{stdout:?}");
+    let stderr = json_lines("test stderr", &text(&out.stderr));
+    let status = stderr
+        .iter()
+        .find(|v| message(v).starts_with("status: ok"))
+        .unwrap_or_else(|| panic!("no status line: {stderr:?}"));
+    assert_eq!(status["fields"]["status"], "ok", "{status}");
+    assert!(
+        status["fields"]["peak_memory_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
+
+    // A file a recipe copies is missing: one JSON error line naming the package.
+    let recipe = tmp.path().join("broken.yml");
+    let shell =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/shell.yml"))
+            .unwrap();
+    std::fs::write(
+        &recipe,
+        shell.replace("name: shell", "name: broken").replace(
+            "  - /usr/bin/dd\n",
+            "  - /usr/bin/dd\n  - /usr/bin/python3.99\n",
+        ),
+    )
+    .unwrap();
+    let out = command(&["runtime", "install", recipe.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = json_lines("failed install stderr", &text(&out.stderr));
+    let last = stderr.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        message(last).ends_with(
+            "/usr/bin/python3.99 does not exist on this host: install the Debian package \
+             python3.99 (apt-get install python3.99)"
+        ),
+        "{last}"
+    );
+
+    // serve, its soft open-files limit below the hard one.
+    let stderr_path = tmp.path().join("serve.stderr");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=1024:8192", "--", bin, "serve"]);
+    environment(&mut cmd);
+    cmd.env("JSHEETS_RUNTIME_SERVER_PORT", "0")
+        .env("JSHEETS_RUNTIME_SERVER_HOST", "127.0.0.1")
+        .env("JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME", "shell")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let mut serve = Serve(cmd.spawn().unwrap());
+    let stdout = serve.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no listening line; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            )
+        });
+    let listening: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    let addr = listening["fields"]["local"].as_str().unwrap().to_string();
+    assert_eq!(
+        message(&listening),
+        format!(
+            "jsheets-runtime listening on {addr} as {}",
+            listening["fields"]["service_id"].as_str().unwrap()
+        )
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", serve.0.id())).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(nofile, ["8192", "8192"], "the soft limit was not raised");
+    // An evaluation, so that the node logs a little more.
+    let out = Command::new(env!("CARGO_BIN_EXE_jsheets-runtime"))
+        .args([
+            "eval",
+            "--endpoint",
+            &format!("http://{addr}"),
+            "-r",
+            "shell",
+            "-e",
+            "echo served",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.0.wait().unwrap().success(), "a drained serve exits 0");
+    let rest: Vec<String> = rx.try_iter().collect();
+    json_lines("serve stdout", &rest.join("\n"));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let events = json_lines("serve stderr", &stderr);
+    assert!(events.len() >= 3, "{stderr}");
+}
+
+/// A hard open-files limit below what the configuration needs: one line, exit 71,
+/// before anything is bound.
+#[test]
+fn serve_refuses_an_open_files_limit_below_its_needs() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = Command::new("prlimit")
+        .args(["--nofile=512:1024", "--"])
+        .arg(env!("CARGO_BIN_EXE_jsheets-runtime"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("JSHEETS_RUNTIME_CONFIG", &empty)
+        .env("JSHEETS_RUNTIME_RUNTIMES_DIR", tmp.path().join("runtimes"))
+        .env("JSHEETS_RUNTIME_STATE_DIR", tmp.path().join("state"))
+        .env("JSHEETS_RUNTIME_SERVER_PORT", "0")
+        .env("JSHEETS_RUNTIME_EVALUATION_MAX_CONCURRENT", "4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "jsheets-runtime: the open-files limit (RLIMIT_NOFILE, hard) is 1024, below the 1344 "
+        ),
+        "{err}"
+    );
+    assert!(text(&out.stdout).is_empty());
+}

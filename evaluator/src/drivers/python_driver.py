@@ -42,6 +42,14 @@ exits 0.  "internal" means the driver itself failed (bad input, prelude
 error, ...); the process then exits 70.  "output" events carry what Python
 code writes to sys.stdout / sys.stderr, in order with the other events;
 sys.stdout and sys.stderr are flushed before each other event is written.
+A forked child has no event channel (it is closed in the child): what it
+writes goes to fd 1 and fd 2 as it writes it, on pipes of their own, so it is
+ordered with the parent's output only as writes on two pipes can be.  What
+the child wrote before the parent writes an event comes before that event for
+a reader that drains stdout and stderr after each read of the channel (the
+child's output before the parent's print after os.waitpid).  Output the parent
+wrote before the fork may still be unread on the channel when the child
+writes, so the child's output can land between two of those output events.
 "violation" (only with "access") is written when the access list stops
 something, even if the snippet catches the exception; see "Access lists".
 

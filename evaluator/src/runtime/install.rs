@@ -117,6 +117,10 @@ pub enum InstallError {
     BadVersion(String),
     #[error("copying files into the runtime")]
     Copy(#[source] CopyError),
+    /// A host file the recipe copies (or runs) is not there: the line names the Debian
+    /// package to install.
+    #[error("{} does not exist on this host: {hint}", path.display())]
+    MissingHostFile { path: PathBuf, hint: String },
     #[error("resolving shared libraries")]
     Elf(#[source] ElfError),
     #[error("shared libraries not found: {0}")]
@@ -484,7 +488,20 @@ pub async fn install(
         step: Step::Version,
         detail: String::new(),
     });
-    let version = detect_version(&recipe.version).await?;
+    let version =
+        detect_version(&recipe.version)
+            .await
+            .map_err(|e| match (e, &recipe.version) {
+                (
+                    InstallError::VersionCommand { source, .. },
+                    VersionSource::Command { command, .. },
+                ) if source.kind() == io::ErrorKind::NotFound
+                    && !Path::new(&command[0]).exists() =>
+                {
+                    missing_host_file(Path::new(&command[0]), &recipe.packages)
+                }
+                (e, _) => e,
+            })?;
     progress(Progress::Note {
         step: Step::Version,
         message: version.clone(),
@@ -979,20 +996,109 @@ fn copy_entries(recipe: &Recipe, copier: &mut Copier<'_>) -> Result<Vec<String>>
             let found = glob(pattern)
                 .map_err(io_context(format!("cannot expand {}", pattern.display())))?;
             if found.is_empty() {
-                return Err(InstallError::Copy(CopyError::Missing {
-                    path: pattern.to_owned(),
-                }));
+                return Err(missing_host_file(pattern, &recipe.packages));
             }
             found
         } else {
             vec![pattern.to_owned()]
         };
         for path in paths {
-            copier.copy(&path, &options).map_err(InstallError::Copy)?;
+            copier.copy(&path, &options).map_err(|e| match e {
+                CopyError::Missing { path } => missing_host_file(&path, &recipe.packages),
+                e => InstallError::Copy(e),
+            })?;
             copied.push(path.display().to_string());
         }
     }
     Ok(copied)
+}
+
+/// The error for a host path a recipe needs that is not there, naming the Debian
+/// package to install ([`debian_package`]), else the recipe's `packages:`.
+fn missing_host_file(path: &Path, recipe_packages: &[String]) -> InstallError {
+    let hint = match debian_package(path, recipe_packages) {
+        Some(p) => format!("install the Debian package {p} (apt-get install {p})"),
+        None if !recipe_packages.is_empty() => format!(
+            "install the Debian package that provides it (the recipe's packages: {})",
+            recipe_packages.join(", ")
+        ),
+        None => "install the package that provides it".to_owned(),
+    };
+    InstallError::MissingHostFile {
+        path: path.to_owned(),
+        hint,
+    }
+}
+
+/// The Debian (12) package that provides `path`, for the host paths the shipped
+/// recipes copy or run: what `dpkg -S` names, except where another package gives
+/// the recipe the rest of what it copies too (`python3.11` for its interpreter,
+/// the JDK for the JVM's files).
+fn debian_package(path: &Path, recipe_packages: &[String]) -> Option<String> {
+    const COREUTILS: &[&str] = &[
+        "true", "false", "cat", "ls", "id", "env", "sleep", "head", "tail", "yes", "dd", "echo",
+        "cp", "mv", "rm", "mkdir", "wc", "sort", "uniq", "cut", "tr", "date", "uname", "tee",
+        "touch", "printf", "seq", "basename", "dirname", "timeout",
+    ];
+    let p = path.to_str()?;
+    // Merged /usr: /bin/x is /usr/bin/x, /lib/x is /usr/lib/x.
+    let merged;
+    let p = if p.starts_with("/bin/") || p.starts_with("/lib/") || p.starts_with("/sbin/") {
+        merged = format!("/usr{p}");
+        merged.as_str()
+    } else {
+        p
+    };
+    // `3.11` in `python3.11`, `/usr/lib/python3.11/...`.
+    let python_version = |rest: &str| {
+        let v = rest.split('/').next().unwrap_or_default();
+        let (major, minor) = v.split_once('.')?;
+        (!major.is_empty()
+            && !minor.is_empty()
+            && major
+                .bytes()
+                .chain(minor.bytes())
+                .all(|b| b.is_ascii_digit()))
+        .then(|| v.to_owned())
+    };
+    let package = match p {
+        "/usr/bin/sh" | "/usr/bin/dash" => "dash".to_owned(),
+        "/usr/bin/python3" => "python3-minimal".to_owned(),
+        "/usr/bin/node" | "/usr/bin/nodejs" => "nodejs".to_owned(),
+        "/etc/ssl/certs/ca-certificates.crt" => "ca-certificates".to_owned(),
+        "/etc/ssl/openssl.cnf" => "openssl".to_owned(),
+        "/usr/bin/java" => recipe_packages
+            .iter()
+            .find(|p| p.starts_with("openjdk-"))
+            .cloned()
+            .unwrap_or_else(|| "default-jre-headless".to_owned()),
+        _ if p == "/usr/lib/ssl" || p.starts_with("/usr/lib/ssl/") => "openssl".to_owned(),
+        _ if p.ends_with("/libgcc_s.so.1") => "libgcc-s1".to_owned(),
+        _ => {
+            if let Some(tool) = p.strip_prefix("/usr/bin/") {
+                if COREUTILS.contains(&tool) {
+                    return Some("coreutils".to_owned());
+                }
+                return tool
+                    .strip_prefix("python")
+                    .and_then(python_version)
+                    .map(|v| format!("python{v}"));
+            }
+            if let Some(rest) = p.strip_prefix("/usr/lib/python") {
+                return python_version(rest).map(|v| format!("libpython{v}-stdlib"));
+            }
+            if let Some(rest) = p.strip_prefix("/etc/python") {
+                return python_version(rest).map(|v| format!("libpython{v}-minimal"));
+            }
+            let rest = p.strip_prefix("/usr/lib/jvm/java-")?;
+            let (major, _) = rest.split_once("-openjdk")?;
+            if major.is_empty() || !major.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            format!("openjdk-{major}-jdk-headless")
+        }
+    };
+    Some(package)
 }
 
 /// Copies the libraries every native ELF file in `isolated` needs. Returns how many
@@ -1504,7 +1610,8 @@ mod tests {
             (
                 "  - /usr/bin/cat\n",
                 "  - /usr/bin/no-such-tool\n",
-                "copying files into the runtime",
+                "/usr/bin/no-such-tool does not exist on this host: install the Debian package \
+                 that provides it (the recipe's packages: dash, coreutils)",
             ),
             (
                 "  - /usr/bin/cat\n",
@@ -1549,6 +1656,93 @@ mod tests {
             err.contains(&format!(
                 "requirements.architectures: {other} does not include this host"
             )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_host_file_names_its_debian_package() {
+        let pkgs = |p: &str| debian_package(Path::new(p), &["openjdk-17-jdk-headless".into()]);
+        for (path, package) in [
+            ("/usr/bin/python3", "python3-minimal"),
+            ("/usr/bin/python3.11", "python3.11"),
+            ("/usr/lib/python3.11", "libpython3.11-stdlib"),
+            (
+                "/usr/lib/python3.11/json/__init__.py",
+                "libpython3.11-stdlib",
+            ),
+            ("/etc/python3.11", "libpython3.11-minimal"),
+            ("/usr/lib/ssl", "openssl"),
+            ("/etc/ssl/openssl.cnf", "openssl"),
+            ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
+            ("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1", "libgcc-s1"),
+            ("/bin/sh", "dash"),
+            ("/bin/true", "coreutils"),
+            ("/usr/bin/dd", "coreutils"),
+            ("/usr/bin/java", "openjdk-17-jdk-headless"),
+            (
+                "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+                "openjdk-17-jdk-headless",
+            ),
+            ("/usr/bin/node", "nodejs"),
+        ] {
+            assert_eq!(pkgs(path).as_deref(), Some(package), "{path}");
+        }
+        assert_eq!(pkgs("/usr/lib/python3/dist-packages"), None);
+        assert_eq!(pkgs("/opt/thing"), None);
+        // Every path the shipped recipes copy or run has a package.
+        for entry in std::fs::read_dir(recipes_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            let recipe = load_recipe(&path).unwrap();
+            let mut paths: Vec<String> = recipe.copy.iter().map(|c| c.path().to_owned()).collect();
+            paths.push(recipe.evaluator.program.clone());
+            if let VersionSource::Command { command, .. } = &recipe.version {
+                paths.push(command[0].clone());
+            }
+            for p in paths {
+                assert!(
+                    debian_package(Path::new(&p), &recipe.packages).is_some(),
+                    "{}: {p}",
+                    path.display()
+                );
+            }
+        }
+        let err = missing_host_file(Path::new("/usr/bin/python3"), &[]);
+        assert_eq!(
+            err.to_string(),
+            "/usr/bin/python3 does not exist on this host: install the Debian package \
+             python3-minimal (apt-get install python3-minimal)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recipe_copying_a_missing_file_names_the_package() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recipe = shell_recipe_with(
+            tmp.path(),
+            "  - /usr/bin/dd\n",
+            "  - /usr/bin/dd\n  - /usr/bin/python3.99\n",
+        );
+        let runner = FakeRunner::answering(Ok("2\n"));
+        let err = install(&recipe, &tmp.path().join("runtimes"), &runner, &|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/usr/bin/python3.99 does not exist on this host: install the Debian package \
+             python3.99 (apt-get install python3.99)"
+        );
+        let recipe = shell_recipe_with(
+            tmp.path(),
+            "command: [/usr/bin/true, --version]",
+            "command: [/usr/bin/python3.99, --version]",
+        );
+        let err = install(&recipe, &tmp.path().join("runtimes"), &runner, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/usr/bin/python3.99 does not exist on this host"),
             "{err}"
         );
     }

@@ -292,12 +292,26 @@ struct Inner {
 /// A spawned helper that has not received its plan yet.
 #[derive(Debug)]
 struct Prepared {
+    /// Dropped first (fields drop in order): the cgroup kills everything but the
+    /// helper, which reaps init, and only then the helper (see
+    /// [`cgroup::SandboxCgroup::destroy`]); the child's kill-on-drop comes after.
+    cg: cgroup::SandboxCgroup,
     child: tokio::process::Child,
     control: OwnedFd,
     events: OwnedFd,
     /// Write end of the pipe a deferred input goes into.
     input: OwnedFd,
-    cg: cgroup::SandboxCgroup,
+}
+
+impl Prepared {
+    /// Whether the helper is still there; if not, it has been reaped by now.
+    fn is_alive(&mut self) -> bool {
+        let alive = matches!(self.child.try_wait(), Ok(None));
+        if !alive {
+            self.cg.helper_reaped();
+        }
+        alive
+    }
 }
 
 /// A sandbox started ahead of its request: the payload runs (its interpreter loaded
@@ -318,12 +332,14 @@ impl Waiting {
 
     /// Whether its helper is still there (a payload that died while waiting ends it).
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.prepared.child.try_wait(), Ok(None))
+        self.prepared.is_alive()
     }
 }
 
 /// How long a waiting sandbox may take to get warm.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// What [`Sandboxes::start_waiting`] says when cancelled.
+const CANCELLED_WAITING: &str = "cancelled while the sandbox got ready";
 
 /// Reads one line (without its newline) from a blocking pipe, byte by byte so that
 /// nothing after it is consumed, within `timeout`.
@@ -359,6 +375,24 @@ fn read_line(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, String> {
 
 /// How often CPU usage is checked against the limit.
 const CPU_POLL: Duration = Duration::from_millis(20);
+
+/// RLIMIT_CPU (soft, whole seconds) of a payload whose CPU limit is `cpu_time`.
+///
+/// The CPU limit is the supervisor's: every [`CPU_POLL`] it reads the cgroup's usage
+/// (the scheduler's exact runtime of every process of the sandbox) and stops the
+/// sandbox once the limit is used up, so the outcome's `cpu_time` is then at least the
+/// limit. RLIMIT_CPU is only a backstop, for a supervisor that stopped looking, and
+/// runs on another clock: the kernel checks it against utime + stime, which with tick
+/// accounting (`CONFIG_TICK_CPU_ACCOUNTING`, the usual build) charge a whole tick to
+/// whichever task runs when the tick fires. Sharing a CPU with tasks that run between
+/// ticks, a busy loop is charged more than it ran: on a loaded 2-CPU host (250 Hz) that
+/// clock ran 10-20% ahead of the exact one, and at the limit RLIMIT_CPU ended snippets
+/// after about 850 ms of a 1 s limit, as `cpu_limit` with 850 ms of CPU time. At twice
+/// the limit it ends a snippet first only if the tick clock ran more than twice as fast
+/// as the exact one; otherwise the exact usage reaches the limit first.
+fn rlimit_cpu_seconds(cpu_time: Duration) -> u64 {
+    (cpu_time.as_secs_f64() * 2.0).ceil().max(1.0) as u64
+}
 
 impl Sandboxes {
     /// Prepares the state directory and the cgroup subtree.
@@ -476,7 +510,7 @@ impl Sandboxes {
             // A helper that died while waiting (killed from outside) is not used: the
             // request gets a fresh one instead of a setup failure.
             if let Some(p) = taken.as_mut() {
-                if !matches!(p.child.try_wait(), Ok(None)) {
+                if !p.is_alive() {
                     taken = None;
                 }
             }
@@ -519,8 +553,15 @@ impl Sandboxes {
     /// `preface`, and leaves it waiting: the payload starts now, so an interpreter can
     /// load and warm up. The
     /// job's limits hold while it waits (pass generous ones; the request's are applied
-    /// at hand-off). `job.input` must be empty.
-    pub async fn start_waiting(&self, job: Job, preface: Vec<u8>) -> Result<Waiting, String> {
+    /// at hand-off). `job.input` must be empty. When `cancel` fires while the payload
+    /// gets warm, the sandbox is destroyed (killed, its cgroup removed) before this
+    /// returns an error.
+    pub async fn start_waiting(
+        &self,
+        job: Job,
+        preface: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<Waiting, String> {
         if job.input.is_some() {
             return Err("a waiting sandbox takes its input later".into());
         }
@@ -569,9 +610,14 @@ impl Sandboxes {
             .control
             .try_clone()
             .map_err(|e| format!("watching the sandbox: {e}"))?;
-        let line = tokio::task::spawn_blocking(move || read_line(&control, WARM_UP_TIMEOUT))
-            .await
-            .map_err(|e| format!("waiting for the sandbox: {e}"))??;
+        // Cancelled, `prepared` goes at the return: the sandbox is killed and its
+        // cgroup removed before the caller hears of it (the blocking read ends with the
+        // sandbox's end of the socket).
+        let line = tokio::select! {
+            r = tokio::task::spawn_blocking(move || read_line(&control, WARM_UP_TIMEOUT)) => r,
+            _ = cancel.cancelled() => return Err(CANCELLED_WAITING.into()),
+        }
+        .map_err(|e| format!("waiting for the sandbox: {e}"))??;
         match serde_json::from_slice::<Report>(&line) {
             Ok(Report::Started) => {}
             Ok(Report::SetupFailed {
@@ -588,9 +634,11 @@ impl Sandboxes {
                 .events
                 .try_clone()
                 .map_err(|e| format!("watching the sandbox: {e}"))?;
-            let line = tokio::task::spawn_blocking(move || read_line(&events, WARM_UP_TIMEOUT))
-                .await
-                .map_err(|e| format!("waiting for the sandbox: {e}"))??;
+            let line = tokio::select! {
+                r = tokio::task::spawn_blocking(move || read_line(&events, WARM_UP_TIMEOUT)) => r,
+                _ = cancel.cancelled() => return Err(CANCELLED_WAITING.into()),
+            }
+            .map_err(|e| format!("waiting for the sandbox: {e}"))??;
             let ready = serde_json::from_slice::<serde_json::Value>(&line)
                 .is_ok_and(|v| v["event"] == "ready");
             if !ready {
@@ -629,7 +677,7 @@ impl Sandboxes {
             mut job,
             ..
         } = waiting;
-        if !matches!(prepared.child.try_wait(), Ok(None)) {
+        if !prepared.is_alive() {
             return Outcome::failed(start, "the waiting sandbox died before its request".into());
         }
         let cg_limits = cgroup_limits(&limits);
@@ -877,7 +925,7 @@ impl Inner {
     fn prepare(&self, early_unshare: bool) -> Result<Prepared, String> {
         let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("sb-{}-{seq}", std::process::id());
-        let cg = self
+        let mut cg = self
             .cgroups
             .create(&id, &cgroup::CgroupLimits::default())
             .map_err(|e| format!("creating the cgroup: {}", error_chain(&e)))?;
@@ -940,11 +988,11 @@ impl Inner {
         };
         tell().map_err(|e| format!("telling the helper its cgroup: {e}"))?;
         Ok(Prepared {
+            cg,
             child,
             control,
             events,
             input,
-            cg,
         })
     }
 
@@ -1006,7 +1054,7 @@ impl Inner {
             env: job.env.clone(),
             cwd: job.cwd.clone(),
             rlimits: Rlimits {
-                cpu_seconds,
+                cpu_seconds: rlimit_cpu_seconds(l.cpu_time),
                 file_size: match job.filesystem {
                     Filesystem::Runtime(_) => None,
                     Filesystem::HostReadOnly { .. } => Some(l.file_size_bytes),
@@ -1284,7 +1332,12 @@ async fn supervise(
                 }
                 None => streams.control = None,
             },
-            _ = child.wait(), if !helper_done => helper_done = true,
+            _ = child.wait(), if !helper_done => {
+                // Reaped: it reaped init before it exited, so nothing of the sandbox is
+                // left unless the helper was killed (then init's inheritor reaps it).
+                helper_done = true;
+                cg.helper_reaped();
+            }
             _ = tokio::time::sleep_until(deadline), if kill.is_none() => kill = Some(KillReason::Wall),
             _ = cpu_tick.tick(), if kill.is_none() => {
                 if cg.cpu_time().saturating_sub(cpu_base) >= limits.cpu_time { kill = Some(KillReason::Cpu); }
@@ -1317,7 +1370,13 @@ async fn supervise(
         teardowns.fetch_add(1, Ordering::SeqCst);
         drop(streams);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            // Waited for (or failing), the helper's pid is no longer known to be its own.
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_ok()
+            {
+                cg.helper_reaped();
+            }
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = cg.destroy() {
                     tracing::error!(error = %e, "removing the sandbox cgroup");
@@ -1435,6 +1494,14 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rlimit_cpu_is_a_backstop_at_twice_the_limit() {
+        assert_eq!(rlimit_cpu_seconds(Duration::from_secs(1)), 2);
+        assert_eq!(rlimit_cpu_seconds(Duration::from_millis(6500)), 13);
+        assert_eq!(rlimit_cpu_seconds(Duration::from_millis(100)), 1);
+        assert_eq!(rlimit_cpu_seconds(Duration::ZERO), 1);
+    }
 
     #[test]
     fn the_process_limit_allows_for_the_helper_and_init() {

@@ -76,6 +76,8 @@ pub struct BindPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimits {
     /// RLIMIT_CPU soft limit; the hard limit is one second more (SIGXCPU, then SIGKILL).
+    /// A backstop at twice the job's CPU limit: the limit itself is the supervisor's,
+    /// on the cgroup's exact usage (see `rlimit_cpu_seconds` in the supervisor).
     pub cpu_seconds: u64,
     /// RLIMIT_FSIZE; `None` leaves it unlimited (every writable filesystem is a
     /// size-limited tmpfs, which then reports ENOSPC when full).

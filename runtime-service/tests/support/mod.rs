@@ -34,8 +34,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_jsheets-runtime");
 /// How long any single network wait may take unless a test says otherwise.
 pub const NET: Duration = Duration::from_secs(20);
 
-/// Awaits `f`, failing the test if it takes longer than `limit`.
+/// The factor waits are multiplied by, from `JSHEETS_TEST_TIME_SCALE` (1 if unset): CI
+/// also runs the suites in an emulated cgroup v2 guest, several times slower than a
+/// host (scripts/ci-cgroup-v2).
+pub fn time_scale() -> u32 {
+    std::env::var("JSHEETS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// Awaits `f`, failing the test if it takes longer than `limit` (times the
+/// [`time_scale`]).
 pub async fn within<F: Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    let limit = limit * time_scale();
     match tokio::time::timeout(limit, f).await {
         Ok(v) => v,
         Err(_) => panic!("timed out after {limit:?}: {what}"),
@@ -416,7 +429,7 @@ impl Call {
         what: &str,
         stop_at_completion: bool,
     ) -> Transcript {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + limit * time_scale();
         let mut t = Transcript::default();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
