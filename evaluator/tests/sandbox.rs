@@ -811,6 +811,7 @@ async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
     }
     // Kill every idle helper from outside (they are root-owned helpers waiting in read()).
     let ours = format!("sb-{}-", std::process::id());
+    let mut killed = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
         let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap_or(0);
@@ -819,9 +820,25 @@ async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            killed.push(pid);
         }
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Dead means exited (a zombie until reaped, or gone): a SIGKILL is not instant, and
+    // on a slow CPU a fixed pause was not long enough.
+    let dead = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !killed.iter().all(dead) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "killed helpers still run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let outcome = run().await;
     assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
 }
