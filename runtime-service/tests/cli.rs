@@ -144,37 +144,27 @@ fn install_run_inspect_pack_unpack_remove() {
     );
     assert!(!out.status.success(), "a wrong checksum is refused");
     // Each unpacking limit is a flag, and a refusal names the bound it hit.
-    let out = cli(
-        &runtimes,
-        &state,
-        &["runtime", "unpack", archive, "--max-entries", "3"],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("it has more than 3 entries"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = cli(
-        &runtimes,
-        &state,
-        &["runtime", "unpack", archive, "--max-bytes", "4096"],
-    );
-    assert!(
-        text(&out.stderr).contains("it expands to more than 4096 bytes (the maximum size)"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = cli(
-        &runtimes,
-        &state,
-        &["runtime", "unpack", archive, "--max-ratio", "1"],
-    );
-    assert!(
-        text(&out.stderr).contains("times its compressed size"),
-        "{}",
-        text(&out.stderr)
-    );
+    for (flag, value, says) in [
+        ("--max-entries", "3", "it has more than 3 entries"),
+        (
+            "--max-bytes",
+            "4096",
+            "it expands to more than 4096 bytes (the maximum size)",
+        ),
+        ("--max-ratio", "1", "times its compressed size"),
+    ] {
+        let out = cli(
+            &runtimes,
+            &state,
+            &["runtime", "unpack", archive, flag, value],
+        );
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{flag}: {}",
+            text(&out.stderr)
+        );
+    }
     let out = cli(&runtimes, &state, &["runtime", "unpack", archive]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = cli(
