@@ -256,7 +256,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         .resolve(&args.python_runtime)
         .context("the Python scenario needs a Python runtime")?
         .clone();
-    let sandboxes = Arc::new(crate::cli::sandboxes(state_dir)?);
+    let sandboxes = Arc::new(crate::sandboxes::sandboxes(state_dir)?);
     let bwrap = find_in_path("bwrap");
 
     let true_job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);

@@ -10,8 +10,8 @@ use clap::Args;
 use client::{Channel, ClientError, Code, EvalRequest};
 use tokio::task::JoinSet;
 
-use crate::cli::EX_USAGE;
 use crate::eval::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
+use crate::report::EX_USAGE;
 
 /// Largest accepted `--concurrency` level.
 const MAX_CONCURRENCY: usize = 10_000;

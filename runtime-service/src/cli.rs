@@ -12,16 +12,16 @@ use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
 use evaluator::evaluate::{Component, Output};
 use evaluator::runtime::{self, Registry, Runtime};
-use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes, Status};
+use evaluator::sandbox::{Limits, Outcome, Sandboxes, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench;
 use crate::config::{Config, Overrides, DEFAULT_ACCESS_LISTS_DIR};
-
-/// Exit code for a bad command line or configuration (sysexits EX_USAGE).
-pub const EX_USAGE: u8 = 64;
-/// Exit code when the sandbox could not be set up (sysexits EX_SOFTWARE).
-pub const EX_SOFTWARE: u8 = 70;
+use crate::report::{
+    self, error_chain, init_tracing, json_output, EX_SOFTWARE, EX_USAGE, REPORT_TARGET,
+    STDOUT_TARGET,
+};
+use crate::sandboxes::sandboxes;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -235,7 +235,7 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            fail(&format!("{e:#}"));
+            report::failure(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -250,92 +250,6 @@ fn logs_as_configured(command: &Command) -> bool {
                 command: RuntimeCommand::Install { .. } | RuntimeCommand::Test { .. }
             }
     )
-}
-
-/// Target of the lines a command prints on stdout whatever the log level (the
-/// listening line, `installed …`, `runtime … works`): with `log.format = json` they are
-/// JSON events like every log line, still on stdout.
-pub const STDOUT_TARGET: &str = "jsheets_runtime::stdout";
-/// The same for what a command always reports on stderr (build progress, an
-/// evaluation's status line, a fatal error).
-pub const REPORT_TARGET: &str = "jsheets_runtime::report";
-
-static JSON_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether output is JSON lines (`log.format = json`): then nothing is printed as plain
-/// text, every line on stdout and stderr is a JSON object.
-pub fn json_output() -> bool {
-    JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-pub fn init_tracing(filter: &str, json: bool) {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Printed whatever the level: these are output, not diagnostics.
-    for target in [STDOUT_TARGET, REPORT_TARGET] {
-        if let Ok(d) = format!("{target}=info").parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let writer = std::io::stdout
-        .with_filter(|m: &tracing::Metadata<'_>| m.target() == STDOUT_TARGET)
-        .or_else(std::io::stderr);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let set = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if set.is_ok() {
-        JSON_OUTPUT.store(json, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A line of a command's output on stdout: as is, or a JSON event.
-pub fn say(line: &str) {
-    if json_output() {
-        tracing::info!(target: STDOUT_TARGET, "{line}");
-    } else {
-        println!("{line}");
-    }
-}
-
-/// A line a command reports on stderr: as is, or a JSON event.
-pub fn report(line: &str) {
-    if json_output() {
-        tracing::info!(target: REPORT_TARGET, "{line}");
-    } else {
-        eprintln!("{line}");
-    }
-}
-
-/// A warning about the configuration: `warning: …`, or a JSON event.
-pub fn warn_line(warning: &str) {
-    if json_output() {
-        tracing::warn!(target: REPORT_TARGET, "{warning}");
-    } else {
-        eprintln!("warning: {warning}");
-    }
-}
-
-/// The line a failing command ends with: `jsheets-runtime: …`, or a JSON event.
-pub fn fail(message: &str) {
-    if json_output() {
-        tracing::error!(target: REPORT_TARGET, "{message}");
-    } else {
-        eprintln!("jsheets-runtime: {message}");
-    }
-}
-
-/// Sandboxes whose helper is this very binary, re-executed.
-pub fn sandboxes(state_dir: &Path) -> Result<Sandboxes> {
-    let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
-    let mut config = SandboxConfig::with_helper(exe, vec![crate::SANDBOX_INIT.into()]);
-    config.state_dir = state_dir.to_path_buf();
-    Sandboxes::start(config).context("preparing sandboxes")
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -356,7 +270,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             for w in warnings {
-                warn_line(&w.to_string());
+                report::warning(&w.to_string());
             }
             Ok((config.evaluation.runtimes_dir, config.evaluation.state_dir))
         }
@@ -436,17 +350,6 @@ fn check_access_lists(files: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    msg
 }
 
 /// Loads and validates the configuration; a bad value is one line and exit code 64.
@@ -731,7 +634,7 @@ fn print_outcome(runtime: &Runtime, o: &Outcome) {
         eprintln!("{line}");
     }
     if let Some(e) = &o.error {
-        report(&format!("setup failed: {e}"));
+        report::stderr(&format!("setup failed: {e}"));
     }
 }
 
@@ -746,7 +649,7 @@ async fn runtime_command(
             unsandboxed_build,
         } => {
             let installed = if unsandboxed_build {
-                report(
+                report::stderr(
                     "jsheets-runtime: --unsandboxed-build: build steps run as plain processes \
                      (for container image builds only) and the runtime is not verified",
                 );
@@ -755,14 +658,14 @@ async fn runtime_command(
                 let sandboxes = sandboxes(state_dir)?;
                 crate::install::install(runtimes_dir, &sandboxes, &recipe).await?
             };
-            say(&format!(
+            report::stdout(&format!(
                 "installed {}@{} into {}",
                 installed.name(),
                 installed.version(),
                 installed.dir().display()
             ));
             if unsandboxed_build {
-                say(&format!(
+                report::stdout(&format!(
                     "not verified: run `jsheets-runtime runtime test {}` where sandboxes work",
                     installed.name()
                 ));
@@ -816,7 +719,7 @@ async fn runtime_command(
                     r.name()
                 );
             }
-            say(&format!("runtime {}@{} works", r.name(), r.version()));
+            report::stdout(&format!("runtime {}@{} works", r.name(), r.version()));
         }
         RuntimeCommand::Remove { name } => {
             runtime::remove(runtimes_dir, &name)?;

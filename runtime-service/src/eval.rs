@@ -13,13 +13,8 @@ use proto::jsheets::completion::Status;
 use proto::jsheets::evaluation_result::Kind;
 use proto::jsheets::{Completion, EvaluateResponse, EvaluationError, EvaluationResult, Limits};
 
-use crate::cli::{EX_SOFTWARE, EX_USAGE};
+use crate::report::{EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE};
 
-/// Exit code when the node cannot be reached or cannot take the evaluation now
-/// (sysexits EX_UNAVAILABLE).
-pub const EX_UNAVAILABLE: u8 = 69;
-/// Exit code after an interrupt (Ctrl-C twice).
-const EX_INTERRUPTED: i32 = 130;
 /// Node used when neither `--endpoint` nor `JSHEETS_RUNTIME_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 /// Longest wait for the connection to a node.

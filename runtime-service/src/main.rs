@@ -9,6 +9,8 @@ mod eval;
 mod install;
 mod metrics;
 mod registration;
+mod report;
+mod sandboxes;
 mod serve;
 mod service;
 mod soak;
@@ -16,14 +18,11 @@ mod tls;
 
 use std::process::ExitCode;
 
-/// Hidden first argument under which the binary acts as the sandbox helper.
-pub const SANDBOX_INIT: &str = "sandbox-init";
-
 fn main() -> ExitCode {
     // The helper must run before anything starts a thread: it forks.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == SANDBOX_INIT)
+        .is_some_and(|a| a == sandboxes::SANDBOX_INIT)
     {
         evaluator::sandbox::helper_main();
     }

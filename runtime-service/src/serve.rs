@@ -15,7 +15,7 @@ use evaluator::runtime::Registry;
 use crate::config::MonitoringBackend;
 use crate::metrics::{self, Gauges, Metrics, PoolGauge};
 use crate::registration::{NodeDetails, Registration, RuntimeOffer, ServiceInstance, Target};
-use evaluator::sandbox::{SandboxConfig, Sandboxes};
+use evaluator::sandbox::Sandboxes;
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -35,11 +35,11 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     let (config, warnings) = match Config::load(file, flags) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("jsheets-runtime: {}", crate::cli::error_chain(&e));
-            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+            eprintln!("jsheets-runtime: {}", crate::report::error_chain(&e));
+            return Ok(ExitCode::from(crate::report::EX_USAGE));
         }
     };
-    crate::cli::init_tracing(
+    crate::report::init_tracing(
         &config.log.level,
         config.log.format == crate::config::LogFormat::Json,
     );
@@ -50,18 +50,18 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         match format!("{}:{}", bracket(&config.server.host), config.server.port).parse() {
             Ok(a) => a,
             Err(e) => {
-                crate::cli::fail(&format!(
+                crate::report::failure(&format!(
                     "server.host: invalid value {:?}: {e}",
                     config.server.host
                 ));
-                return Ok(ExitCode::from(crate::cli::EX_USAGE));
+                return Ok(ExitCode::from(crate::report::EX_USAGE));
             }
         };
     let tls = match tls_config(&config) {
         Ok(t) => t,
         Err(e) => {
-            crate::cli::fail(&format!("server.tls: {e:#}"));
-            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+            crate::report::failure(&format!("server.tls: {e:#}"));
+            return Ok(ExitCode::from(crate::report::EX_USAGE));
         }
     };
     if config.evaluation.sandbox.disable {
@@ -71,15 +71,13 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     }
 
     if let Err(line) = raise_nofile(&config) {
-        crate::cli::fail(&line);
-        return Ok(ExitCode::from(EX_NOFILE));
+        crate::report::failure(&line);
+        return Ok(ExitCode::from(crate::report::EX_NOFILE));
     }
 
-    let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
-    let mut sandbox_config = SandboxConfig::with_helper(exe, vec![crate::SANDBOX_INIT.into()]);
-    sandbox_config.state_dir = config.evaluation.state_dir.clone();
+    let mut sandbox_config = crate::sandboxes::config(&config.evaluation.state_dir)?;
     sandbox_config.cpuset = config.evaluation.cpuset.clone();
-    let sandboxes = Sandboxes::start(sandbox_config).context("preparing sandboxes")?;
+    let sandboxes = crate::sandboxes::start(sandbox_config)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let set_health = |status: ServingStatus| {
@@ -200,9 +198,9 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     set_health(ServingStatus::Serving).await;
     // Scripts and tests wait for this line (on stdout, a JSON event with log.format
     // json, its address and service id also as fields).
-    if crate::cli::json_output() {
+    if crate::report::json_output() {
         tracing::info!(
-            target: crate::cli::STDOUT_TARGET,
+            target: crate::report::STDOUT_TARGET,
             %local,
             service_id = %config.service.id,
             "jsheets-runtime listening on {local} as {}",
@@ -406,8 +404,6 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
-/// Exit code when the open-files limit is too low (sysexits EX_OSERR).
-const EX_NOFILE: u8 = 71;
 /// Descriptors the node holds per sandbox, running or pre-started: its control socket,
 /// event and input pipes, the helper's stdin, stdout and stderr pipes, and the cgroup
 /// and /proc files it opens while the sandbox runs: 7 to 8 measured, doubled.
@@ -463,11 +459,11 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
 /// are skipped with a warning, not an error.
 async fn install_defaults(runtimes_dir: &Path, sandboxes: &Sandboxes) {
     for name in DEFAULT_RECIPES {
-        crate::cli::report(&format!(
+        crate::report::stderr(&format!(
             "no runtime installed: building {name} from this host"
         ));
         match crate::install::install(runtimes_dir, sandboxes, name).await {
-            Ok(r) => crate::cli::report(&format!("built {}@{}", r.name(), r.version())),
+            Ok(r) => crate::report::stderr(&format!("built {}@{}", r.name(), r.version())),
             Err(e) => tracing::warn!("could not build {name}: {e:#}"),
         }
     }
