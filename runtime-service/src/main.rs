@@ -1,19 +1,14 @@
 //! `jsheets-runtime`: the runtime node of a jsheets-style snippet evaluation service.
 #![forbid(unsafe_code)]
 
-mod bench;
-mod bench_service;
 mod cli;
 mod config;
-mod eval;
 mod install;
 mod metrics;
 mod registration;
 mod report;
 mod sandboxes;
-mod serve;
 mod service;
-mod soak;
 mod tls;
 
 use std::process::ExitCode;

@@ -17,7 +17,7 @@ use client::{Channel, EvalRequest};
 use proto::jsheets::completion::Status;
 use proto::jsheets::Limits;
 
-use crate::eval::{NodeArgs, CONNECT_TIMEOUT};
+use super::remote::{NodeArgs, CONNECT_TIMEOUT};
 
 #[derive(Debug, Args)]
 pub struct SoakArgs {

@@ -10,7 +10,7 @@ use clap::Args;
 use client::{Channel, ClientError, Code, EvalRequest};
 use tokio::task::JoinSet;
 
-use crate::eval::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
+use super::remote::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
 use crate::report::EX_USAGE;
 
 /// Largest accepted `--concurrency` level.
