@@ -1,6 +1,8 @@
 //! `jsheets-runtime`: the runtime node of a jsheets-style snippet evaluation service.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod bench_service;
 mod cli;
 mod config;
 mod install;
@@ -9,6 +11,7 @@ mod registration;
 mod report;
 mod sandboxes;
 mod service;
+mod soak;
 mod tls;
 
 use std::process::ExitCode;
