@@ -5,15 +5,15 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evaluator::runtime::Registry;
 
 use crate::config::MonitoringBackend;
-use crate::metrics::{self, Gauges, Metrics, PoolGauge};
+use crate::metrics::{self, Gauges, PoolGauge};
 use crate::registration::{NodeDetails, Registration, RuntimeOffer, ServiceInstance, Target};
 use evaluator::sandbox::Sandboxes;
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
@@ -22,7 +22,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::config::{Config, Overrides};
-use crate::service::{Admission, Node, RuntimeService};
+use crate::service::{Node, RuntimeService, ServiceError};
 
 /// The gRPC service name health is reported for (besides "").
 const SERVICE_NAME: &str = "jsheets.SnippetRuntime";
@@ -89,25 +89,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     };
     set_health(ServingStatus::NotServing).await;
 
-    let node = Arc::new(Node {
-        sandboxes,
-        registry: RwLock::new(Arc::new(Registry::default())),
-        access_lists: RwLock::new(Arc::new(Default::default())),
-        ready: CancellationToken::new(),
-        admission: Admission::new(
-            config.evaluation.max_concurrent,
-            config.evaluation.queue_size,
-            Duration::from_millis(config.evaluation.queue_wait_ms),
-            Admission::machine_budget(),
-        ),
-        config: config.evaluation.clone(),
-        service_id: config.service.id.clone(),
-        draining: CancellationToken::new(),
-        kill_all: CancellationToken::new(),
-        active: AtomicUsize::new(0),
-        metrics: Metrics::new(&config.service.id),
-        pools: RwLock::new(Arc::new(Default::default())),
-    });
+    let node = Arc::new(Node::new(&config, sandboxes));
     let metrics_stop = CancellationToken::new();
     let metrics_task = start_metrics(&config, &node, metrics_stop.clone());
 
@@ -124,7 +106,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         SnippetRuntimeServer::new(RuntimeService::new(node.clone()))
             .max_decoding_message_size(max_message),
         move |req: tonic::Request<()>| {
-            crate::tls::check_client(&req, &allowed)?;
+            crate::tls::check_client(&req, &allowed).map_err(ServiceError::from)?;
             Ok(req)
         },
     );
@@ -183,18 +165,10 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         "runtimes loaded"
     );
 
-    let lists = match crate::service::access_lists(&registry, &config.evaluation) {
-        Ok(l) => l,
-        Err(e) => {
-            shutdown.cancel();
-            anyhow::bail!("access lists: {e}");
-        }
-    };
-    let pools = crate::service::start_pools(&node, &registry, &lists);
-    *node.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
-    *node.access_lists.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lists);
-    *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
-    node.ready.cancel();
+    if let Err(e) = node.load_runtimes(registry) {
+        shutdown.cancel();
+        return Err(anyhow::Error::new(e).context("access lists"));
+    }
     set_health(ServingStatus::Serving).await;
     // Scripts and tests wait for this line (on stdout, a JSON event with log.format
     // json, its address and service id also as fields).
@@ -328,11 +302,7 @@ fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
             return None;
         }
     };
-    let registry = node
-        .registry
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let registry = node.registry();
     let details = NodeDetails {
         id: config.service.id.clone(),
         runtimes: registry
