@@ -42,8 +42,13 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyRunning => Status::failed_precondition(message),
             ServiceError::Exhausted(_) => Status::resource_exhausted(message),
             ServiceError::Draining | ServiceError::NotReady => Status::unavailable(message),
-            ServiceError::Evaluate(_) => Status::invalid_argument(message),
-            ServiceError::TaskFailed => Status::internal(message),
+            ServiceError::Evaluate(EvaluateError::Empty | EvaluateError::Unsupported(_)) => {
+                Status::invalid_argument(message)
+            }
+            // The node could not encode a request it accepted: its fault, not the client's.
+            ServiceError::Evaluate(EvaluateError::Encode(_)) | ServiceError::TaskFailed => {
+                Status::internal(message)
+            }
             ServiceError::Client(ClientRejected::NoCertificate) => Status::unauthenticated(message),
             ServiceError::Client(ClientRejected::NotAllowed { .. }) => {
                 Status::permission_denied(message)
@@ -105,7 +110,7 @@ mod tests {
                 EvaluateError::Unsupported("shell".into()).into(),
                 Code::InvalidArgument,
             ),
-            (EvaluateError::Encode(encode).into(), Code::InvalidArgument),
+            (EvaluateError::Encode(encode).into(), Code::Internal),
             (ServiceError::TaskFailed, Code::Internal),
             (ClientRejected::NoCertificate.into(), Code::Unauthenticated),
             (
