@@ -70,8 +70,8 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         );
     }
 
-    if let Err(line) = raise_nofile(&config) {
-        crate::report::failure(&line);
+    if let Err(e) = raise_nofile(&config) {
+        crate::report::failure(&crate::report::error_chain(&e));
         return Ok(ExitCode::from(crate::report::EX_NOFILE));
     }
 
@@ -394,13 +394,32 @@ pub fn nofile_needed(config: &Config) -> u64 {
     BASE_FDS + CONNECTION_FDS + FDS_PER_SANDBOX * sandboxes
 }
 
+/// Why the node does not start on this host's open-files limit.
+#[derive(Debug, thiserror::Error)]
+enum NofileError {
+    #[error("reading the open-files limit (RLIMIT_NOFILE)")]
+    Read(#[source] nix::errno::Errno),
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE, hard) is {hard}, below the {needed} this node needs \
+         ({BASE_FDS} + {CONNECTION_FDS} for connections + {FDS_PER_SANDBOX} per sandbox for \
+         evaluation.maxConcurrent {max_concurrent} and {pooled} pre-started): raise it (docker run \
+         --ulimit nofile={needed}, compose ulimits.nofile, systemd LimitNOFILE={needed}) or lower \
+         evaluation.maxConcurrent"
+    )]
+    TooLow {
+        hard: u64,
+        needed: u64,
+        max_concurrent: usize,
+        pooled: usize,
+    },
+}
+
 /// Raises the soft open-files limit to the hard one, and refuses to start (one line)
 /// when even that is below [`nofile_needed`]: nodes would otherwise fail evaluations
 /// and connections at random under load.
-fn raise_nofile(config: &Config) -> Result<(), String> {
+fn raise_nofile(config: &Config) -> Result<(), NofileError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
-        .map_err(|e| format!("reading the open-files limit (RLIMIT_NOFILE): {e}"))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(NofileError::Read)?;
     if soft < hard {
         if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             tracing::warn!(
@@ -412,14 +431,12 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
     }
     let needed = nofile_needed(config);
     if hard < needed {
-        return Err(format!(
-            "the open-files limit (RLIMIT_NOFILE, hard) is {hard}, below the {needed} this node needs \
-             ({BASE_FDS} + {CONNECTION_FDS} for connections + {FDS_PER_SANDBOX} per sandbox for \
-             evaluation.maxConcurrent {} and {} pre-started): raise it (docker run --ulimit nofile={needed}, \
-             compose ulimits.nofile, systemd LimitNOFILE={needed}) or lower evaluation.maxConcurrent",
-            config.evaluation.max_concurrent,
-            config.evaluation.pool.values().map(|p| p.size).sum::<usize>()
-        ));
+        return Err(NofileError::TooLow {
+            hard,
+            needed,
+            max_concurrent: config.evaluation.max_concurrent,
+            pooled: config.evaluation.pool.values().map(|p| p.size).sum(),
+        });
     }
     tracing::debug!(limit = hard, needed, "open-files limit");
     Ok(())
@@ -436,5 +453,27 @@ async fn install_defaults(runtimes_dir: &Path, sandboxes: &Sandboxes) {
             Ok(r) => crate::report::stderr(&format!("built {}@{}", r.name(), r.version())),
             Err(e) => tracing::warn!("could not build {name}: {e:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_low_open_files_limit_is_one_line_saying_what_to_raise() {
+        let e = NofileError::TooLow {
+            hard: 1024,
+            needed: 1344,
+            max_concurrent: 4,
+            pooled: 0,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the open-files limit (RLIMIT_NOFILE, hard) is 1024, below the 1344 this node needs \
+             (256 + 1024 for connections + 16 per sandbox for evaluation.maxConcurrent 4 and 0 \
+             pre-started): raise it (docker run --ulimit nofile=1344, compose ulimits.nofile, \
+             systemd LimitNOFILE=1344) or lower evaluation.maxConcurrent"
+        );
     }
 }
