@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{Config, Overrides};
+use crate::config::{self, Overrides};
 use crate::report::{error_chain, EX_USAGE};
 
 /// Loads and validates the configuration; a bad value is one line and exit code 64.
 pub fn show(file: Option<&Path>, flags: &Overrides) -> ExitCode {
-    match Config::load(file, flags) {
+    match config::load(file, flags) {
         Ok((config, warnings)) => {
             for w in warnings {
                 eprintln!("warning: {w}");

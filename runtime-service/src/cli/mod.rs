@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{LogFormat, Overrides};
 use crate::report::{self, error_chain, init_tracing, EX_SOFTWARE, EX_USAGE};
 use access_list::AccessListCommand;
 use runtime::RuntimeCommand;
@@ -142,7 +142,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let configured = logs_as_configured(&cli.command);
     let log_filter = cli.log.clone();
     // The directories of the local commands: the same settings `serve` uses.
-    let dirs = || match Config::load(file, &flags) {
+    let dirs = || match crate::config::load(file, &flags) {
         Ok((config, warnings)) => {
             if configured {
                 init_tracing(&log_filter, config.log.format == LogFormat::Json);

@@ -29,10 +29,10 @@ const SERVICE_NAME: &str = "jsheets.SnippetRuntime";
 /// Runtimes built at first start when none is installed, if the host has them.
 const DEFAULT_RECIPES: &[&str] = &["openjdk-17", "python-3.11"];
 
-/// Serves with the configuration from `file` (see [`Config::load`]) and the command
+/// Serves with the configuration from `file` (see [`crate::config::load`]) and the command
 /// line's `flags` (`--runtimes-dir`, `--state-dir`), which override it.
 pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
-    let (config, warnings) = match Config::load(file, flags) {
+    let (config, warnings) = match crate::config::load(file, flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("jsheets-runtime: {}", crate::report::error_chain(&e));

@@ -88,27 +88,22 @@ impl Overrides {
     }
 }
 
-impl Config {
-    /// Reads, merges and validates the configuration: built-in defaults, then `file`
-    /// (else the file named by `JSHEETS_RUNTIME_CONFIG`, else [`DEFAULT_CONFIG_FILE`] if
-    /// it exists), then the environment, then the command-line `flags`. A file named
-    /// explicitly must exist. Returns the configuration and warnings (unknown keys and
-    /// variables, unsafe settings).
-    pub fn load(
-        file: Option<&Path>,
-        flags: &Overrides,
-    ) -> Result<(Config, Vec<String>), ConfigError> {
-        let from_env = std::env::var_os(CONFIG_FILE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        let explicit = file.map(Path::to_path_buf).or(from_env);
-        load_from(
-            explicit.as_deref(),
-            Path::new(DEFAULT_CONFIG_FILE),
-            std::env::vars_os(),
-            flags,
-        )
-    }
+/// Reads, merges and validates the configuration: built-in defaults, then `file`
+/// (else the file named by `JSHEETS_RUNTIME_CONFIG`, else [`DEFAULT_CONFIG_FILE`] if
+/// it exists), then the environment, then the command-line `flags`. A file named
+/// explicitly must exist. Returns the configuration and warnings (unknown keys and
+/// variables, unsafe settings).
+pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<(Config, Vec<String>), ConfigError> {
+    let from_env = std::env::var_os(CONFIG_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let explicit = file.map(Path::to_path_buf).or(from_env);
+    load_from(
+        explicit.as_deref(),
+        Path::new(DEFAULT_CONFIG_FILE),
+        std::env::vars_os(),
+        flags,
+    )
 }
 
 fn load_from(

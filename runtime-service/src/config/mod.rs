@@ -23,7 +23,7 @@ mod schema;
 mod syntax;
 mod validate;
 
-pub use load::Overrides;
+pub use load::{load, Overrides};
 pub use schema::{
     Config, EvaluationConfig, InfluxConfig, LimitValues, LogFormat, MonitoringBackend,
     DEFAULT_ACCESS_LISTS_DIR,
