@@ -1,6 +1,6 @@
-//! `runtime install`: finds the recipe (a file, or one shipped inside the binary) and
-//! builds it with a progress display, in builder sandboxes or, for image builds only
-//! (`--unsandboxed-build`), as plain processes.
+//! Building a runtime from a recipe (a file, or one shipped inside the binary) with a
+//! progress display, for `runtime install` and a first `serve`: in builder sandboxes
+//! or, for image builds only (`--unsandboxed-build`), as plain processes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
