@@ -1,33 +1,25 @@
-//! `jsheets-runtime bench`: latency percentiles and throughput of our sandboxes, side
-//! by side with baselines measured in the same run (a plain exec and bubblewrap).
+//! The sandbox benchmark: latency percentiles and throughput of our sandboxes, side
+//! by side with baselines measured in the same run (a plain exec and bubblewrap),
+//! printed as a table.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
-use evaluator::evaluate::{evaluate_in, Component, Launch, Output};
-use evaluator::pool::{Pool, PoolSettings};
-use evaluator::runtime::{Registry, Runtime};
+use evaluator::evaluate::{evaluate_in, Component, EvaluateError, Launch, Output};
+use evaluator::pool::{Pool, PoolError, PoolSettings};
+use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Event, Job, Limits, Sandboxes, Status};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Evaluations per scenario and concurrency level.
-    #[arg(long, default_value_t = 200)]
-    pub iterations: usize,
-    /// Concurrency levels to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub concurrency: Vec<usize>,
-    /// Runtime for the `/bin/true` scenario.
-    #[arg(long, default_value = "shell")]
-    pub shell_runtime: String,
-    /// Runtime for the Python scenario.
-    #[arg(long, default_value = "python-3.11")]
-    pub python_runtime: String,
+/// What stops a benchmark before its table is complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Job(#[from] EvaluateError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
 }
 
 /// One measured scenario at one concurrency.
@@ -197,8 +189,8 @@ fn evaluation_work(
     })
 }
 
-fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<Pool> {
-    Ok(Pool::start(
+fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<Pool, PoolError> {
+    Pool::start(
         (**sandboxes).clone(),
         launch.clone(),
         PoolSettings {
@@ -206,7 +198,7 @@ fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<P
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
         },
-    )?)
+    )
 }
 
 fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
@@ -246,17 +238,16 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Result<ExitCode> {
-    if args.iterations == 0 || args.concurrency.contains(&0) {
-        bail!("--iterations and every --concurrency level must be at least 1");
-    }
-    let registry = Registry::load(runtimes_dir);
-    let shell = registry.resolve(&args.shell_runtime).context("the /bin/true scenario needs the shell runtime (jsheets-runtime runtime install shell)")?.clone();
-    let python = registry
-        .resolve(&args.python_runtime)
-        .context("the Python scenario needs a Python runtime")?
-        .clone();
-    let sandboxes = Arc::new(crate::cli::sandboxes(state_dir)?);
+/// Every scenario at every level of `concurrency`, `iterations` evaluations each, then
+/// the cancellation latency; one printed row each. `shell` runs `/bin/true` and `:`,
+/// `python` runs `print(1)`.
+pub async fn run(
+    sandboxes: Arc<Sandboxes>,
+    shell: &Runtime,
+    python: &Runtime,
+    iterations: usize,
+    concurrency: &[usize],
+) -> Result<(), BenchError> {
     let bwrap = find_in_path("bwrap");
 
     let true_job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
@@ -274,7 +265,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
 
     println!(
         "jsheets-runtime bench: {} iterations per row, cgroup {:?}, {} CPUs",
-        args.iterations,
+        iterations,
         sandboxes.cgroup_version(),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -284,8 +275,8 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         "{:<44} {:>4} {:>9} {:>9} {:>9} {:>10} {:>6}",
         "scenario", "conc", "p50 ms", "p99 ms", "max ms", "evals/s", "failed"
     );
-    for &c in &args.concurrency {
-        let n = args.iterations;
+    for &c in concurrency {
+        let n = iterations;
         measure(
             "true: plain exec on the host (no sandbox)",
             c,
@@ -299,7 +290,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
                 "true: bwrap --unshare-all",
                 c,
                 n,
-                command_work(bwrap_argv(&shell, &["/bin/true"])),
+                command_work(bwrap_argv(shell, &["/bin/true"])),
             )
             .await
             .print(),
@@ -333,7 +324,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
                 "python print(1): bwrap --unshare-all",
                 c,
                 n,
-                command_work(bwrap_argv(&python, &[&py_program, "-I", "-c", "print(1)"])),
+                command_work(bwrap_argv(python, &[&py_program, "-I", "-c", "print(1)"])),
             )
             .await
             .print();
@@ -387,8 +378,8 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: BenchArgs) -> Resu
         .print();
         pool.shutdown().await;
     }
-    cancel_latency(&sandboxes, &python, args.iterations.min(50)).await;
-    Ok(ExitCode::SUCCESS)
+    cancel_latency(&sandboxes, python, iterations.min(50)).await;
+    Ok(())
 }
 
 /// Time from cancelling a running evaluation (a Python process asleep, with two

@@ -1,56 +1,20 @@
-//! `jsheets-runtime bench-service`: latency percentiles and throughput of a running
-//! node, measured over gRPC with N concurrent loops of back-to-back evaluations.
+//! The node benchmark: latency percentiles and throughput of a running node over
+//! gRPC, from N concurrent loops of back-to-back evaluations, optionally beside a host
+//! command measured the same way.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use clap::Args;
-use client::{Channel, ClientError, Code, EvalRequest};
+use client::{Channel, Code, EvalRequest};
 use tokio::task::JoinSet;
 
-use crate::cli::EX_USAGE;
-use crate::eval::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
-
-/// Largest accepted `--concurrency` level.
-const MAX_CONCURRENCY: usize = 10_000;
 /// Pause of a loop after a refused or failed call, so that fast refusals
 /// (admission control, connection errors) do not turn it into a busy loop.
 const FAILURE_PAUSE: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Args)]
-pub struct ServiceBenchArgs {
-    #[command(flatten)]
-    pub node: NodeArgs,
-    /// Runtime to evaluate with.
-    #[arg(long, short, default_value = "python-3.11")]
-    pub runtime: String,
-    /// Code of the (single-component) snippet evaluated each time.
-    #[arg(long = "code", short = 'e', default_value = "print(1)")]
-    pub code: String,
-    /// Concurrency levels to measure, e.g. 1,4,16: one row each.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
-    pub concurrency: Vec<usize>,
-    /// Seconds of evaluations per concurrency level.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub duration: f64,
-    /// Deadline of each evaluation, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub timeout: f64,
-    /// A host command (run with `sh -c`) measured the same way after each row, as the
-    /// baseline: e.g. `jshell -R-Xshare:auto /tmp/one.jsh` for Java.
-    #[arg(long, value_name = "COMMAND")]
-    pub baseline: Option<String>,
-    /// Pause of each loop after each evaluation, in milliseconds (not measured): an
-    /// offered load below the maximum, e.g. one a node's pre-started sandboxes keep up with.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub pause: u64,
-}
-
 /// How one evaluation went.
 #[derive(Debug, Clone, PartialEq)]
-enum Outcome {
+pub enum Outcome {
     /// Completed with status OK and no errors.
     Ok,
     /// Completed, but with another status or with errors.
@@ -62,7 +26,7 @@ enum Outcome {
 }
 
 #[derive(Debug)]
-struct Sample {
+pub struct Sample {
     latency: Duration,
     outcome: Outcome,
 }
@@ -93,10 +57,10 @@ async fn evaluate_once(channel: &Channel, request: &EvalRequest, deadline: Durat
 
 /// The measurements of one concurrency level.
 #[derive(Debug)]
-struct Row {
+pub struct Row {
     concurrency: usize,
     /// Latencies of successful evaluations, sorted.
-    latencies: Vec<Duration>,
+    pub latencies: Vec<Duration>,
     elapsed: Duration,
     not_ok: usize,
     exhausted: usize,
@@ -150,7 +114,8 @@ impl Row {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn print(&self, what: &str) {
+    /// One line of the table, then the first reason of each kind of failure.
+    pub fn print(&self, what: &str) {
         let ms = |p: f64| {
             let v = self.percentile_ms(p);
             if v.is_nan() {
@@ -209,8 +174,8 @@ async fn baseline_once(command: &str, deadline: Duration) -> Sample {
 }
 
 /// What a measurement loop does once.
-#[derive(Clone)]
-enum Target {
+#[derive(Debug, Clone)]
+pub enum Target {
     Service(Channel, Arc<EvalRequest>),
     Host(Arc<str>),
 }
@@ -227,7 +192,7 @@ impl Target {
 /// Runs `concurrency` loops of back-to-back evaluations for `duration`. A loop
 /// starts no evaluation after `duration`; each evaluation is bounded by `deadline`
 /// and followed by `pause`.
-async fn measure(
+pub async fn measure(
     target: &Target,
     concurrency: usize,
     duration: Duration,
@@ -268,157 +233,14 @@ async fn measure(
     Row::new(concurrency, samples, started.elapsed())
 }
 
-fn check(args: &ServiceBenchArgs) -> Result<(Duration, Duration)> {
-    if args.concurrency.is_empty()
-        || args
-            .concurrency
-            .iter()
-            .any(|&c| c == 0 || c > MAX_CONCURRENCY)
-    {
-        bail!("every --concurrency level must be between 1 and {MAX_CONCURRENCY}");
-    }
-    Ok((
-        seconds(args.duration, "duration")?,
-        seconds(args.timeout, "timeout")?,
-    ))
-}
-
-pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
-    let (duration, deadline) = match check(&args) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("jsheets-runtime: {e:#}");
-            return Ok(ExitCode::from(EX_USAGE));
-        }
-    };
-    let endpoint = &args.node.endpoint;
-    let fail = |e: &ClientError| {
-        eprintln!("jsheets-runtime: {endpoint}: {e}");
-        Ok(ExitCode::from(exit_code(e)))
-    };
-    let channel = match args.node.connect(CONNECT_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let request =
-        Arc::new(EvalRequest::new(args.runtime.clone()).component("bench", args.code.clone()));
-
-    // One evaluation first: it checks the runtime and the code, and warms the node.
-    let warm_up = match client::evaluate(&channel, &request, deadline, |_| {}).await {
-        Ok(e) => e,
-        Err(e) => return fail(&e),
-    };
-    if !warm_up.succeeded() {
-        eprintln!(
-            "jsheets-runtime: warning: the warm-up evaluation ended with status {}{}",
-            warm_up.status().as_str_name().to_ascii_lowercase(),
-            warm_up
-                .errors
-                .first()
-                .map(|e| format!(
-                    " ({}: {})",
-                    e.kind,
-                    e.message.lines().next().unwrap_or_default()
-                ))
-                .unwrap_or_default()
-        );
-    }
-    let c = &warm_up.completion;
-    let runtime = c
-        .runtime
-        .as_ref()
-        .map(|r| format!("{}@{}", r.name, r.version))
-        .unwrap_or_else(|| args.runtime.clone());
-    println!(
-        "jsheets-runtime bench-service: {endpoint} (node {}), runtime {runtime}, code {:?}, \
-         {:.0} s per row, deadline {:.0} s",
-        if c.service_id.is_empty() {
-            "?"
-        } else {
-            &c.service_id
-        },
-        args.code,
-        duration.as_secs_f64(),
-        deadline.as_secs_f64(),
-    );
-    if let Some(b) = &args.baseline {
-        println!("baseline (rows marked host): sh -c {b:?}");
-    }
-    println!(
-        "{:>7} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6}",
-        "what",
-        "conc",
-        "ok",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "ok/s",
-        "not-ok",
-        "exhausted",
-        "other"
-    );
-    let mut every_row_ok = true;
-    let service = Target::Service(channel, request);
-    let host = args.baseline.as_deref().map(|b| Target::Host(b.into()));
-    for &concurrency in &args.concurrency {
-        let pause = Duration::from_millis(args.pause);
-        let row = measure(&service, concurrency, duration, deadline, pause).await;
-        row.print("service");
-        every_row_ok &= !row.latencies.is_empty();
-        if let Some(host) = &host {
-            let row = measure(host, concurrency, duration, deadline, pause).await;
-            row.print("host");
-            every_row_ok &= !row.latencies.is_empty();
-        }
-    }
-    Ok(if every_row_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        args: ServiceBenchArgs,
-    }
 
     fn sample(ms: u64, outcome: Outcome) -> Sample {
         Sample {
             latency: Duration::from_millis(ms),
             outcome,
-        }
-    }
-
-    #[test]
-    fn arguments() {
-        let args = Cmd::try_parse_from(["bench-service"]).unwrap().args;
-        assert_eq!(args.runtime, "python-3.11");
-        assert_eq!(args.code, "print(1)");
-        assert_eq!(args.concurrency, [1]);
-        assert_eq!(
-            check(&args).unwrap(),
-            (Duration::from_secs(10), Duration::from_secs(30))
-        );
-        let args =
-            Cmd::try_parse_from(["bench-service", "--concurrency", "1,4", "--duration", "2"])
-                .unwrap()
-                .args;
-        assert_eq!(args.concurrency, [1, 4]);
-        assert_eq!(check(&args).unwrap().0, Duration::from_secs(2));
-        for argv in [
-            &["bench-service", "--concurrency", "0"][..],
-            &["bench-service", "--duration", "0"],
-        ] {
-            let args = Cmd::try_parse_from(argv).unwrap().args;
-            assert!(check(&args).is_err(), "{argv:?}");
         }
     }
 

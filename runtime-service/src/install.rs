@@ -1,6 +1,6 @@
-//! `runtime install`: finds the recipe (a file, or one shipped inside the binary) and
-//! builds it with a progress display, in builder sandboxes or, for image builds only
-//! (`--unsandboxed-build`), as plain processes.
+//! Building a runtime from a recipe (a file, or one shipped inside the binary) with a
+//! progress display, for `runtime install` and a first `serve`: in builder sandboxes
+//! or, for image builds only (`--unsandboxed-build`), as plain processes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,7 +61,7 @@ fn recipe_file(recipe: &str) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
 async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Result<Runtime> {
     std::fs::create_dir_all(runtimes_dir)
         .with_context(|| format!("creating {}", runtimes_dir.display()))?;
-    if crate::cli::json_output() {
+    if crate::report::json_output() {
         // No progress display: one JSON event per step.
         return Ok(runtime::install(path, runtimes_dir, runner, &progress_events).await?);
     }
@@ -95,7 +95,7 @@ async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Re
 
 /// Build progress as events (`log.format = json`); file counts are left out.
 fn progress_events(p: Progress) {
-    use crate::cli::REPORT_TARGET;
+    use crate::report::REPORT_TARGET;
     match p {
         Progress::Started { step, detail } if detail.is_empty() => {
             tracing::info!(target: REPORT_TARGET, step = %step, "{step}")

@@ -5,25 +5,22 @@ mod bench;
 mod bench_service;
 mod cli;
 mod config;
-mod eval;
 mod install;
 mod metrics;
 mod registration;
-mod serve;
+mod report;
+mod sandboxes;
 mod service;
 mod soak;
 mod tls;
 
 use std::process::ExitCode;
 
-/// Hidden first argument under which the binary acts as the sandbox helper.
-pub const SANDBOX_INIT: &str = "sandbox-init";
-
 fn main() -> ExitCode {
     // The helper must run before anything starts a thread: it forks.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == SANDBOX_INIT)
+        .is_some_and(|a| a == sandboxes::SANDBOX_INIT)
     {
         evaluator::sandbox::helper_main();
     }

@@ -1,58 +1,47 @@
-//! `jsheets-runtime soak`: many evaluations against a running node, mixed runtimes and
-//! some hostile (limits hit, access-list violations, floods), each checked against the
-//! outcome it must have, with what the node holds (resident memory, open files, child
-//! processes, sandbox cgroups, mounts) sampled before and after. A node that serves for
-//! months must come back to where it started after every kind of evaluation.
+//! The soak engine: a mix of evaluations (mixed runtimes, some hostile: limits hit,
+//! access-list violations, floods) run against a node, each checked against the
+//! outcome it must have, and what the node holds (resident memory, open files, child
+//! processes, sandbox cgroups, mounts) sampled from /proc and the cgroup trees.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
-use client::{Channel, EvalRequest};
+use client::{Channel, ClientError, EvalRequest};
 use proto::jsheets::completion::Status;
 use proto::jsheets::Limits;
 
-use crate::eval::{NodeArgs, CONNECT_TIMEOUT};
+/// Errors sampling what the node holds.
+#[derive(Debug, thiserror::Error)]
+pub enum SoakError {
+    #[error("node {pid} is not running")]
+    NodeGone {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Proc(#[from] std::io::Error),
+}
 
-#[derive(Debug, Args)]
-pub struct SoakArgs {
-    #[command(flatten)]
-    pub node: NodeArgs,
-    /// Process id of the node, whose /proc entries and cgroups are sampled.
-    #[arg(long)]
-    pub pid: u32,
-    /// Evaluations in all (after the warm-up).
-    #[arg(long, default_value_t = 10_000)]
-    pub count: usize,
-    /// Evaluations before the first sample, so that the node's one-time caches
-    /// (connections, pools, the allocator's arenas) are not counted as growth.
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    /// Evaluations in flight at once.
-    #[arg(long, default_value_t = 2)]
-    pub concurrency: usize,
-    /// Seconds to wait after the last evaluation for sandboxes to be torn down.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub settle: f64,
-    /// Python runtime (skipped when the node does not offer it).
-    #[arg(long, default_value = "python-3.11")]
-    pub python: String,
-    /// Java runtime (skipped when the node does not offer it).
-    #[arg(long, default_value = "openjdk-17")]
-    pub java: String,
-    /// Shell runtime, for the fork bomb (skipped when the node does not offer it).
-    #[arg(long, default_value = "shell")]
-    pub shell: String,
+/// Why an evaluation was not what its case expects.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    #[error("status {status}{first}")]
+    Outcome {
+        status: String,
+        /// The first error, `, kind: message`, or empty.
+        first: String,
+    },
+    #[error(transparent)]
+    Call(ClientError),
 }
 
 /// What an evaluation must end with.
 #[derive(Debug, Clone, Copy)]
-enum Expect {
+pub enum Expect {
     /// Status OK and no error.
     Clean,
     /// This status (any errors).
@@ -62,12 +51,12 @@ enum Expect {
 }
 
 #[derive(Debug, Clone)]
-struct Case {
-    name: &'static str,
-    request: EvalRequest,
-    expect: Expect,
+pub struct Case {
+    pub name: &'static str,
+    pub request: EvalRequest,
+    pub expect: Expect,
     /// How often it comes up in one round of the mix.
-    weight: usize,
+    pub weight: usize,
 }
 
 fn limits(wall_ms: u64, memory: u64, processes: u32, output: u64) -> Option<Limits> {
@@ -80,8 +69,17 @@ fn limits(wall_ms: u64, memory: u64, processes: u32, output: u64) -> Option<Limi
     })
 }
 
+/// The runtimes the mix is made for; cases of those the node does not offer are
+/// left out.
+#[derive(Debug, Clone, Copy)]
+pub struct Runtimes<'a> {
+    pub python: &'a str,
+    pub java: &'a str,
+    pub shell: &'a str,
+}
+
 /// The mix, for the runtimes the node offers.
-fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
+pub fn cases(runtimes: Runtimes<'_>, offered: &[String]) -> Vec<Case> {
     let mut cases = Vec::new();
     let mut add = |name, runtime: &str, code: &str, l: Option<Limits>, expect, weight| {
         if offered.iter().any(|r| r == runtime) {
@@ -95,7 +93,7 @@ fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
             });
         }
     };
-    let py = args.python.as_str();
+    let py = runtimes.python;
     add(
         "python ok",
         py,
@@ -152,7 +150,7 @@ fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
         Expect::Clean,
         1,
     );
-    let java = args.java.as_str();
+    let java = runtimes.java;
     add(
         "java ok",
         java,
@@ -179,7 +177,7 @@ fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
     );
     add(
         "shell fork bomb",
-        &args.shell,
+        runtimes.shell,
         "f() { f & f & wait; }; f",
         limits(5_000, 0, 16, 0),
         Expect::Status(Status::ProcessLimit),
@@ -187,7 +185,7 @@ fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
     );
     add(
         "shell background process",
-        &args.shell,
+        runtimes.shell,
         "sleep 1000 & echo started",
         None,
         Expect::Clean,
@@ -198,21 +196,21 @@ fn cases(args: &SoakArgs, offered: &[String]) -> Vec<Case> {
 
 /// What the node holds at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Holdings {
-    rss_kib: u64,
-    fds: usize,
+pub struct Holdings {
+    pub rss_kib: u64,
+    pub fds: usize,
     /// Processes descended from the node (sandbox helpers, inits, payloads).
-    processes: usize,
+    pub processes: usize,
     /// Cgroup directories of the node's sandboxes, on every hierarchy.
-    cgroups: usize,
+    pub cgroups: usize,
     /// Mounts in the node's mount namespace.
-    mounts: usize,
+    pub mounts: usize,
 }
 
-fn sample(pid: u32) -> Result<Holdings> {
+fn sample(pid: u32) -> Result<Holdings, SoakError> {
     let proc_dir = format!("/proc/{pid}");
     let status = std::fs::read_to_string(format!("{proc_dir}/status"))
-        .with_context(|| format!("node {pid} is not running"))?;
+        .map_err(|source| SoakError::NodeGone { pid, source })?;
     let rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -294,7 +292,7 @@ fn sandbox_cgroups(dir: &Path, prefix: &str, depth: usize) -> usize {
 }
 
 /// Whether `e` is what `expect` asks for; the reason when not.
-fn check(expect: Expect, e: &client::Evaluated) -> std::result::Result<(), String> {
+fn check(expect: Expect, e: &client::Evaluated) -> Result<(), Mismatch> {
     let ok = match expect {
         Expect::Clean => e.succeeded(),
         Expect::Status(s) => e.status() == s,
@@ -308,27 +306,29 @@ fn check(expect: Expect, e: &client::Evaluated) -> std::result::Result<(), Strin
         .first()
         .map(|x| format!(", {}: {}", x.kind, x.message.lines().next().unwrap_or("")))
         .unwrap_or_default();
-    Err(format!(
-        "status {}{first}",
-        e.status().as_str_name().to_ascii_lowercase()
-    ))
+    Err(Mismatch::Outcome {
+        status: e.status().as_str_name().to_ascii_lowercase(),
+        first,
+    })
 }
 
 /// One case's evaluations, how many were not as expected, and the first such.
 #[derive(Debug, Default)]
-struct CaseTally {
-    runs: usize,
-    mismatches: usize,
-    first: Option<String>,
+pub struct CaseTally {
+    pub runs: usize,
+    pub mismatches: usize,
+    pub first: Option<String>,
 }
 
-#[derive(Default)]
-struct Tally {
-    done: AtomicUsize,
-    per_case: Mutex<BTreeMap<&'static str, CaseTally>>,
+/// What [`run_many`] saw: evaluations done, and per case how they went.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub done: AtomicUsize,
+    pub per_case: Mutex<BTreeMap<&'static str, CaseTally>>,
 }
 
-async fn run_many(channel: &Channel, mix: &[Case], count: usize, concurrency: usize) -> Tally {
+/// Runs `count` evaluations of the mix, `concurrency` at a time, each checked.
+pub async fn run_many(channel: &Channel, mix: &[Case], count: usize, concurrency: usize) -> Tally {
     let tally = Arc::new(Tally::default());
     let next = Arc::new(AtomicUsize::new(0));
     let order: Arc<Vec<usize>> = Arc::new(
@@ -359,14 +359,14 @@ async fn run_many(channel: &Channel, mix: &[Case], count: usize, concurrency: us
                         .await;
                 let verdict = match result {
                     Ok(e) => check(case.expect, &e),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Mismatch::Call(e)),
                 };
                 let mut per_case = tally.per_case.lock().unwrap_or_else(|p| p.into_inner());
                 let entry = per_case.entry(case.name).or_default();
                 entry.runs += 1;
                 if let Err(why) = verdict {
                     entry.mismatches += 1;
-                    entry.first.get_or_insert(why);
+                    entry.first.get_or_insert_with(|| why.to_string());
                 }
                 drop(per_case);
                 tally.done.fetch_add(1, Ordering::Relaxed);
@@ -377,96 +377,14 @@ async fn run_many(channel: &Channel, mix: &[Case], count: usize, concurrency: us
     Arc::try_unwrap(tally).unwrap_or_default()
 }
 
-pub async fn run(args: SoakArgs) -> Result<ExitCode> {
-    let channel = args
-        .node
-        .connect(CONNECT_TIMEOUT)
-        .await
-        .with_context(|| format!("cannot reach {}", args.node.endpoint))?;
-    let offered: Vec<String> = client::list_runtimes(&channel, Duration::from_secs(10))
-        .await?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    let mix = cases(&args, &offered);
-    if mix.is_empty() {
-        bail!(
-            "the node offers none of {}, {}, {}",
-            args.python,
-            args.java,
-            args.shell
-        );
-    }
-    println!(
-        "soak: {} evaluations ({} warm-up), concurrency {}, cases: {}",
-        args.count,
-        args.warmup,
-        args.concurrency,
-        mix.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
-    );
-    run_many(&channel, &mix, args.warmup, args.concurrency).await;
-    let settle = Duration::from_secs_f64(args.settle);
-    let before = settled(args.pid, None, settle).await?;
-    let started = Instant::now();
-    let tally = run_many(&channel, &mix, args.count, args.concurrency).await;
-    let elapsed = started.elapsed();
-    let after = settled(args.pid, Some(&before), settle).await?;
-
-    println!(
-        "{:<26} {:>8} {:>10}  first mismatch",
-        "case", "runs", "mismatch"
-    );
-    let per_case = tally
-        .per_case
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let mut mismatches = 0;
-    for (name, t) in &per_case {
-        mismatches += t.mismatches;
-        println!(
-            "{name:<26} {:>8} {:>10}  {}",
-            t.runs,
-            t.mismatches,
-            t.first.as_deref().unwrap_or("")
-        );
-    }
-    let done = tally.done.load(Ordering::Relaxed);
-    println!(
-        "{done} evaluations in {:.1} s ({:.1}/s), {mismatches} not as expected",
-        elapsed.as_secs_f64(),
-        done as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    println!(
-        "{:<12} {:>10} {:>10} {:>10}",
-        "node holds", "before", "after", "change"
-    );
-    let row = |what: &str, b: i64, a: i64| {
-        println!("{what:<12} {b:>10} {a:>10} {:>+10}", a - b);
-    };
-    row("rss KiB", before.rss_kib as i64, after.rss_kib as i64);
-    row("open fds", before.fds as i64, after.fds as i64);
-    row("processes", before.processes as i64, after.processes as i64);
-    row("cgroups", before.cgroups as i64, after.cgroups as i64);
-    row("mounts", before.mounts as i64, after.mounts as i64);
-
-    let leaked = after.processes > before.processes
-        || after.cgroups > before.cgroups
-        || after.mounts > before.mounts
-        || after.fds > before.fds;
-    if leaked {
-        println!("soak: the node holds more than before");
-    }
-    Ok(if mismatches > 0 || leaked || done < args.count {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 /// Samples once the node's sandboxes are torn down: with `baseline`, waits (up to
 /// `limit`) until processes, cgroups, mounts and fds are back to it; without, until two
 /// samples a moment apart agree.
-async fn settled(pid: u32, baseline: Option<&Holdings>, limit: Duration) -> Result<Holdings> {
+pub async fn settled(
+    pid: u32,
+    baseline: Option<&Holdings>,
+    limit: Duration,
+) -> Result<Holdings, SoakError> {
     let deadline = Instant::now() + limit;
     let mut last = sample(pid)?;
     loop {

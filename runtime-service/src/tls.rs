@@ -1,32 +1,41 @@
 //! Mutual TLS: which client identities may call the service.
 
-use tonic::{Request, Status};
+use tonic::Request;
+
+/// Why a client is not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientRejected {
+    #[error("a client certificate is required")]
+    NoCertificate,
+    #[error("client identity {} is not allowed on this node", shown(names))]
+    NotAllowed {
+        /// The identities its certificate names.
+        names: Vec<String>,
+    },
+}
+
+fn shown(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
 
 /// Refuses a client whose certificate names none of `allowed` (subject CN or a DNS
 /// subject alternative name). An empty list allows every client the TLS layer
 /// accepted (with a client CA configured, that is any certificate it signed).
-pub fn check_client<T>(req: &Request<T>, allowed: &[String]) -> Result<(), Status> {
+pub fn check_client<T>(req: &Request<T>, allowed: &[String]) -> Result<(), ClientRejected> {
     if allowed.is_empty() {
         return Ok(());
     }
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let certs = req.peer_certs().ok_or(ClientRejected::NoCertificate)?;
+    let leaf = certs.first().ok_or(ClientRejected::NoCertificate)?;
     let names = identities(leaf.as_ref());
     if names.iter().any(|n| allowed.iter().any(|a| a == n)) {
         Ok(())
     } else {
-        Err(Status::permission_denied(format!(
-            "client identity {} is not allowed on this node",
-            if names.is_empty() {
-                "(none)".to_string()
-            } else {
-                names.join(", ")
-            }
-        )))
+        Err(ClientRejected::NotAllowed { names })
     }
 }
 

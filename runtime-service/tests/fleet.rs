@@ -329,9 +329,17 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Under load: the kill comes once evaluations complete through the fleet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no evaluation completed within 30 s: {:?}",
+            failed.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before_kill = completed.load(Ordering::Relaxed);
-    assert!(before_kill > 0);
 
     // Kill one node outright, under load.
     let victim = nodes.remove(1);
@@ -363,7 +371,16 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
             "{path} outlived the killed node's session"
         );
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The fleet follows the registrations: the killed node leaves its list.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fleet.nodes().iter().any(|n| n.id == victim_id) {
+        assert!(
+            Instant::now() < deadline,
+            "the fleet still lists the killed node: {:?}",
+            fleet.nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A new node joins and takes work.
     nodes.push(start_node(&zk, &[]));
@@ -375,7 +392,21 @@ async fn the_fleet_client_loses_nothing_when_a_node_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen, "the new node did not appear: {:?}", fleet.nodes());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The fleet sends the newcomer work before the load stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .last()
+        .unwrap()
+        .stderr()
+        .contains("evaluation finished")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new node got no work from the fleet within 30 s:\n{}",
+            nodes.last().unwrap().stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.store(false, Ordering::Relaxed);
     stop.notify_waiters();
     for l in loops {

@@ -793,13 +793,15 @@ fn a_jsheets_backend_finds_a_node_in_zookeeper_and_evaluates_java() {
 
     // `stop` mid-run (sent after the first output; Thread.sleep is not on the access
     // list, so it spins): the evaluation is stopped and the stream completes promptly.
+    // The loop is the statement after the print, so no value (as `long n = 0;` would
+    // have, if it completed before the stop) races the stop.
     let e = backend.evaluate(&Case {
         stop_after_output: true,
         ..case(
             "stop",
             &[(
                 "c1",
-                "System.out.println(\"started\");\nlong n = 0;\nwhile (true) { n++; }",
+                "System.out.println(\"started\");\nfor (long n = 0; ; n++) { }",
             )],
         )
     });

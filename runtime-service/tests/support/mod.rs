@@ -598,9 +598,18 @@ pub fn sandbox_processes(server_pid: u32, sandboxed_only: bool) -> Vec<String> {
 
 /// Waits until no user-code process of the server's sandboxes is left.
 pub async fn wait_sandboxes_gone(server_pid: u32, limit: Duration) -> Result<(), Vec<String>> {
+    wait_sandbox_processes_gone(server_pid, true, limit).await
+}
+
+/// Waits until [`sandbox_processes`] finds none; what is left after `limit` otherwise.
+pub async fn wait_sandbox_processes_gone(
+    server_pid: u32,
+    sandboxed_only: bool,
+    limit: Duration,
+) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + limit;
     loop {
-        let left = sandbox_processes(server_pid, true);
+        let left = sandbox_processes(server_pid, sandboxed_only);
         if left.is_empty() {
             return Ok(());
         }

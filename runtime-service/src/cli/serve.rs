@@ -5,41 +5,41 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evaluator::runtime::Registry;
 
 use crate::config::MonitoringBackend;
-use crate::metrics::{self, Gauges, Metrics, PoolGauge};
+use crate::metrics::{self, Gauges, PoolGauge};
 use crate::registration::{NodeDetails, Registration, RuntimeOffer, ServiceInstance, Target};
-use evaluator::sandbox::{SandboxConfig, Sandboxes};
+use evaluator::sandbox::Sandboxes;
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::config::{Config, Overrides};
-use crate::service::{Admission, Node, RuntimeService};
+use crate::service::{Node, RuntimeService, ServiceError};
 
 /// The gRPC service name health is reported for (besides "").
 const SERVICE_NAME: &str = "jsheets.SnippetRuntime";
 /// Runtimes built at first start when none is installed, if the host has them.
 const DEFAULT_RECIPES: &[&str] = &["openjdk-17", "python-3.11"];
 
-/// Serves with the configuration from `file` (see [`Config::load`]) and the command
+/// Serves with the configuration from `file` (see [`crate::config::load`]) and the command
 /// line's `flags` (`--runtimes-dir`, `--state-dir`), which override it.
 pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
-    let (config, warnings) = match Config::load(file, flags) {
+    let (config, warnings) = match crate::config::load(file, flags) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("jsheets-runtime: {}", crate::cli::error_chain(&e));
-            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+            eprintln!("jsheets-runtime: {}", crate::report::error_chain(&e));
+            return Ok(ExitCode::from(crate::report::EX_USAGE));
         }
     };
-    crate::cli::init_tracing(
+    crate::report::init_tracing(
         &config.log.level,
         config.log.format == crate::config::LogFormat::Json,
     );
@@ -50,18 +50,18 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         match format!("{}:{}", bracket(&config.server.host), config.server.port).parse() {
             Ok(a) => a,
             Err(e) => {
-                crate::cli::fail(&format!(
+                crate::report::failure(&format!(
                     "server.host: invalid value {:?}: {e}",
                     config.server.host
                 ));
-                return Ok(ExitCode::from(crate::cli::EX_USAGE));
+                return Ok(ExitCode::from(crate::report::EX_USAGE));
             }
         };
     let tls = match tls_config(&config) {
         Ok(t) => t,
         Err(e) => {
-            crate::cli::fail(&format!("server.tls: {e:#}"));
-            return Ok(ExitCode::from(crate::cli::EX_USAGE));
+            crate::report::failure(&format!("server.tls: {e:#}"));
+            return Ok(ExitCode::from(crate::report::EX_USAGE));
         }
     };
     if config.evaluation.sandbox.disable {
@@ -70,16 +70,14 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         );
     }
 
-    if let Err(line) = raise_nofile(&config) {
-        crate::cli::fail(&line);
-        return Ok(ExitCode::from(EX_NOFILE));
+    if let Err(e) = raise_nofile(&config) {
+        crate::report::failure(&crate::report::error_chain(&e));
+        return Ok(ExitCode::from(crate::report::EX_NOFILE));
     }
 
-    let exe = std::env::current_exe().context("locating the jsheets-runtime binary")?;
-    let mut sandbox_config = SandboxConfig::with_helper(exe, vec![crate::SANDBOX_INIT.into()]);
-    sandbox_config.state_dir = config.evaluation.state_dir.clone();
+    let mut sandbox_config = crate::sandboxes::config(&config.evaluation.state_dir)?;
     sandbox_config.cpuset = config.evaluation.cpuset.clone();
-    let sandboxes = Sandboxes::start(sandbox_config).context("preparing sandboxes")?;
+    let sandboxes = crate::sandboxes::start(sandbox_config)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let set_health = |status: ServingStatus| {
@@ -91,25 +89,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
     };
     set_health(ServingStatus::NotServing).await;
 
-    let node = Arc::new(Node {
-        sandboxes,
-        registry: RwLock::new(Arc::new(Registry::default())),
-        access_lists: RwLock::new(Arc::new(Default::default())),
-        ready: CancellationToken::new(),
-        admission: Admission::new(
-            config.evaluation.max_concurrent,
-            config.evaluation.queue_size,
-            Duration::from_millis(config.evaluation.queue_wait_ms),
-            Admission::machine_budget(),
-        ),
-        config: config.evaluation.clone(),
-        service_id: config.service.id.clone(),
-        draining: CancellationToken::new(),
-        kill_all: CancellationToken::new(),
-        active: AtomicUsize::new(0),
-        metrics: Metrics::new(&config.service.id),
-        pools: RwLock::new(Arc::new(Default::default())),
-    });
+    let node = Arc::new(Node::new(&config, sandboxes));
     let metrics_stop = CancellationToken::new();
     let metrics_task = start_metrics(&config, &node, metrics_stop.clone());
 
@@ -126,7 +106,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         SnippetRuntimeServer::new(RuntimeService::new(node.clone()))
             .max_decoding_message_size(max_message),
         move |req: tonic::Request<()>| {
-            crate::tls::check_client(&req, &allowed)?;
+            crate::tls::check_client(&req, &allowed).map_err(ServiceError::from)?;
             Ok(req)
         },
     );
@@ -185,24 +165,16 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         "runtimes loaded"
     );
 
-    let lists = match crate::service::access_lists(&registry, &config.evaluation) {
-        Ok(l) => l,
-        Err(e) => {
-            shutdown.cancel();
-            anyhow::bail!("access lists: {e}");
-        }
-    };
-    let pools = crate::service::start_pools(&node, &registry, &lists);
-    *node.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
-    *node.access_lists.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lists);
-    *node.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
-    node.ready.cancel();
+    if let Err(e) = node.load_runtimes(registry) {
+        shutdown.cancel();
+        return Err(anyhow::Error::new(e).context("access lists"));
+    }
     set_health(ServingStatus::Serving).await;
     // Scripts and tests wait for this line (on stdout, a JSON event with log.format
     // json, its address and service id also as fields).
-    if crate::cli::json_output() {
+    if crate::report::json_output() {
         tracing::info!(
-            target: crate::cli::STDOUT_TARGET,
+            target: crate::report::STDOUT_TARGET,
             %local,
             service_id = %config.service.id,
             "jsheets-runtime listening on {local} as {}",
@@ -330,11 +302,7 @@ fn register(config: &Config, port: u16, node: &Node) -> Option<Registration> {
             return None;
         }
     };
-    let registry = node
-        .registry
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let registry = node.registry();
     let details = NodeDetails {
         id: config.service.id.clone(),
         runtimes: registry
@@ -406,8 +374,6 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
-/// Exit code when the open-files limit is too low (sysexits EX_OSERR).
-const EX_NOFILE: u8 = 71;
 /// Descriptors the node holds per sandbox, running or pre-started: its control socket,
 /// event and input pipes, the helper's stdin, stdout and stderr pipes, and the cgroup
 /// and /proc files it opens while the sandbox runs: 7 to 8 measured, doubled.
@@ -428,13 +394,32 @@ pub fn nofile_needed(config: &Config) -> u64 {
     BASE_FDS + CONNECTION_FDS + FDS_PER_SANDBOX * sandboxes
 }
 
+/// Why the node does not start on this host's open-files limit.
+#[derive(Debug, thiserror::Error)]
+enum NofileError {
+    #[error("reading the open-files limit (RLIMIT_NOFILE)")]
+    Read(#[source] nix::errno::Errno),
+    #[error(
+        "the open-files limit (RLIMIT_NOFILE, hard) is {hard}, below the {needed} this node needs \
+         ({BASE_FDS} + {CONNECTION_FDS} for connections + {FDS_PER_SANDBOX} per sandbox for \
+         evaluation.maxConcurrent {max_concurrent} and {pooled} pre-started): raise it (docker run \
+         --ulimit nofile={needed}, compose ulimits.nofile, systemd LimitNOFILE={needed}) or lower \
+         evaluation.maxConcurrent"
+    )]
+    TooLow {
+        hard: u64,
+        needed: u64,
+        max_concurrent: usize,
+        pooled: usize,
+    },
+}
+
 /// Raises the soft open-files limit to the hard one, and refuses to start (one line)
 /// when even that is below [`nofile_needed`]: nodes would otherwise fail evaluations
 /// and connections at random under load.
-fn raise_nofile(config: &Config) -> Result<(), String> {
+fn raise_nofile(config: &Config) -> Result<(), NofileError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
-        .map_err(|e| format!("reading the open-files limit (RLIMIT_NOFILE): {e}"))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(NofileError::Read)?;
     if soft < hard {
         if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             tracing::warn!(
@@ -446,14 +431,12 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
     }
     let needed = nofile_needed(config);
     if hard < needed {
-        return Err(format!(
-            "the open-files limit (RLIMIT_NOFILE, hard) is {hard}, below the {needed} this node needs \
-             ({BASE_FDS} + {CONNECTION_FDS} for connections + {FDS_PER_SANDBOX} per sandbox for \
-             evaluation.maxConcurrent {} and {} pre-started): raise it (docker run --ulimit nofile={needed}, \
-             compose ulimits.nofile, systemd LimitNOFILE={needed}) or lower evaluation.maxConcurrent",
-            config.evaluation.max_concurrent,
-            config.evaluation.pool.values().map(|p| p.size).sum::<usize>()
-        ));
+        return Err(NofileError::TooLow {
+            hard,
+            needed,
+            max_concurrent: config.evaluation.max_concurrent,
+            pooled: config.evaluation.pool.values().map(|p| p.size).sum(),
+        });
     }
     tracing::debug!(limit = hard, needed, "open-files limit");
     Ok(())
@@ -463,12 +446,34 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
 /// are skipped with a warning, not an error.
 async fn install_defaults(runtimes_dir: &Path, sandboxes: &Sandboxes) {
     for name in DEFAULT_RECIPES {
-        crate::cli::report(&format!(
+        crate::report::stderr(&format!(
             "no runtime installed: building {name} from this host"
         ));
         match crate::install::install(runtimes_dir, sandboxes, name).await {
-            Ok(r) => crate::cli::report(&format!("built {}@{}", r.name(), r.version())),
+            Ok(r) => crate::report::stderr(&format!("built {}@{}", r.name(), r.version())),
             Err(e) => tracing::warn!("could not build {name}: {e:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_low_open_files_limit_is_one_line_saying_what_to_raise() {
+        let e = NofileError::TooLow {
+            hard: 1024,
+            needed: 1344,
+            max_concurrent: 4,
+            pooled: 0,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the open-files limit (RLIMIT_NOFILE, hard) is 1024, below the 1344 this node needs \
+             (256 + 1024 for connections + 16 per sandbox for evaluation.maxConcurrent 4 and 0 \
+             pre-started): raise it (docker run --ulimit nofile=1344, compose ulimits.nofile, \
+             systemd LimitNOFILE=1344) or lower evaluation.maxConcurrent"
+        );
     }
 }
