@@ -7,22 +7,11 @@
  * class-data-sharing archive of what a typical snippet loads (JShell and javac), and run as
  *   java [heap and thread options] -XX:SharedArchiveFile=DRIVER_DIR/jshell.jsa
  *        -javaagent:DRIVER_DIR/jshell-agent.jar -cp DRIVER_DIR JShellDriver
- * Input on fd 3 (a sealed memfd), big-endian:
- *   "JSHD" int version(2) int maxStatements int maxValueChars boolean checkClasses
- *   boolean warm, then bytes stdin, int count, then count x (bytes id, bytes code).
- * Everything up to `warm` is read first and JShell is started (and with `warm` a
- * statement compiled and run) before the rest is read: a sandbox started ahead of its
- * request gets the rest, through a pipe, only when the request comes.
- * where bytes = int length + that many bytes (UTF-8 for text).
- * Events on fd 4, one JSON object per line, the same vocabulary as the Python driver:
- *   start, output (base64), value (every snippet JShell gives a value, "" included:
- *   a statement or a void call), syntax_error (javac code, message, span in code
- *   points of the component), exception, internal, end, plus
- *   classes {seq, id, classes: [{name, bytes (base64)}]}: the class files a statement
- *     produced, before any is loaded or redefined; the supervisor answers "SEQ allow"
- *     or "SEQ deny" on stdin (fd 0), which is why the snippet's own stdin comes from
- *     the input;
- *   memory_limit: the heap ran out (the evaluation ends with a memory-limit status).
+ * Its input (fd 3), events (fd 4) and the supervisor's answers to class batches (fd 0)
+ * are specified in PROTOCOL.md beside this file, and only there. The input is read up to
+ * its `warm` flag first and JShell started (and with `warm` a statement compiled and
+ * run) before the rest is read: a sandbox started ahead of its request gets the rest,
+ * through a pipe, only when the request comes.
  * Nothing here is trusted by the supervisor: it checks the class bytes itself.
  *
  * Classes are redefined in place, as JShell's default (JDI) engine does with JVMTI

@@ -8,50 +8,22 @@ with the globals
     {"__name__": "__jsheets_driver__", "__builtins__": builtins,
      "__jsheets_input__": <the parsed JSON document>}
 
-Input (fd 3, one JSON object on one line, the host closes its end after writing it;
-with "deferred": true and no "components", the driver starts up, installs the
-access hooks, and only then reads a second document {"components": [...]} from
-fd 3 until EOF: a sandbox started ahead of its request):
+The protocol (what comes in on fd 3, the events written on fd 4, the exit
+codes) is specified in PROTOCOL.md beside this file, and only there.
 
-    {"driver": "<this source>",
-     "components": [{"id": "c1", "code": "..."}, ...],
-     "max_value_chars": 10000,          # optional, default 10000
-     "max_traceback_chars": 20000,      # optional, default 20000
-     "traceback_frames": "user",        # optional: "user" (default) | "all"
-     "prelude": "<python code>",        # optional
-     "access": {"list": NAME,           # optional, see "Access lists"
-                "rules": [[[SEGMENT, ...], ALLOW], ...]}}
-
-Output (fd 4): JSON lines, one event per line, ASCII-safe UTF-8:
-
-    {"event":"start","id":ID}
-    {"event":"output","stream":"stdout"|"stderr","data":BASE64}
-    {"event":"syntax_error","id":ID,"type":"SyntaxError","message":M,
-     "line":L,"column":C,"end_line":EL,"end_column":EC,"start":S,"end":E}
-    {"event":"value","id":ID,"repr":R,"truncated":BOOL}
-    {"event":"exception","id":ID,"type":T,"message":M,"traceback":TB,"line":L}
-    {"event":"violation","id":ID,"reference":R,"message":M}
-    {"event":"exit","id":ID,"code":STATUS}
-    {"event":"end","id":ID,"ok":BOOL}
-    {"event":"done"}
-    {"event":"internal","message":M}
-
-Every "start" is followed by exactly one "end".  After "exit" + "end" the
-process exits with STATUS and no "done" follows.  After "done" the process
-exits 0.  "internal" means the driver itself failed (bad input, prelude
-error, ...); the process then exits 70.  "output" events carry what Python
-code writes to sys.stdout / sys.stderr, in order with the other events;
-sys.stdout and sys.stderr are flushed before each other event is written.
-A forked child has no event channel (it is closed in the child): what it
-writes goes to fd 1 and fd 2 as it writes it, on pipes of their own, so it is
-ordered with the parent's output only as writes on two pipes can be.  What
-the child wrote before the parent writes an event comes before that event for
-a reader that drains stdout and stderr after each read of the channel (the
-child's output before the parent's print after os.waitpid).  Output the parent
-wrote before the fork may still be unread on the channel when the child
-writes, so the child's output can land between two of those output events.
-"violation" (only with "access") is written when the access list stops
-something, even if the snippet catches the exception; see "Access lists".
+In short: the input is one JSON object; with "deferred": true the driver
+starts, installs the access hooks, writes "ready" and then reads the
+components; every "start" is followed by exactly one "end"; output events
+carry what Python code writes to sys.stdout / sys.stderr, which are flushed
+before any other event is written.  A forked child has no event channel (it
+is closed in the child): what it writes goes to fd 1 and fd 2 as it writes
+it, on pipes of their own, so it is ordered with the parent's output only as
+writes on two pipes can be.  What the child wrote before the parent writes an
+event comes before that event for a reader that drains stdout and stderr
+after each read of the channel (the child's output before the parent's print
+after os.waitpid).  Output the parent wrote before the fork may still be
+unread on the channel when the child writes, so the child's output can land
+between two of those output events.
 
 This protocol is not a trust boundary: user code runs in this same process.
 The event descriptor is moved to a random free number in the upper half of

@@ -13,6 +13,7 @@ pipe on fd 4.
 import base64
 import fcntl
 import json
+import re
 import os
 import runpy
 import selectors
@@ -62,12 +63,19 @@ def _child_fds(input_fd, events_fd):
     os.close(b)
 
 
-def run_driver(components, stdin=b"", timeout=60, **options):
-    """Run the driver on [(id, code), ...]; options go into the input JSON."""
-    doc = {"driver": DRIVER_SOURCE,
-           "components": [{"id": cid, "code": code} for cid, code in components]}
-    doc.update(options)
-    payload = json.dumps(doc).encode("utf-8")
+def run_driver(components, stdin=b"", timeout=60, payload=None, after_ready=None,
+               **options):
+    """Run the driver on [(id, code), ...]; options go into the input JSON.
+
+    `payload`, when given, is what fd 3 gets instead (components and options unused);
+    `after_ready` is written to fd 3 once the driver said "ready", as the supervisor
+    hands a waiting sandbox its request.
+    """
+    if payload is None:
+        doc = {"driver": DRIVER_SOURCE,
+               "components": [{"id": cid, "code": code} for cid, code in components]}
+        doc.update(options)
+        payload = json.dumps(doc).encode("utf-8")
 
     in_r, in_w = os.pipe()
     ev_r, ev_w = os.pipe()
@@ -83,8 +91,16 @@ def run_driver(components, stdin=b"", timeout=60, **options):
         os.close(in_r)
         os.close(ev_w)
 
+    ready = threading.Event()
+
     def feed(fd_or_file, data):
         try:
+            if fd_or_file == in_w and after_ready is not None:
+                with open(in_w, "wb", buffering=0) as f:
+                    f.write(data)
+                    if ready.wait(timeout):
+                        f.write(after_ready)
+                return
             if isinstance(fd_or_file, int):
                 with open(fd_or_file, "wb") as f:
                     f.write(data)
@@ -148,6 +164,8 @@ def run_driver(components, stdin=b"", timeout=60, **options):
                             target = out if parsed["stream"] == "stdout" else err
                             target.extend(base64.b64decode(parsed["data"]))
                             continue
+                        if parsed.get("event") == "ready":
+                            ready.set()
                         lines.append(line)
                         stdout_at.append(bytes(out))
                 if not alive and fd in open_fds:
@@ -1548,6 +1566,46 @@ def _cold_section(name):
     start = DRIVER_SOURCE.index("\n#@cold %s\n" % name) + 1
     end = DRIVER_SOURCE.find("\n#@cold ", start)
     return "\n" * DRIVER_SOURCE.count("\n", 0, start) + DRIVER_SOURCE[start:end if end > 0 else None]
+
+
+def _protocol_examples(tag):
+    """The bodies of PROTOCOL.md's code blocks tagged `json TAG`, in order."""
+    with open(os.path.join(HERE, "PROTOCOL.md"), encoding="utf-8") as f:
+        text = f.read()
+    blocks = re.findall(r"^```json (\S+)\n(.*?)^```$", text, re.S | re.M)
+    return [json.loads(body) for kind, body in blocks if kind == tag]
+
+
+class ProtocolDocumentTest(unittest.TestCase):
+    """PROTOCOL.md, the one specification of the driver protocol, against this driver."""
+
+    def test_every_input_example_runs(self):
+        inputs = _protocol_examples("python-input")
+        deferred = _protocol_examples("python-input-deferred")
+        self.assertEqual(len(inputs), 2)
+        self.assertEqual(len(deferred), 1)
+        for doc in inputs:
+            doc["driver"] = DRIVER_SOURCE
+            payload = json.dumps(doc).encode("utf-8")
+            if doc.get("deferred"):
+                rest = json.dumps(deferred[0]).encode("utf-8")
+                ids = [c["id"] for c in deferred[0]["components"]]
+                r = run_driver([], payload=payload + b"\n", after_ready=rest)
+            else:
+                ids = [c["id"] for c in doc["components"]]
+                r = run_driver([], payload=payload)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lifecycle = [k for k, _ in r.kinds() if k in ("ready", "start", "end", "done")]
+            expected = ["ready"] if doc.get("deferred") else []
+            expected += ["start", "end"] * len(ids) + ["done"]
+            self.assertEqual(lifecycle, expected, r.events)
+            self.assertEqual([e["id"] for e in r.events if e["event"] == "start"], ids)
+
+    def test_every_event_the_driver_writes_is_specified(self):
+        specified = {e["event"] for e in _protocol_examples("event")}
+        written = set(re.findall(r'"event":\s*"(\w+)"', DRIVER_SOURCE))
+        self.assertTrue(written, "no events found in the driver source")
+        self.assertLessEqual(written, specified)
 
 
 if __name__ == "__main__":

@@ -581,3 +581,88 @@ fn random_bytes_never_panic() {
         check_channel(&cs, bounds, &data, || rng.below(100) as usize + 1);
     }
 }
+
+/// The name of an event as the protocol spells it (exhaustive: a new event kind
+/// does not compile until it is named here and specified in PROTOCOL.md).
+fn protocol_name(e: &DriverEvent) -> &'static str {
+    match e {
+        DriverEvent::Start { .. } => "start",
+        DriverEvent::Output { .. } => "output",
+        DriverEvent::Value { .. } => "value",
+        DriverEvent::SyntaxError { .. } => "syntax_error",
+        DriverEvent::Exception { .. } => "exception",
+        DriverEvent::Violation { .. } => "violation",
+        DriverEvent::Classes { .. } => "classes",
+        DriverEvent::MemoryLimit {} => "memory_limit",
+        DriverEvent::Ready {} => "ready",
+        DriverEvent::Exit {} => "exit",
+        DriverEvent::End {} => "end",
+        DriverEvent::Done {} => "done",
+        DriverEvent::Internal { .. } => "internal",
+    }
+}
+
+const PROTOCOL: &str = include_str!("../drivers/PROTOCOL.md");
+
+/// The bodies of PROTOCOL.md's code blocks tagged `json TAG`.
+fn protocol_examples(tag: &str) -> Vec<&'static str> {
+    let open = format!("```json {tag}\n");
+    let mut found = Vec::new();
+    let mut rest = PROTOCOL;
+    while let Some(at) = rest.find(&open) {
+        let body = &rest[at + open.len()..];
+        let end = body.find("\n```").expect("an unclosed example in PROTOCOL.md");
+        found.push(&body[..end]);
+        rest = &body[end..];
+    }
+    found
+}
+
+#[test]
+fn protocol_examples_parse() {
+    // Every event example of the specification is read by the supervisor as the event
+    // it names, and every event the supervisor reads has an example.
+    let all = [
+        "start",
+        "output",
+        "value",
+        "syntax_error",
+        "exception",
+        "violation",
+        "classes",
+        "memory_limit",
+        "ready",
+        "exit",
+        "end",
+        "done",
+        "internal",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for example in protocol_examples("event") {
+        let event: DriverEvent = serde_json::from_str(example)
+            .unwrap_or_else(|e| panic!("PROTOCOL.md example {example}: {e}"));
+        let named: serde_json::Value = serde_json::from_str(example).unwrap();
+        assert_eq!(named["event"], protocol_name(&event), "{example}");
+        seen.insert(protocol_name(&event));
+    }
+    assert_eq!(seen, all.into_iter().collect(), "events without an example");
+    // What the drivers write is specified.
+    let java = include_str!("../drivers/JShellDriver.java");
+    let python = include_str!("../drivers/python_driver.py");
+    for (driver, source, marker) in [
+        ("JShellDriver.java", java, "\\\"event\\\":\\\""),
+        ("python_driver.py", python, "\"event\": \""),
+        ("python_driver.py", python, "\"event\":\""),
+    ] {
+        for piece in source.split(marker).skip(1) {
+            let name: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                all.contains(&name.as_str()),
+                "{driver} writes event {name:?}, which PROTOCOL.md does not specify"
+            );
+        }
+    }
+}
