@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{self, Component, Output};
+use crate::evaluate;
 use crate::runtime::install::Recipe;
 use crate::runtime::{BuildRunner, Runtime};
 use crate::sandbox::{Event, Filesystem, Job, Limits, Sandboxes, Status};
+use crate::snippet::{Component, Output};
 
 /// How much of a failed step's output goes into the error.
 const ERROR_TAIL: usize = 4000;

@@ -19,6 +19,10 @@ use crate::events::{Bounds, ClassFile, Step, Translator, MAX_STATEMENTS, MAX_VAL
 use crate::runtime::Runtime;
 use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
+// The old path of the snippet's types, kept until runtime-service imports them from
+// `crate::snippet`.
+pub use crate::snippet::{Component, Output};
+
 /// The Python driver, run inside the sandbox by `python -I -c BOOTSTRAP`.
 const PYTHON_DRIVER: &str = include_str!("drivers/python_driver.py");
 const PYTHON_BOOTSTRAP: &str = include_str!("drivers/python_bootstrap.txt");
@@ -72,64 +76,6 @@ pub struct Launch {
     pub environment: Vec<(String, String)>,
     /// The access list snippets are held to; `None` runs them unchecked.
     pub access_list: Option<Arc<AccessList>>,
-}
-
-/// One code component of a snippet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Component {
-    pub id: String,
-    pub code: String,
-}
-
-/// Results streamed while the snippet runs, attributed to a component.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// A component began to run (so a limit hit can name the component it hit in).
-    Started {
-        component: String,
-    },
-    Stdout {
-        component: String,
-        data: Vec<u8>,
-    },
-    Stderr {
-        component: String,
-        data: Vec<u8>,
-    },
-    /// Value of a trailing expression.
-    Value {
-        component: String,
-        text: String,
-    },
-    /// A compile-time diagnostic; `start..end` are character offsets into the component.
-    Diagnostic {
-        component: String,
-        kind: String,
-        message: String,
-        line: u32,
-        column: u32,
-        start: u64,
-        end: u64,
-    },
-    /// An uncaught exception with the snippet's own frames.
-    Exception {
-        component: String,
-        kind: String,
-        message: String,
-        traceback: String,
-        line: Option<u32>,
-    },
-    /// The snippet used something the access list denies.
-    Violation {
-        component: String,
-        reference: String,
-        message: String,
-    },
-    /// The driver reported a problem of its own.
-    Internal {
-        component: String,
-        message: String,
-    },
 }
 
 impl Runtime {

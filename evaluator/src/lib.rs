@@ -8,4 +8,5 @@ pub mod events;
 pub mod pool;
 pub mod runtime;
 pub mod sandbox;
+pub mod snippet;
 mod sys;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::Fixture;
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 
 #[tokio::test]
 async fn every_route_to_a_denied_module_is_stopped() {

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::Fixture;
-use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Event, Job, Limits, Status};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 fn one(code: &str) -> Vec<Component> {

@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use evaluator::evaluate::{self, Component, Launch, Output};
+use evaluator::evaluate::{self, Launch};
 use evaluator::runtime::{self, Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 pub struct Fixture {
