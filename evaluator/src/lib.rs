@@ -5,6 +5,7 @@ pub mod builder;
 pub mod classfile;
 pub mod evaluate;
 pub mod events;
+pub mod lang;
 pub mod pool;
 pub mod runtime;
 pub mod sandbox;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{waiting_job, EvaluateError, Launch};
+use crate::lang::{waiting_job, JobError, Launch};
 use crate::sandbox::{Limits, Sandboxes, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
@@ -27,7 +27,7 @@ pub enum PoolError {
     #[error("runtimes of kind {0} cannot be pre-started")]
     Unsupported(String),
     #[error(transparent)]
-    Job(#[from] EvaluateError),
+    Job(#[from] JobError),
 }
 
 /// What a pool is for and how it behaves.

@@ -710,7 +710,7 @@ async fn socket_buffers_count_against_the_sandbox() {
 fn spawn_shell(
     sandboxes: &Sandboxes,
     waiting: Option<evaluator::sandbox::Waiting>,
-    launch: &evaluate::Launch,
+    launch: &evaluator::lang::Launch,
     script: &str,
     index: usize,
     said: mpsc::Sender<(usize, String)>,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
-use evaluator::evaluate::Launch;
+use evaluator::lang::Launch;
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;

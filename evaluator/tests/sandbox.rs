@@ -512,7 +512,7 @@ async fn dropping_the_evaluation_kills_it() {
     let fx = std::sync::Arc::new(Fixture::new());
     let python = fx.runtime("python-3.11").await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let job = evaluator::evaluate::job(
+    let job = evaluator::lang::job(
         &python.launch(),
         &one("import time\nprint('up', flush=True)\ntime.sleep(600)"),
         vec![],
@@ -671,8 +671,7 @@ async fn a_ten_megabyte_snippet_is_evaluated() {
 async fn empty_snippet_is_refused() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
-    let err =
-        evaluator::evaluate::job(&python.launch(), &[], vec![], Limits::default()).unwrap_err();
+    let err = evaluator::lang::job(&python.launch(), &[], vec![], Limits::default()).unwrap_err();
     assert_eq!(err.to_string(), "the snippet has no code components");
     let _ = fx;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::Launch;
+use evaluator::lang::Launch;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::{Component, Output};

@@ -46,13 +46,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::{
-    EvaluatorFile, EvaluatorKind, MountFile, RequirementsFile, Runtime, RuntimeFile, CONFIG_FILE,
-    ISOLATED_DIR,
+    EvaluatorFile, MountFile, RequirementsFile, Runtime, RuntimeFile, CONFIG_FILE, ISOLATED_DIR,
 };
 use super::copy::{Copier, CopyError, CopyOptions};
 use super::elf::{self, ElfError, Resolver};
 use super::fsutil::{glob, has_wildcard, resolve_in_jail, swap_into_place};
 use super::{canonical_arch, host_debian_arch, is_normal_absolute, parse_version, valid_name};
+use crate::lang::{jshell, EvaluatorKind};
 
 /// The host-path view kept next to runtime.yml.
 pub const ORIGINAL_FILE: &str = "runtime.yml.original";
@@ -863,13 +863,13 @@ async fn build_jshell_driver(
         return Err(InstallError::NoJavac(javac));
     }
     let src_dir = tmp.join("jshell-driver");
-    let out = copier.dest(Path::new(crate::evaluate::JSHELL_DRIVER_DIR));
+    let out = copier.dest(Path::new(jshell::DRIVER_DIR));
     for dir in [&src_dir, &out] {
         std::fs::create_dir_all(dir)
             .map_err(io_context(format!("cannot create {}", dir.display())))?;
     }
-    let source = src_dir.join(crate::evaluate::JSHELL_DRIVER_SOURCE_FILE);
-    std::fs::write(&source, crate::evaluate::JSHELL_DRIVER)
+    let source = src_dir.join(jshell::DRIVER_SOURCE_FILE);
+    std::fs::write(&source, jshell::DRIVER)
         .map_err(io_context(format!("cannot write {}", source.display())))?;
     let argv: Vec<String> = vec![
         javac.display().to_string(),
@@ -889,9 +889,9 @@ async fn build_jshell_driver(
         return Err(InstallError::NoJar(jar));
     }
     let manifest = src_dir.join("agent.mf");
-    std::fs::write(&manifest, crate::evaluate::JSHELL_AGENT_MANIFEST)
+    std::fs::write(&manifest, jshell::AGENT_MANIFEST)
         .map_err(io_context(format!("cannot write {}", manifest.display())))?;
-    let agent = out.join(crate::evaluate::JSHELL_AGENT_FILE);
+    let agent = out.join(jshell::AGENT_FILE);
     let argv: Vec<String> = vec![
         jar.display().to_string(),
         "--create".into(),
@@ -909,7 +909,7 @@ async fn build_jshell_driver(
     // third faster with it.
     let java = copier.dest(Path::new(&recipe.evaluator.program));
     let training = src_dir.join("training.bin");
-    std::fs::write(&training, crate::evaluate::jshell_training_input())
+    std::fs::write(&training, jshell::training_input())
         .map_err(io_context(format!("cannot write {}", training.display())))?;
     let recorded = src_dir.join("classes.recorded");
     let argv: Vec<String> = vec![
@@ -936,7 +936,7 @@ async fn build_jshell_driver(
     let class_list = src_dir.join("classes.jdk");
     std::fs::write(&class_list, jdk_only)
         .map_err(io_context(format!("cannot write {}", class_list.display())))?;
-    let archive = out.join(crate::evaluate::JSHELL_ARCHIVE_FILE);
+    let archive = out.join(jshell::ARCHIVE_FILE);
     let argv: Vec<String> = vec![
         java.display().to_string(),
         "-Xshare:dump".into(),
@@ -946,8 +946,8 @@ async fn build_jshell_driver(
     ];
     run_step(runner, &argv, env, staging, runtimes_dir).await?;
 
-    let stamp = out.join(crate::evaluate::JSHELL_DRIVER_SOURCE_FILE);
-    std::fs::write(&stamp, crate::evaluate::JSHELL_DRIVER)
+    let stamp = out.join(jshell::DRIVER_SOURCE_FILE);
+    std::fs::write(&stamp, jshell::DRIVER)
         .map_err(io_context(format!("cannot write {}", stamp.display())))?;
     progress(Progress::Finished {
         step: Step::Driver,

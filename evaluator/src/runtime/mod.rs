@@ -12,6 +12,7 @@
 //! - [`pack`] moves built runtimes between hosts as checksummed archives.
 
 pub mod config;
+mod describe;
 pub mod elf;
 pub mod install;
 pub mod pack;
@@ -20,7 +21,7 @@ pub mod registry;
 mod copy;
 mod fsutil;
 
-pub use config::{ConfigError, Evaluator, EvaluatorKind, Mount, Runtime, Warning};
+pub use config::{ConfigError, Evaluator, Mount, Runtime, Warning};
 pub use install::{install, remove, BuildRunner, InstallError, Progress, Step};
 pub use pack::{pack, unpack, unpack_with_limits, PackError, UnpackLimits};
 pub use registry::{Problem, Registry, ResolveError};

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use evaluator::evaluate::{self, Launch};
+use evaluator::evaluate;
+use evaluator::lang::Launch;
 use evaluator::runtime::{self, Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes};
 use evaluator::snippet::{Component, Output};
