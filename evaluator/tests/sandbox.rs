@@ -727,7 +727,7 @@ async fn exit_codes_and_signals_are_reported() {
 
 #[tokio::test]
 async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
-    use evaluator::runtime::BuildRunner;
+    use evaluator::install::BuildRunner;
     use std::os::unix::fs::MetadataExt;
     let fx = Fixture::new();
     // Outside /tmp (which builds get fresh), so hiding the runtimes directory is exercised.
@@ -748,7 +748,7 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
         staging = staging.display(),
         other = other.display()
     );
-    let runner = evaluator::builder::SandboxBuilder::new(&fx.sandboxes);
+    let runner = evaluator::install::SandboxBuilder::new(&fx.sandboxes);
     let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
     runner
         .run_build_step(&argv, &[], &staging, &runtimes)

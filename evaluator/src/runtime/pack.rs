@@ -20,8 +20,8 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::config::{ConfigError, Runtime, CONFIG_FILE};
-use super::fsutil::{resolve_in_jail, swap_into_place, JailError};
 use super::valid_name;
+use crate::fsutil::{resolve_in_jail, swap_into_place, JailError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -648,7 +648,7 @@ mod tests {
             std::fs::read_link(hosts.join("rt/isolated/lib")).unwrap(),
             Path::new("usr/lib")
         );
-        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
+        assert_eq!(crate::fsutil::sorted_names(&hosts), ["rt"]);
 
         // A newer version replaces the installed one; explicit checksums work too.
         let built2 = tmp.path().join("built2");
@@ -656,7 +656,7 @@ mod tests {
         let (archive2, sum2) = pack(&built2, "rt", &tmp.path().join("out")).unwrap();
         let rt = unpack(&archive2, &hosts, Some(&sum2.to_uppercase())).unwrap();
         assert_eq!(rt.version(), "1.3.0");
-        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
+        assert_eq!(crate::fsutil::sorted_names(&hosts), ["rt"]);
 
         // Wrong checksum: refused, nothing changes.
         let err = unpack(&archive, &hosts, Some(&sum2))
@@ -861,9 +861,9 @@ mod tests {
             assert!(err.contains(problem), "{entry}: {err}");
             // Nothing is left behind, and nothing was written outside.
             assert!(
-                crate::runtime::fsutil::sorted_names(&runtimes).is_empty(),
+                crate::fsutil::sorted_names(&runtimes).is_empty(),
                 "{entry}: {:?}",
-                crate::runtime::fsutil::sorted_names(&runtimes)
+                crate::fsutil::sorted_names(&runtimes)
             );
             assert!(!tmp.path().join("x").exists() && !tmp.path().join("other").exists());
         }
@@ -881,7 +881,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "refused archive entry `rt/isolated/usr/bin/sneaky`: symlink chain escapes the runtime directory");
-        assert!(crate::runtime::fsutil::sorted_names(&tmp.path().join("runtimes")).is_empty());
+        assert!(crate::fsutil::sorted_names(&tmp.path().join("runtimes")).is_empty());
     }
 
     #[test]
@@ -922,7 +922,7 @@ mod tests {
             source.ends_with("mounts[1].source: `isolated/etc` does not exist"),
             "{source}"
         );
-        assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+        assert!(crate::fsutil::sorted_names(&runtimes).is_empty());
     }
 
     #[test]
@@ -984,7 +984,7 @@ mod tests {
                 "{err}"
             );
             assert!(err.contains(expected), "{err}");
-            assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+            assert!(crate::fsutil::sorted_names(&runtimes).is_empty());
         };
 
         // A bomb: 16 MiB of zeros compress to a few KiB.

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::{BuildRunner, Recipe};
 use crate::evaluate;
-use crate::runtime::install::Recipe;
-use crate::runtime::{BuildRunner, Runtime};
+use crate::runtime::Runtime;
 use crate::sandbox::{Event, Filesystem, Job, Limits, Sandboxes, Status};
 use crate::snippet::{Component, Output};
 

@@ -45,14 +45,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    EvaluatorFile, MountFile, RequirementsFile, Runtime, RuntimeFile, CONFIG_FILE, ISOLATED_DIR,
-};
-use super::copy::{Copier, CopyError, CopyOptions};
-use super::elf::{self, ElfError, Resolver};
-use super::fsutil::{glob, has_wildcard, resolve_in_jail, swap_into_place};
-use super::{canonical_arch, host_debian_arch, is_normal_absolute, parse_version, valid_name};
+pub mod builder;
+mod copy;
+pub mod elf;
+
+use crate::fsutil::{glob, has_wildcard, resolve_in_jail, swap_into_place};
 use crate::lang::{jshell, EvaluatorKind};
+use crate::runtime::config::{
+    EvaluatorFile, MountFile, RequirementsFile, RuntimeFile, CONFIG_FILE, ISOLATED_DIR,
+};
+use crate::runtime::{
+    canonical_arch, host_debian_arch, is_normal_absolute, parse_version, valid_name, ConfigError,
+    Runtime,
+};
+use copy::{Copier, CopyError, CopyOptions};
+use elf::{ElfError, Resolver};
+
+pub use builder::{HostBuildRunner, SandboxBuilder};
 
 /// The host-path view kept next to runtime.yml.
 pub const ORIGINAL_FILE: &str = "runtime.yml.original";
@@ -138,7 +147,7 @@ pub enum InstallError {
         source: serde_norway::Error,
     },
     #[error("the built runtime does not load")]
-    Config(#[source] super::ConfigError),
+    Config(#[source] ConfigError),
     #[error("verification failed: {0}")]
     Verify(String),
     #[error("verification printed {got:?}, expected {expected:?}")]
@@ -1336,7 +1345,7 @@ pub fn remove(runtimes_dir: &Path, name: &str) -> Result<()> {
         }
         Err(e) => return Err(io_context(format!("cannot inspect {}", dir.display()))(e)),
     }
-    let aside = super::fsutil::sibling(&dir, ".removing")
+    let aside = crate::fsutil::sibling(&dir, ".removing")
         .map_err(io_context("cannot pick a temporary name"))?;
     std::fs::rename(&dir, &aside)
         .map_err(io_context(format!("cannot move {} aside", dir.display())))?;
@@ -1477,7 +1486,7 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(".staging-shell-"));
-        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
+        assert_eq!(crate::fsutil::sorted_names(&runtimes), ["shell"]);
         let events = events.lock().unwrap().clone();
         assert!(events
             .iter()
@@ -1514,7 +1523,7 @@ mod tests {
             "verification printed \"3\\n\", expected \"2\\n\""
         );
         assert_eq!(std::fs::read_to_string(iso.join("marker")).unwrap(), "old");
-        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
+        assert_eq!(crate::fsutil::sorted_names(&runtimes), ["shell"]);
 
         // A successful rebuild replaces it.
         install(
@@ -1526,10 +1535,10 @@ mod tests {
         .await
         .unwrap();
         assert!(!iso.join("marker").exists());
-        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
+        assert_eq!(crate::fsutil::sorted_names(&runtimes), ["shell"]);
 
         remove(&runtimes, "shell").unwrap();
-        assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+        assert!(crate::fsutil::sorted_names(&runtimes).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1588,7 +1597,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().ends_with("failed: no network"), "{err}");
-        assert_eq!(crate::runtime::fsutil::sorted_names(&runtimes), ["shell"]);
+        assert_eq!(crate::fsutil::sorted_names(&runtimes), ["shell"]);
     }
 
     #[tokio::test]
@@ -1633,9 +1642,9 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "{from} -> {to}: {err}");
             assert!(
-                !runtimes.exists() || crate::runtime::fsutil::sorted_names(&runtimes).is_empty(),
+                !runtimes.exists() || crate::fsutil::sorted_names(&runtimes).is_empty(),
                 "{:?}",
-                crate::runtime::fsutil::sorted_names(&runtimes)
+                crate::fsutil::sorted_names(&runtimes)
             );
         }
         let other = if std::env::consts::ARCH == "s390x" {
@@ -1763,7 +1772,7 @@ mod tests {
         ));
         std::fs::create_dir_all(tmp.path().join("rt/isolated")).unwrap();
         remove(tmp.path(), "rt").unwrap();
-        assert_eq!(crate::runtime::fsutil::sorted_names(tmp.path()), ["etc"]);
+        assert_eq!(crate::fsutil::sorted_names(tmp.path()), ["etc"]);
     }
 
     #[test]
