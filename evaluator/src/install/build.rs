@@ -14,7 +14,8 @@ use super::packages::missing_host_file;
 use super::recipe::{CopyEntry, Pip, Recipe};
 use super::{blocking, io_context, runtime_file, BuildRunner, InstallError, Report, Result, Step};
 use crate::fsutil::{glob, has_wildcard};
-use crate::lang::{jshell, EvaluatorKind};
+use crate::lang::jshell::build::DriverBuild;
+use crate::lang::EvaluatorKind;
 use crate::runtime::config::{CONFIG_FILE, ISOLATED_DIR};
 use crate::runtime::Runtime;
 
@@ -162,7 +163,17 @@ impl Build<'_> {
         if self.recipe.evaluator.kind != EvaluatorKind::Jshell {
             return Ok(());
         }
-        build_jshell_driver(self, copier).await
+        self.report.started(Step::Driver, "JShell driver");
+        let driver = DriverBuild::new(
+            &self.recipe.evaluator.program,
+            |path| copier.dest(path),
+            &self.tmp,
+        );
+        driver
+            .run(|argv| async move { self.run(&argv).await })
+            .await?;
+        self.report.finished(Step::Driver, 0);
+        Ok(())
     }
 
     fn make_tmp(&self) -> Result<()> {
@@ -265,109 +276,6 @@ impl Build<'_> {
             ("LANG".into(), "C.UTF-8".into()),
         ]
     }
-}
-
-/// Compiles the JShell driver with the runtime's own javac (the copy in `isolated/`,
-/// so the driver matches the JVM that runs it) into the runtime, next to its agent jar,
-/// its class-data-sharing archive and a copy of its source by which a later version of
-/// the service recognises a stale driver.
-async fn build_jshell_driver(build: &Build<'_>, copier: &Copier<'_>) -> Result<()> {
-    let recipe = build.recipe;
-    let tmp = &build.tmp;
-    build.report.started(Step::Driver, "JShell driver");
-    let javac = copier.dest(&Path::new(&recipe.evaluator.program).with_file_name("javac"));
-    if !javac.is_file() {
-        return Err(InstallError::NoJavac(javac));
-    }
-    let src_dir = tmp.join("jshell-driver");
-    let out = copier.dest(Path::new(jshell::DRIVER_DIR));
-    for dir in [&src_dir, &out] {
-        std::fs::create_dir_all(dir)
-            .map_err(io_context(format!("cannot create {}", dir.display())))?;
-    }
-    let source = src_dir.join(jshell::DRIVER_SOURCE_FILE);
-    std::fs::write(&source, jshell::DRIVER)
-        .map_err(io_context(format!("cannot write {}", source.display())))?;
-    let argv: Vec<String> = vec![
-        javac.display().to_string(),
-        "-encoding".into(),
-        "UTF-8".into(),
-        "-d".into(),
-        out.display().to_string(),
-        source.display().to_string(),
-    ];
-    build.run(&argv).await?;
-
-    // The agent jar: only a manifest, naming the driver (found on the class path) as
-    // the agent that receives java.lang.instrument, through which it redefines classes
-    // in place as JShell's default engine does (JVMTI RedefineClasses).
-    let jar = copier.dest(&Path::new(&recipe.evaluator.program).with_file_name("jar"));
-    if !jar.is_file() {
-        return Err(InstallError::NoJar(jar));
-    }
-    let manifest = src_dir.join("agent.mf");
-    std::fs::write(&manifest, jshell::AGENT_MANIFEST)
-        .map_err(io_context(format!("cannot write {}", manifest.display())))?;
-    let agent = out.join(jshell::AGENT_FILE);
-    let argv: Vec<String> = vec![
-        jar.display().to_string(),
-        "--create".into(),
-        "--file".into(),
-        agent.display().to_string(),
-        "--manifest".into(),
-        manifest.display().to_string(),
-    ];
-    build.run(&argv).await?;
-
-    // A class-data-sharing archive of the JDK classes a typical snippet loads (JShell,
-    // javac, the agent's java.lang.instrument): recorded by a training run with the
-    // agent, dumped without the driver's own classes so that it stays valid for the
-    // driver's directory inside the sandbox. Starting a JShell evaluation is about a
-    // third faster with it.
-    let java = copier.dest(Path::new(&recipe.evaluator.program));
-    let training = src_dir.join("training.bin");
-    std::fs::write(&training, jshell::training_input())
-        .map_err(io_context(format!("cannot write {}", training.display())))?;
-    let recorded = src_dir.join("classes.recorded");
-    let argv: Vec<String> = vec![
-        java.display().to_string(),
-        "-Xshare:off".into(),
-        format!("-XX:DumpLoadedClassList={}", recorded.display()),
-        "-XX:+UseSerialGC".into(),
-        "--enable-preview".into(),
-        format!("-javaagent:{}", agent.display()),
-        "-cp".into(),
-        out.display().to_string(),
-        "JShellDriver".into(),
-        training.display().to_string(),
-        "/dev/null".into(),
-    ];
-    build.run(&argv).await?;
-    let list = std::fs::read_to_string(&recorded)
-        .map_err(io_context(format!("cannot read {}", recorded.display())))?;
-    let jdk_only: String = list
-        .lines()
-        .filter(|l| !l.contains("JShellDriver") && !l.contains("REPL/"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let class_list = src_dir.join("classes.jdk");
-    std::fs::write(&class_list, jdk_only)
-        .map_err(io_context(format!("cannot write {}", class_list.display())))?;
-    let archive = out.join(jshell::ARCHIVE_FILE);
-    let argv: Vec<String> = vec![
-        java.display().to_string(),
-        "-Xshare:dump".into(),
-        format!("-XX:SharedClassListFile={}", class_list.display()),
-        format!("-XX:SharedArchiveFile={}", archive.display()),
-        "-XX:+UseSerialGC".into(),
-    ];
-    build.run(&argv).await?;
-
-    let stamp = out.join(jshell::DRIVER_SOURCE_FILE);
-    std::fs::write(&stamp, jshell::DRIVER)
-        .map_err(io_context(format!("cannot write {}", stamp.display())))?;
-    build.report.finished(Step::Driver, 0);
-    Ok(())
 }
 
 /// Copies the recipe's entries; returns the host paths copied (after glob expansion).

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use crate::fsutil::swap_into_place;
+use crate::lang::jshell::build::DriverBuildError;
 use crate::runtime::{canonical_arch, host_debian_arch, valid_name, ConfigError, Runtime};
 use copy::CopyError;
 use elf::ElfError;
@@ -99,10 +100,8 @@ pub enum InstallError {
     Elf(#[source] ElfError),
     #[error("shared libraries not found: {0}")]
     MissingLibraries(String),
-    #[error("JShell runtimes need a JDK: no javac at {}", .0.display())]
-    NoJavac(PathBuf),
-    #[error("JShell runtimes need a JDK: no jar at {}", .0.display())]
-    NoJar(PathBuf),
+    #[error(transparent)]
+    Driver(#[from] DriverBuildError),
     #[error("build step `{argv}` failed: {message}")]
     BuildStep { argv: String, message: String },
     #[error("writing {}", path.display())]

@@ -1,12 +1,14 @@
 //! JShell: a JVM runs `JShellDriver` (compiled into the runtime at install), which reads
 //! its request from the input, runs each statement in JShell and reports on the event
 //! channel; held to an access list, it asks before loading any class ([`vetting`]).
+//! [`build`] compiles the driver into a runtime when it is installed.
 //!
 //! The driver's input is binary, big-endian and length-prefixed (see the driver's
 //! header): a header the driver reads before it starts JShell, then the request
 //! (the snippet's stdin and the components). The snippet's stdin travels in the input
 //! because the driver's own stdin carries the supervisor's verdicts.
 
+pub mod build;
 pub mod vetting;
 
 use super::{Input, JobError, Language, Launch};
@@ -140,7 +142,7 @@ fn request(components: &[Component], stdin: &[u8]) -> Vec<u8> {
 
 /// The input of the install-time training run of the driver: the language features
 /// snippets use most, so that their classes are in the runtime's archive.
-pub(crate) fn training_input() -> Vec<u8> {
+fn training_input() -> Vec<u8> {
     let snippets = [
         "System.out.println(\"training\");\nint x = 20 + 22;\nx",
         "String s = \"a\" + x; s.length()",
