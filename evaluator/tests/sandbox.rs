@@ -787,7 +787,8 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
     let err = runner
         .run_build_step(&argv, &[], &staging, &runtimes)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("exited_nonzero") && err.contains("broken recipe"),
         "{err}"

@@ -258,9 +258,9 @@ impl Build<'_> {
         self.runner
             .run_build_step(argv, &env, self.staging, self.runtimes_dir)
             .await
-            .map_err(|message| InstallError::BuildStep {
+            .map_err(|source| InstallError::BuildStep {
                 argv: argv.join(" "),
-                message,
+                source,
             })
     }
 

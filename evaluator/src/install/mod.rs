@@ -21,10 +21,8 @@ pub mod recipe;
 mod runtime_file;
 mod version;
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use crate::fsutil::swap_into_place;
 use crate::lang::jshell::build::DriverBuildError;
@@ -32,7 +30,7 @@ use crate::runtime::{canonical_arch, host_debian_arch, valid_name, ConfigError, 
 use copy::CopyError;
 use elf::ElfError;
 
-pub use builder::{HostBuildRunner, SandboxBuilder};
+pub use builder::{BuildError, BuildRunner, HostBuildRunner, SandboxBuilder};
 pub use recipe::{load_recipe, Recipe};
 pub use runtime_file::ORIGINAL_FILE;
 
@@ -102,8 +100,12 @@ pub enum InstallError {
     MissingLibraries(String),
     #[error(transparent)]
     Driver(#[from] DriverBuildError),
-    #[error("build step `{argv}` failed: {message}")]
-    BuildStep { argv: String, message: String },
+    #[error("build step `{argv}` failed")]
+    BuildStep {
+        argv: String,
+        #[source]
+        source: BuildError,
+    },
     #[error("writing {}", path.display())]
     WriteConfig {
         path: PathBuf,
@@ -112,8 +114,8 @@ pub enum InstallError {
     },
     #[error("the built runtime does not load")]
     Config(#[source] ConfigError),
-    #[error("verification failed: {0}")]
-    Verify(String),
+    #[error("verification failed")]
+    Verify(#[source] BuildError),
     #[error("verification printed {got:?}, expected {expected:?}")]
     VerifyOutput { expected: String, got: String },
 }
@@ -123,29 +125,6 @@ type Result<T> = std::result::Result<T, InstallError>;
 fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> InstallError {
     let context = context.into();
     move |source| InstallError::Io { context, source }
-}
-
-/// Runs what a build cannot do itself. Implemented over the sandbox.
-pub trait BuildRunner: Send + Sync {
-    /// Runs `argv` in a builder sandbox: host filesystem visible read-only, `writable`
-    /// (the runtime being built) bind-mounted read-write at the same path, the
-    /// runtimes directory `hidden`, network allowed (pip needs it). Note that
-    /// `writable` lies inside `hidden`: hide first, then bind.
-    fn run_build_step<'a>(
-        &'a self,
-        argv: &'a [String],
-        env: &'a [(String, String)],
-        writable: &'a Path,
-        hidden: &'a Path,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>>;
-
-    /// Runs `code` in the freshly built runtime (loaded from the staging dir) and
-    /// returns its stdout.
-    fn verify<'a>(
-        &'a self,
-        runtime: &'a Runtime,
-        code: &'a str,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send + 'a>>;
 }
 
 /// A step of [`install`], for progress display.

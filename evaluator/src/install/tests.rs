@@ -9,9 +9,24 @@ use super::runtime_file::dangling_links;
 use super::*;
 use crate::lang::EvaluatorKind;
 use crate::runtime::parse_version;
+use crate::sandbox::Status;
+use std::future::Future;
+use std::pin::Pin;
 
-/// Stands in for the sandbox: build steps are refused, verification answers with
-/// a fixed result and records what it was asked.
+/// An error with its causes, as the CLI shows it.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}
+
+/// Stands in for the sandbox: build steps are recorded and succeed, verification
+/// answers with a fixed result (an error: a sandbox that failed to set up) and records
+/// what it was asked.
 struct FakeRunner {
     verify_result: std::result::Result<String, String>,
     seen: Mutex<Vec<(String, PathBuf)>>,
@@ -35,7 +50,7 @@ impl BuildRunner for FakeRunner {
         _env: &'a [(String, String)],
         writable: &'a Path,
         hidden: &'a Path,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), BuildError>> + Send + 'a>> {
         assert!(writable.starts_with(hidden));
         self.steps.lock().unwrap().push(argv.to_vec());
         Box::pin(async { Ok(()) })
@@ -45,12 +60,19 @@ impl BuildRunner for FakeRunner {
         &'a self,
         runtime: &'a Runtime,
         code: &'a str,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, BuildError>> + Send + 'a>> {
         self.seen
             .lock()
             .unwrap()
             .push((code.to_owned(), runtime.dir().to_owned()));
-        let result = self.verify_result.clone();
+        let result = self
+            .verify_result
+            .clone()
+            .map_err(|message| BuildError::Verification {
+                status: Status::SetupFailed,
+                error: Some(message),
+                problems: Vec::new(),
+            });
         Box::pin(async move { result })
     }
 }
@@ -162,7 +184,11 @@ async fn installs_the_shell_recipe_and_keeps_the_old_version_on_failure() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, InstallError::Verify(m) if m == "sandbox exploded"),
+        matches!(
+            &err,
+            InstallError::Verify(BuildError::Verification { error: Some(m), .. })
+                if m == "sandbox exploded"
+        ),
         "{err}"
     );
     let wrong = FakeRunner::answering(Ok("3\n"));
@@ -226,14 +252,21 @@ async fn build_steps_go_through_the_runner_and_failures_clean_up() {
             _: &'a [(String, String)],
             _: &'a Path,
             _: &'a Path,
-        ) -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>> {
-            Box::pin(async { Err("no network".to_owned()) })
+        ) -> Pin<Box<dyn Future<Output = std::result::Result<(), BuildError>> + Send + 'a>>
+        {
+            Box::pin(async {
+                Err(BuildError::Failed {
+                    command: "pip".into(),
+                    how: "exit status: 1".into(),
+                    output: "no network".into(),
+                })
+            })
         }
         fn verify<'a>(
             &'a self,
             _: &'a Runtime,
             _: &'a str,
-        ) -> Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send + 'a>>
+        ) -> Pin<Box<dyn Future<Output = std::result::Result<String, BuildError>> + Send + 'a>>
         {
             Box::pin(async { Ok("2\n".to_owned()) })
         }
@@ -241,12 +274,15 @@ async fn build_steps_go_through_the_runner_and_failures_clean_up() {
     let err = install(&recipe, &runtimes, &FailingSteps, &|_| {})
         .await
         .unwrap_err();
+    let err = chain(&err);
     assert!(
-        err.to_string()
-            .starts_with("build step `/bin/sh -m pip install"),
+        err.starts_with("build step `/bin/sh -m pip install"),
         "{err}"
     );
-    assert!(err.to_string().ends_with("failed: no network"), "{err}");
+    assert!(
+        err.ends_with("failed: pip ended with exit status: 1:\nno network"),
+        "{err}"
+    );
     assert_eq!(crate::fsutil::sorted_names(&runtimes), ["shell"]);
 }
 
