@@ -69,15 +69,15 @@ pub async fn evaluate_in(
         }
         None => Run::Cold(Box::new(lang::job(launch, components, stdin, limits)?)),
     };
-    // A driver that asks before it loads code (JShell held to an access list) gets
-    // its verdicts on its stdin.
+    // A driver that asks before it loads code (`lang::verdicts`) gets its verdicts on
+    // its stdin.
     let (mut verdicts, verdict_rx) = match lang::verdicts(launch, components) {
         Some((verdicts, rx)) => (Some(verdicts), Some(rx)),
         None => (None, None),
     };
     // The queue holds a bounded number of bounded events.
     let (tx, mut rx) = mpsc::channel::<Event>(bounds.queue);
-    // Output reaches us on the pipes and, from Python-level writes, as driver events;
+    // Output reaches us on the pipes and, from writes inside a driver, as its events;
     // the per-stream cap counts both, and going over stops the sandbox.
     let stop = cancel.child_token();
     let stopper = stop.clone();
@@ -132,8 +132,8 @@ pub async fn evaluate_in(
         }
     };
     let (mut outcome, ()) = tokio::join!(running, translate);
-    // The driver's word can only make its own result worse; the JVM ends an exhausted
-    // heap with an OutOfMemoryError, not with the cgroup's kill.
+    // The driver's word can only make its own result worse; a driver reports a heap
+    // its runtime exhausted (the JVM's OutOfMemoryError), which no cgroup kill shows.
     if translator.memory_limit() && matches!(outcome.status, Status::Ok | Status::ExitedNonZero) {
         outcome.status = Status::MemoryLimit;
     }
