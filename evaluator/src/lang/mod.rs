@@ -6,7 +6,7 @@
 //! arguments after the runtime's own, its input (on fd 3), its stdin, and whether a
 //! driver reports on the event channel (fd 4). A sandbox started ahead of its request
 //! ([`waiting_job`]) gets the first part of that input at once and the rest
-//! ([`waiting_input`]) at hand-off.
+//! (`waiting_input`) at hand-off.
 
 mod command;
 pub mod jshell;
@@ -185,7 +185,7 @@ pub fn waiting_job(launch: &Launch, limits: Limits) -> Result<Option<(Job, Vec<u
 }
 
 /// The rest of a waiting sandbox's input, and its stdin pipe contents.
-pub fn waiting_input(
+pub(crate) fn waiting_input(
     launch: &Launch,
     components: &[Component],
     stdin: Vec<u8>,
@@ -197,7 +197,7 @@ pub fn waiting_input(
 /// The class vetting of an evaluation of `components` on `launch` whose driver asks
 /// before it loads code (JShell held to an access list), and the receiving end of its
 /// verdicts, which becomes the driver's stdin; `None` for any other.
-pub fn verdicts(
+pub(crate) fn verdicts(
     launch: &Launch,
     components: &[Component],
 ) -> Option<(

@@ -7,7 +7,7 @@
 //!
 //! - [`config`] loads and strictly validates one runtime.yml ([`Runtime`]).
 //! - [`registry`] loads a runtimes directory and resolves specs like `python:3.11`.
-//! - [`pack`] moves built runtimes between hosts as checksummed archives.
+//! - [`pack`](mod@pack) moves built runtimes between hosts as checksummed archives.
 //!
 //! Runtimes are built from recipes by [`crate::install`].
 
