@@ -25,8 +25,8 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::evaluate::{Component, Output};
 use crate::sandbox::{Event, Job, Limits};
+use crate::snippet::{Component, Output};
 
 /// Statements per JShell component (jsheets' cap), sent to the driver.
 pub const MAX_STATEMENTS: usize = 100;

@@ -1,11 +1,17 @@
 //! Fresh single-use sandboxes, self-contained runtimes and language evaluators.
 
 pub mod access;
-pub mod builder;
 pub mod classfile;
 pub mod evaluate;
 pub mod events;
+mod fsutil;
+pub mod install;
+pub mod lang;
 pub mod pool;
 pub mod runtime;
 pub mod sandbox;
+pub mod snippet;
 mod sys;
+
+// The builder's old path, kept until runtime-service imports it from `crate::install`.
+pub use install::builder;

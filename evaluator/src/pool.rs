@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{waiting_job, EvaluateError, Launch};
+use crate::lang::{waiting_job, JobError, Launch};
 use crate::sandbox::{Limits, Sandboxes, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
@@ -27,7 +27,10 @@ pub enum PoolError {
     #[error("runtimes of kind {0} cannot be pre-started")]
     Unsupported(String),
     #[error(transparent)]
-    Job(#[from] EvaluateError),
+    Job(#[from] JobError),
+    /// The sandbox did not start or did not get warm; the sandbox reports why as text.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// What a pool is for and how it behaves.
@@ -240,9 +243,11 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
 }
 
 /// One sandbox for the pool; given up (and destroyed) as soon as the pool stops.
-async fn start_one(s: &Shared) -> Result<Waiting, String> {
-    let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())
-        .map_err(|e| e.to_string())?
-        .ok_or("this runtime cannot be pre-started")?;
-    s.sandboxes.start_waiting(job, preface, &s.stop).await
+async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
+    let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
+        .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
+    s.sandboxes
+        .start_waiting(job, preface, &s.stop)
+        .await
+        .map_err(PoolError::Start)
 }

@@ -10,9 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Fixture, Run};
-use evaluator::evaluate::{Component, Output};
 use evaluator::events::Bounds;
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 
 /// (VmRSS, VmHWM) of this process, in bytes.
 fn memory() -> (u64, u64) {

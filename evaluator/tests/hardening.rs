@@ -10,10 +10,11 @@ use std::io::Read;
 use std::time::Duration;
 
 use common::Fixture;
-use evaluator::evaluate::{self, Component, Output};
+use evaluator::evaluate;
 use evaluator::pool::{Pool, PoolSettings};
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Status};
+use evaluator::snippet::{Component, Output};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -709,7 +710,7 @@ async fn socket_buffers_count_against_the_sandbox() {
 fn spawn_shell(
     sandboxes: &Sandboxes,
     waiting: Option<evaluator::sandbox::Waiting>,
-    launch: &evaluate::Launch,
+    launch: &evaluator::lang::Launch,
     script: &str,
     index: usize,
     said: mpsc::Sender<(usize, String)>,

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
-use evaluator::evaluate::{Component, Launch, Output};
+use evaluator::lang::Launch;
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 fn components(codes: &[&str]) -> Vec<Component> {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 
 /// One evaluation: components, each a list of statements.
 struct Case {

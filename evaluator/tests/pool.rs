@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::Fixture;
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::{Component, Output};
 use evaluator::pool::{Pool, PoolSettings};
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 fn one(code: &str) -> Vec<Component> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::Fixture;
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 
 #[tokio::test]
 async fn every_route_to_a_denied_module_is_stopped() {
@@ -182,7 +182,7 @@ async fn denied_names_reached_as_attributes_are_violations() {
 }
 
 /// The launch of `runtime` held to the shipped python-default list.
-async fn python_default(fx: &Fixture, runtime: &str) -> evaluator::evaluate::Launch {
+async fn python_default(fx: &Fixture, runtime: &str) -> evaluator::lang::Launch {
     let python = fx.runtime(runtime).await;
     let mut launch = python.launch();
     launch.access_list = Some(Arc::new(Catalog::new(None).load("python-default").unwrap()));

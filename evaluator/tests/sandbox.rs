@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::Fixture;
-use evaluator::evaluate::{Component, Output};
 use evaluator::sandbox::{Event, Job, Limits, Status};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 fn one(code: &str) -> Vec<Component> {
@@ -512,7 +512,7 @@ async fn dropping_the_evaluation_kills_it() {
     let fx = std::sync::Arc::new(Fixture::new());
     let python = fx.runtime("python-3.11").await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let job = evaluator::evaluate::job(
+    let job = evaluator::lang::job(
         &python.launch(),
         &one("import time\nprint('up', flush=True)\ntime.sleep(600)"),
         vec![],
@@ -671,8 +671,7 @@ async fn a_ten_megabyte_snippet_is_evaluated() {
 async fn empty_snippet_is_refused() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
-    let err =
-        evaluator::evaluate::job(&python.launch(), &[], vec![], Limits::default()).unwrap_err();
+    let err = evaluator::lang::job(&python.launch(), &[], vec![], Limits::default()).unwrap_err();
     assert_eq!(err.to_string(), "the snippet has no code components");
     let _ = fx;
 }
@@ -728,7 +727,7 @@ async fn exit_codes_and_signals_are_reported() {
 
 #[tokio::test]
 async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
-    use evaluator::runtime::BuildRunner;
+    use evaluator::install::BuildRunner;
     use std::os::unix::fs::MetadataExt;
     let fx = Fixture::new();
     // Outside /tmp (which builds get fresh), so hiding the runtimes directory is exercised.
@@ -749,7 +748,7 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
         staging = staging.display(),
         other = other.display()
     );
-    let runner = evaluator::builder::SandboxBuilder::new(&fx.sandboxes);
+    let runner = evaluator::install::SandboxBuilder::new(&fx.sandboxes);
     let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
     runner
         .run_build_step(&argv, &[], &staging, &runtimes)
@@ -788,7 +787,8 @@ async fn build_steps_see_the_host_read_only_and_only_their_runtime() {
     let err = runner
         .run_build_step(&argv, &[], &staging, &runtimes)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("exited_nonzero") && err.contains("broken recipe"),
         "{err}"

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use common::{Fixture, Run};
 use evaluator::access::catalog::Catalog;
-use evaluator::evaluate::{Component, Launch, Output};
+use evaluator::lang::Launch;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
 
 fn one(code: &str) -> Vec<Component> {
     vec![Component {

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use evaluator::evaluate::Component;
+use evaluator::snippet::Component;
 use evaluator::events::{check_channel, Bounds, Framing};
 use evaluator::sandbox::Limits;
 use libfuzzer_sys::fuzz_target;

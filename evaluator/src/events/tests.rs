@@ -1,3 +1,6 @@
+//! The event channel against what a sandbox can write: framing however the channel is
+//! cut, translation, and every bound with its one report.
+
 #![allow(clippy::unwrap_used)]
 
 use super::*;

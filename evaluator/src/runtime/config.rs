@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_norway::{Mapping, Value};
 
 use super::{canonical_arch, is_normal_absolute, parse_version, valid_name};
+use crate::lang::{jshell, EvaluatorKind, Launch};
 
 /// The configuration file inside a runtime directory.
 pub const CONFIG_FILE: &str = "runtime.yml";
@@ -69,40 +70,6 @@ impl fmt::Display for Warning {
             self.field,
             self.message
         )
-    }
-}
-
-/// How a runtime runs snippets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvaluatorKind {
-    Python,
-    Jshell,
-    Node,
-    /// `program [args] -c CODE` (shell-like runtimes).
-    Command,
-}
-
-impl EvaluatorKind {
-    pub const ALL: [EvaluatorKind; 4] = [Self::Python, Self::Jshell, Self::Node, Self::Command];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Python => "python",
-            Self::Jshell => "jshell",
-            Self::Node => "node",
-            Self::Command => "command",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for EvaluatorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -201,6 +168,25 @@ impl Runtime {
             .iter()
             .map(|m| (m.source.clone(), m.target.clone()))
             .collect()
+    }
+    /// What the sandbox needs to run snippets on this runtime.
+    pub fn launch(&self) -> Launch {
+        Launch {
+            kind: self.evaluator.kind,
+            program: self.evaluator.program.clone(),
+            args: self.evaluator.args.clone(),
+            mounts: self.mount_pairs(),
+            environment: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            access_list: None,
+        }
+    }
+    /// A snippet that proves the runtime works, and the stdout it must print.
+    pub fn smoke_test(&self) -> (&'static str, &'static str) {
+        self.evaluator.kind.smoke_test()
     }
     pub fn environment(&self) -> &BTreeMap<String, String> {
         &self.environment
@@ -455,11 +441,11 @@ impl Loader<'_> {
     fn jshell_driver(&mut self) -> Result<()> {
         let relative = format!(
             "{ISOLATED_DIR}{}/{}",
-            crate::evaluate::JSHELL_DRIVER_DIR,
-            crate::evaluate::JSHELL_DRIVER_SOURCE_FILE
+            jshell::DRIVER_DIR,
+            jshell::DRIVER_SOURCE_FILE
         );
         match std::fs::read_to_string(self.dir.join(&relative)) {
-            Ok(text) if text == crate::evaluate::JSHELL_DRIVER => Ok(()),
+            Ok(text) if text == jshell::DRIVER => Ok(()),
             Ok(_) => Err(self.invalid(
                 "evaluator.kind",
                 format!("{relative} is from another version of jsheets-runtime: reinstall the runtime"),

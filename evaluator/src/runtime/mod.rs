@@ -7,23 +7,21 @@
 //!
 //! - [`config`] loads and strictly validates one runtime.yml ([`Runtime`]).
 //! - [`registry`] loads a runtimes directory and resolves specs like `python:3.11`.
-//! - [`install`] builds a runtime from a declarative recipe (`recipes/*.yml`).
-//! - [`elf`] computes shared-library closures from the ELF files themselves.
-//! - [`pack`] moves built runtimes between hosts as checksummed archives.
+//! - [`pack`](mod@pack) moves built runtimes between hosts as checksummed archives.
+//!
+//! Runtimes are built from recipes by [`crate::install`].
 
 pub mod config;
-pub mod elf;
-pub mod install;
+mod describe;
 pub mod pack;
 pub mod registry;
 
-mod copy;
-mod fsutil;
-
-pub use config::{ConfigError, Evaluator, EvaluatorKind, Mount, Runtime, Warning};
-pub use install::{install, remove, BuildRunner, InstallError, Progress, Step};
+pub use config::{ConfigError, Evaluator, Mount, Runtime, Warning};
 pub use pack::{pack, unpack, unpack_with_limits, PackError, UnpackLimits};
 pub use registry::{Problem, Registry, ResolveError};
+
+// The installer's old paths, kept until runtime-service imports it from `crate::install`.
+pub use crate::install::{self, install, remove, BuildRunner, InstallError, Progress, Step};
 
 /// Whether `name` is a valid runtime name: `^[a-z0-9][a-z0-9._-]{0,63}$`.
 ///

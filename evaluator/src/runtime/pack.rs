@@ -20,8 +20,8 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::config::{ConfigError, Runtime, CONFIG_FILE};
-use super::fsutil::{resolve_in_jail, swap_into_place, JailError};
 use super::valid_name;
+use crate::fsutil::{resolve_in_jail, swap_into_place, JailError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -53,10 +53,29 @@ pub enum PackError {
     },
     #[error("refused archive entry `{entry}`: {problem}")]
     Refused { entry: String, problem: String },
+    #[error("refused archive entry `{entry}`: cannot extract")]
+    Extract {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("refused archive: {0}")]
     Layout(String),
     #[error("refused archive {}: {problem}", path.display())]
     Limit { path: PathBuf, problem: String },
+}
+
+/// Why a link in an archive is refused.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("symlink with an empty target")]
+    EmptyTarget,
+    #[error("symlink to absolute path {}", .0.display())]
+    Absolute(PathBuf),
+    #[error("symlink to {} escapes the runtime directory", .0.display())]
+    Escapes(PathBuf),
+    #[error("hard link to {} points outside the runtime", .0.display())]
+    Outside(PathBuf),
 }
 
 /// Bounds on what unpacking one archive may write.
@@ -461,7 +480,7 @@ fn extract(archive: &Path, staging: &Path, limits: &UnpackLimits) -> Result<Stri
                 let target = target
                     .ok_or_else(|| refuse("symlink without a target"))?
                     .into_owned();
-                check_symlink(&parts, &target).map_err(|problem| refuse(&problem))?;
+                check_symlink(&parts, &target).map_err(|e| refuse(&e.to_string()))?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -470,7 +489,7 @@ fn extract(archive: &Path, staging: &Path, limits: &UnpackLimits) -> Result<Stri
                 let target = target
                     .ok_or_else(|| refuse("hard link without a target"))?
                     .into_owned();
-                check_hard_link(&first, &target).map_err(|problem| refuse(&problem))?;
+                check_hard_link(&first, &target).map_err(|e| refuse(&e.to_string()))?;
             }
             tar::EntryType::Char | tar::EntryType::Block => return Err(refuse("device file")),
             tar::EntryType::Fifo => return Err(refuse("fifo")),
@@ -479,7 +498,12 @@ fn extract(archive: &Path, staging: &Path, limits: &UnpackLimits) -> Result<Stri
         let unpacked = match entry.unpack_in(staging) {
             Ok(unpacked) => unpacked,
             Err(_) if exceeded.get() => return Err(too_big()),
-            Err(e) => return Err(refuse(&format!("cannot extract: {e}"))),
+            Err(source) => {
+                return Err(PackError::Extract {
+                    entry: raw.clone(),
+                    source,
+                })
+            }
         };
         if !unpacked {
             return Err(refuse("path leaves the destination"));
@@ -493,33 +517,30 @@ fn extract(archive: &Path, staging: &Path, limits: &UnpackLimits) -> Result<Stri
 
 /// A symlink at `parts` (components from the top-level directory) may point only
 /// relatively, and not above the top-level directory.
-fn check_symlink(parts: &[String], target: &Path) -> std::result::Result<(), String> {
+fn check_symlink(parts: &[String], target: &Path) -> std::result::Result<(), LinkError> {
     if target.as_os_str().is_empty() {
-        return Err("symlink with an empty target".into());
+        return Err(LinkError::EmptyTarget);
     }
     // Depth of the link's directory below the top-level directory.
     let mut level = parts.len() as isize - 2;
     for c in target.components() {
         match c {
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("symlink to absolute path {}", target.display()))
+                return Err(LinkError::Absolute(target.to_owned()))
             }
             Component::ParentDir => level -= 1,
             Component::Normal(_) => level += 1,
             Component::CurDir => {}
         }
         if level < 0 {
-            return Err(format!(
-                "symlink to {} escapes the runtime directory",
-                target.display()
-            ));
+            return Err(LinkError::Escapes(target.to_owned()));
         }
     }
     Ok(())
 }
 
 /// A hard link must name another entry of the same runtime.
-fn check_hard_link(top: &str, target: &Path) -> std::result::Result<(), String> {
+fn check_hard_link(top: &str, target: &Path) -> std::result::Result<(), LinkError> {
     let mut components = target
         .components()
         .filter(|c| !matches!(c, Component::CurDir));
@@ -528,10 +549,7 @@ fn check_hard_link(top: &str, target: &Path) -> std::result::Result<(), String> 
     if inside {
         Ok(())
     } else {
-        Err(format!(
-            "hard link to {} points outside the runtime",
-            target.display()
-        ))
+        Err(LinkError::Outside(target.to_owned()))
     }
 }
 
@@ -648,7 +666,7 @@ mod tests {
             std::fs::read_link(hosts.join("rt/isolated/lib")).unwrap(),
             Path::new("usr/lib")
         );
-        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
+        assert_eq!(crate::fsutil::sorted_names(&hosts), ["rt"]);
 
         // A newer version replaces the installed one; explicit checksums work too.
         let built2 = tmp.path().join("built2");
@@ -656,7 +674,7 @@ mod tests {
         let (archive2, sum2) = pack(&built2, "rt", &tmp.path().join("out")).unwrap();
         let rt = unpack(&archive2, &hosts, Some(&sum2.to_uppercase())).unwrap();
         assert_eq!(rt.version(), "1.3.0");
-        assert_eq!(crate::runtime::fsutil::sorted_names(&hosts), ["rt"]);
+        assert_eq!(crate::fsutil::sorted_names(&hosts), ["rt"]);
 
         // Wrong checksum: refused, nothing changes.
         let err = unpack(&archive, &hosts, Some(&sum2))
@@ -861,9 +879,9 @@ mod tests {
             assert!(err.contains(problem), "{entry}: {err}");
             // Nothing is left behind, and nothing was written outside.
             assert!(
-                crate::runtime::fsutil::sorted_names(&runtimes).is_empty(),
+                crate::fsutil::sorted_names(&runtimes).is_empty(),
                 "{entry}: {:?}",
-                crate::runtime::fsutil::sorted_names(&runtimes)
+                crate::fsutil::sorted_names(&runtimes)
             );
             assert!(!tmp.path().join("x").exists() && !tmp.path().join("other").exists());
         }
@@ -881,7 +899,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "refused archive entry `rt/isolated/usr/bin/sneaky`: symlink chain escapes the runtime directory");
-        assert!(crate::runtime::fsutil::sorted_names(&tmp.path().join("runtimes")).is_empty());
+        assert!(crate::fsutil::sorted_names(&tmp.path().join("runtimes")).is_empty());
     }
 
     #[test]
@@ -922,7 +940,7 @@ mod tests {
             source.ends_with("mounts[1].source: `isolated/etc` does not exist"),
             "{source}"
         );
-        assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+        assert!(crate::fsutil::sorted_names(&runtimes).is_empty());
     }
 
     #[test]
@@ -984,7 +1002,7 @@ mod tests {
                 "{err}"
             );
             assert!(err.contains(expected), "{err}");
-            assert!(crate::runtime::fsutil::sorted_names(&runtimes).is_empty());
+            assert!(crate::fsutil::sorted_names(&runtimes).is_empty());
         };
 
         // A bomb: 16 MiB of zeros compress to a few KiB.

@@ -5,9 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use evaluator::evaluate::{self, Component, Launch, Output};
-use evaluator::runtime::{self, Registry, Runtime};
+use evaluator::evaluate;
+use evaluator::lang::Launch;
+use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, SandboxConfig, Sandboxes};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 pub struct Fixture {
@@ -88,8 +90,8 @@ impl Fixture {
             return r.clone();
         }
         let recipe = recipes_dir().join(format!("{name}.yml"));
-        let runner = evaluator::builder::SandboxBuilder::new(&self.sandboxes);
-        runtime::install(&recipe, &dir, &runner, &|_| {})
+        let runner = evaluator::install::SandboxBuilder::new(&self.sandboxes);
+        evaluator::install::install(&recipe, &dir, &runner, &|_| {})
             .await
             .unwrap_or_else(|e| panic!("building {name}: {e:?}"))
     }

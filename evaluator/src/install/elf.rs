@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::header::{EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64};
 
-use super::fsutil::glob;
+use crate::fsutil::glob;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {

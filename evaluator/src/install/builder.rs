@@ -1,5 +1,6 @@
-//! Runs runtime builds in builder sandboxes: the host filesystem read-only, only the
-//! runtime being built writable, the runtimes directory hidden, network allowed (pip).
+//! What runs a build's commands and its verification ([`BuildRunner`]): builder
+//! sandboxes ([`SandboxBuilder`]), the host filesystem read-only, only the runtime
+//! being built writable, the runtimes directory hidden, network allowed (pip).
 //!
 //! Build steps run as a dedicated unprivileged uid that owns the tree being built for
 //! the duration of the step; root-owned files are never writable from a build, and
@@ -19,15 +20,126 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{self, Component, Output};
-use crate::runtime::install::Recipe;
-use crate::runtime::{BuildRunner, Runtime};
+use super::Recipe;
+use crate::evaluate::{self, EvaluateError};
+use crate::runtime::Runtime;
 use crate::sandbox::{Event, Filesystem, Job, Limits, Sandboxes, Status};
+use crate::snippet::{Component, Output};
 
 /// How much of a failed step's output goes into the error.
 const ERROR_TAIL: usize = 4000;
 /// Longest a build step may run (the builder sandboxes' wall-time limit).
 const STEP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("handing {} to the build uid", path.display())]
+    HandOver {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("taking {} back from the build uid", path.display())]
+    TakeBack {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A command that ran and failed: how it ended, and the end of its output.
+    #[error("{command} ended with {how}{}", tail(output))]
+    Failed {
+        command: String,
+        how: String,
+        output: String,
+    },
+    #[error("empty build command")]
+    EmptyCommand,
+    #[error("cannot start {program}")]
+    Start {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("waiting for {program}")]
+    Wait {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{command} did not finish in {} s", STEP_TIMEOUT.as_secs())]
+    Timeout { command: String },
+    #[error(transparent)]
+    Evaluate(#[from] EvaluateError),
+    #[error(transparent)]
+    Collect(#[from] tokio::task::JoinError),
+    /// The verification snippet failed or reported problems.
+    #[error(
+        "verification ended with {status}{}: {}",
+        .error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
+        .problems.join("\n")
+    )]
+    Verification {
+        status: Status,
+        error: Option<String>,
+        problems: Vec<String>,
+    },
+    #[error("evaluator {program} ({}) of runtime {runtime}", host.display())]
+    Evaluator {
+        program: String,
+        host: PathBuf,
+        runtime: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("evaluator {program} ({}) of runtime {runtime} is not an executable file", host.display())]
+    NotExecutable {
+        program: String,
+        host: PathBuf,
+        runtime: String,
+    },
+    #[error("{} of runtime {runtime} is not provided by any of its mounts", path.display())]
+    NotProvided { path: PathBuf, runtime: String },
+    #[error("{} ({})", path.display(), host.display())]
+    Inspect {
+        path: PathBuf,
+        host: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: too many symlinks", path.display())]
+    TooManyLinks { path: PathBuf },
+    #[error("reading link {}", path.display())]
+    ReadLink {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, BuildError>;
+
+/// Runs what a build cannot do itself. Implemented over the sandbox.
+pub trait BuildRunner: Send + Sync {
+    /// Runs `argv` in a builder sandbox: host filesystem visible read-only, `writable`
+    /// (the runtime being built) bind-mounted read-write at the same path, the
+    /// runtimes directory `hidden`, network allowed (pip needs it). Note that
+    /// `writable` lies inside `hidden`: hide first, then bind.
+    fn run_build_step<'a>(
+        &'a self,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+        writable: &'a Path,
+        hidden: &'a Path,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+    /// Runs `code` in the freshly built runtime (loaded from the staging dir) and
+    /// returns its stdout.
+    fn verify<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        code: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>>;
+}
 
 /// A [`BuildRunner`] on real sandboxes.
 #[derive(Debug)]
@@ -49,9 +161,11 @@ impl<'a> SandboxBuilder<'a> {
         env: &[(String, String)],
         writable: &Path,
         hidden: &Path,
-    ) -> Result<(), String> {
-        chown_tree(writable, self.uid, self.uid)
-            .map_err(|e| format!("handing {} to the build uid: {e}", writable.display()))?;
+    ) -> Result<()> {
+        chown_tree(writable, self.uid, self.uid).map_err(|source| BuildError::HandOver {
+            path: writable.to_owned(),
+            source,
+        })?;
         let mut full_env = vec![
             (
                 "PATH".to_string(),
@@ -104,8 +218,10 @@ impl<'a> SandboxBuilder<'a> {
         let outcome = self.sandboxes.run(job, tx, CancellationToken::new()).await;
         let tail = collect.await.unwrap_or_default();
         // The sandbox is gone: nothing can race this walk any more.
-        chown_tree(writable, 0, 0)
-            .map_err(|e| format!("taking {} back from the build uid: {e}", writable.display()))?;
+        chown_tree(writable, 0, 0).map_err(|source| BuildError::TakeBack {
+            path: writable.to_owned(),
+            source,
+        })?;
         if outcome.status == Status::Ok {
             return Ok(());
         }
@@ -114,10 +230,10 @@ impl<'a> SandboxBuilder<'a> {
             outcome.status,
             outcome.error.map(|e| format!(" ({e})")).unwrap_or_default()
         );
-        Err(step_failed(argv, &how, &tail))
+        Err(step_failed(argv, how, &tail))
     }
 
-    async fn check(&self, runtime: &Runtime, code: &str) -> Result<String, String> {
+    async fn check(&self, runtime: &Runtime, code: &str) -> Result<String> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let collect = tokio::spawn(async move {
             let (mut out, mut problems) = (Vec::new(), Vec::new());
@@ -154,16 +270,14 @@ impl<'a> SandboxBuilder<'a> {
             tx,
             CancellationToken::new(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-        let (out, problems) = collect.await.map_err(|e| e.to_string())?;
+        .await?;
+        let (out, problems) = collect.await?;
         if outcome.status != Status::Ok || !problems.is_empty() {
-            return Err(format!(
-                "verification ended with {}{}: {}",
-                outcome.status,
-                outcome.error.map(|e| format!(" ({e})")).unwrap_or_default(),
-                problems.join("\n")
-            ));
+            return Err(BuildError::Verification {
+                status: outcome.status,
+                error: outcome.error,
+                problems,
+            });
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
@@ -176,7 +290,7 @@ impl BuildRunner for SandboxBuilder<'_> {
         env: &'a [(String, String)],
         writable: &'a Path,
         hidden: &'a Path,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(self.step(argv, env, writable, hidden))
     }
 
@@ -184,7 +298,7 @@ impl BuildRunner for SandboxBuilder<'_> {
         &'a self,
         runtime: &'a Runtime,
         code: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>> {
         Box::pin(self.check(runtime, code))
     }
 }
@@ -226,15 +340,8 @@ impl HostBuildRunner {
         }
     }
 
-    async fn step(
-        &self,
-        argv: &[String],
-        env: &[(String, String)],
-        writable: &Path,
-    ) -> Result<(), String> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| "empty build command".to_string())?;
+    async fn step(&self, argv: &[String], env: &[(String, String)], writable: &Path) -> Result<()> {
+        let (program, args) = argv.split_first().ok_or(BuildError::EmptyCommand)?;
         let child = tokio::process::Command::new(program)
             .args(args)
             .env_clear()
@@ -246,15 +353,19 @@ impl HostBuildRunner {
             // A cancelled install (dropped future) takes its step with it.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
+            .map_err(|source| BuildError::Start {
+                program: program.clone(),
+                source,
+            })?;
         let output = match tokio::time::timeout(STEP_TIMEOUT, child.wait_with_output()).await {
-            Ok(result) => result.map_err(|e| format!("waiting for {program}: {e}"))?,
+            Ok(result) => result.map_err(|source| BuildError::Wait {
+                program: program.clone(),
+                source,
+            })?,
             Err(_) => {
-                return Err(format!(
-                    "{} did not finish in {} s",
-                    argv.join(" "),
-                    STEP_TIMEOUT.as_secs()
-                ))
+                return Err(BuildError::Timeout {
+                    command: argv.join(" "),
+                })
             }
         };
         if output.status.success() {
@@ -262,26 +373,30 @@ impl HostBuildRunner {
         }
         let mut all = output.stdout;
         all.extend_from_slice(&output.stderr);
-        Err(step_failed(argv, &output.status.to_string(), &all))
+        Err(step_failed(argv, output.status.to_string(), &all))
     }
 
-    fn check(&self, runtime: &Runtime) -> Result<String, String> {
+    fn check(&self, runtime: &Runtime) -> Result<String> {
         let program = &runtime.evaluator().program;
         let host = resolve_in_runtime(runtime, Path::new(program))?;
-        let meta = std::fs::metadata(&host).map_err(|e| {
-            format!(
-                "evaluator {program} ({}) of runtime {}: {e}",
-                host.display(),
-                runtime.name()
-            )
-        })?;
+        let meta = match std::fs::metadata(&host) {
+            Ok(meta) => meta,
+            Err(source) => {
+                return Err(BuildError::Evaluator {
+                    program: program.clone(),
+                    host,
+                    runtime: runtime.name().to_owned(),
+                    source,
+                })
+            }
+        };
         use std::os::unix::fs::PermissionsExt;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-            return Err(format!(
-                "evaluator {program} ({}) of runtime {} is not an executable file",
-                host.display(),
-                runtime.name()
-            ));
+            return Err(BuildError::NotExecutable {
+                program: program.clone(),
+                host,
+                runtime: runtime.name().to_owned(),
+            });
         }
         Ok(self.expect_stdout.clone())
     }
@@ -294,7 +409,7 @@ impl BuildRunner for HostBuildRunner {
         env: &'a [(String, String)],
         writable: &'a Path,
         _hidden: &'a Path,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(self.step(argv, env, writable))
     }
 
@@ -302,7 +417,7 @@ impl BuildRunner for HostBuildRunner {
         &'a self,
         runtime: &'a Runtime,
         _code: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>> {
         let result = self.check(runtime);
         Box::pin(async move { result })
     }
@@ -311,7 +426,7 @@ impl BuildRunner for HostBuildRunner {
 /// The host path of sandbox path `path` in `runtime`, following symlinks the way the
 /// sandbox would see them: absolute targets inside the runtime's mounts, never on the
 /// host.
-fn resolve_in_runtime(runtime: &Runtime, path: &Path) -> Result<PathBuf, String> {
+fn resolve_in_runtime(runtime: &Runtime, path: &Path) -> Result<PathBuf> {
     let mounts = runtime.mount_pairs();
     let to_host = |sandbox: &Path| -> Option<PathBuf> {
         let (source, target) = mounts
@@ -325,12 +440,9 @@ fn resolve_in_runtime(runtime: &Runtime, path: &Path) -> Result<PathBuf, String>
             source.join(rest)
         })
     };
-    let not_provided = |p: &Path| {
-        format!(
-            "{} of runtime {} is not provided by any of its mounts",
-            p.display(),
-            runtime.name()
-        )
+    let not_provided = |p: &Path| BuildError::NotProvided {
+        path: p.to_owned(),
+        runtime: runtime.name().to_owned(),
     };
     // Names still to resolve, the next one last; `resolved` is a sandbox path.
     let mut pending = reversed_names(path);
@@ -343,18 +455,30 @@ fn resolve_in_runtime(runtime: &Runtime, path: &Path) -> Result<PathBuf, String>
         }
         let candidate = resolved.join(&name);
         let host = to_host(&candidate).ok_or_else(|| not_provided(&candidate))?;
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|e| format!("{} ({}): {e}", candidate.display(), host.display()))?;
+        let meta = match std::fs::symlink_metadata(&host) {
+            Ok(meta) => meta,
+            Err(source) => {
+                return Err(BuildError::Inspect {
+                    path: candidate,
+                    host,
+                    source,
+                })
+            }
+        };
         if !meta.file_type().is_symlink() {
             resolved = candidate;
             continue;
         }
         links += 1;
         if links > 40 {
-            return Err(format!("{}: too many symlinks", path.display()));
+            return Err(BuildError::TooManyLinks {
+                path: path.to_owned(),
+            });
         }
-        let target = std::fs::read_link(&host)
-            .map_err(|e| format!("reading link {}: {e}", host.display()))?;
+        let target = std::fs::read_link(&host).map_err(|source| BuildError::ReadLink {
+            path: host.clone(),
+            source,
+        })?;
         if target.is_absolute() {
             resolved = PathBuf::from("/");
         }
@@ -376,14 +500,22 @@ fn reversed_names(path: &Path) -> Vec<std::ffi::OsString> {
 }
 
 /// A failed build step: the command, how it ended, and the end of its output.
-fn step_failed(argv: &[String], how: &str, output: &[u8]) -> String {
-    let tail = String::from_utf8_lossy(&output[output.len().saturating_sub(ERROR_TAIL)..]);
-    let tail = if tail.is_empty() {
+fn step_failed(argv: &[String], how: String, output: &[u8]) -> BuildError {
+    BuildError::Failed {
+        command: argv.join(" "),
+        how,
+        output: String::from_utf8_lossy(&output[output.len().saturating_sub(ERROR_TAIL)..])
+            .into_owned(),
+    }
+}
+
+/// The end of a failed step's output as its error shows it.
+fn tail(output: &str) -> String {
+    if output.is_empty() {
         String::new()
     } else {
-        format!(":\n{tail}")
-    };
-    format!("{} ended with {how}{tail}", argv.join(" "))
+        format!(":\n{output}")
+    }
 }
 
 /// Changes the owner of every entry under `root`, never following symlinks.
@@ -454,7 +586,8 @@ mod tests {
                 tmp.path(),
             )
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/bin/sh -c echo building;"), "{err}");
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("building\n"), "{err}");
@@ -463,7 +596,8 @@ mod tests {
         let err = runner
             .run_build_step(&argv(&["/nonexistent/pip"]), &[], tmp.path(), tmp.path())
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot start /nonexistent/pip"), "{err}");
 
         // Only the tail of a long output is kept.
@@ -479,7 +613,8 @@ mod tests {
                 tmp.path(),
             )
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.len() < ERROR_TAIL + 200, "{}", err.len());
         assert!(err.ends_with("LAST\n"), "{err}");
     }
@@ -493,7 +628,7 @@ mod tests {
 
         // Not executable yet.
         let (rt, _) = Runtime::load(&dir).unwrap();
-        let err = runner.verify(&rt, "echo 2").await.unwrap_err();
+        let err = runner.verify(&rt, "echo 2").await.unwrap_err().to_string();
         assert!(err.contains("is not an executable file"), "{err}");
 
         // An absolute symlink resolves inside the runtime, as in the sandbox, not on
@@ -511,7 +646,7 @@ mod tests {
         std::fs::remove_file(&tool).unwrap();
         symlink("/bin/sh", &tool).unwrap();
         let (rt, _) = Runtime::load(&dir).unwrap();
-        let err = runner.verify(&rt, "echo 2").await.unwrap_err();
+        let err = runner.verify(&rt, "echo 2").await.unwrap_err().to_string();
         assert!(err.contains("not provided by any of its mounts"), "{err}");
     }
 }

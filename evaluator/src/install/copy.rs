@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::fsutil::wildcard_match;
+use crate::fsutil::wildcard_match;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

@@ -1,0 +1,168 @@
+//! JShell: a JVM runs `JShellDriver` (compiled into the runtime at install), which reads
+//! its request from the input, runs each statement in JShell and reports on the event
+//! channel; held to an access list, it asks before loading any class ([`vetting`]).
+//! [`build`] compiles the driver into a runtime when it is installed.
+//!
+//! The driver's input is binary, big-endian and length-prefixed (see the driver's
+//! header): a header the driver reads before it starts JShell, then the request
+//! (the snippet's stdin and the components). The snippet's stdin travels in the input
+//! because the driver's own stdin carries the supervisor's verdicts.
+
+pub mod build;
+pub mod vetting;
+
+use super::{Input, JobError, Language, Launch};
+use crate::events::{MAX_STATEMENTS, MAX_VALUE_CHARS};
+use crate::sandbox::Limits;
+use crate::snippet::Component;
+
+/// The driver's source, compiled into every JShell runtime when it is installed.
+pub const DRIVER: &str = include_str!("../../drivers/JShellDriver.java");
+pub const DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
+/// Where a JShell runtime carries its compiled driver (inside the sandbox).
+pub const DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
+/// Version 2: the driver redefines classes in place through its agent jar.
+const DRIVER_VERSION: i32 = 2;
+/// The class-data-sharing archive in [`DRIVER_DIR`].
+pub const ARCHIVE_FILE: &str = "jshell.jsa";
+/// The driver's agent jar in [`DRIVER_DIR`] (`-javaagent`): it gives the driver
+/// `java.lang.instrument`, to redefine classes in place as JShell's JDI engine does.
+pub const AGENT_FILE: &str = "jshell-agent.jar";
+/// The agent jar's manifest: the driver's class (on the class path) is the agent.
+pub const AGENT_MANIFEST: &str = "Premain-Class: JShellDriver\nCan-Redefine-Classes: true\n";
+
+/// The JShell evaluator kind.
+#[derive(Debug)]
+pub(super) struct Jshell;
+
+impl Language for Jshell {
+    fn events(&self) -> bool {
+        true
+    }
+
+    fn args(&self, _launch: &Launch, limits: &Limits) -> Vec<String> {
+        // The driver compiles and runs each statement inside the sandboxed JVM. The
+        // heap follows the memory limit (the rest is for metaspace, javac's code and
+        // thread stacks) so that a big allocation is an OutOfMemoryError the driver
+        // reports as the memory limit, not a kill nobody explains.
+        let heap_mib = ((limits.memory_bytes / 2) >> 20).max(32);
+        let metaspace_mib = ((limits.memory_bytes / 4) >> 20).max(64);
+        vec![
+            "-XX:+UseSerialGC".into(),
+            "-XX:TieredStopAtLevel=1".into(),
+            format!("-Xmx{heap_mib}m"),
+            format!("-XX:MaxMetaspaceSize={metaspace_mib}m"),
+            "-XX:ReservedCodeCacheSize=32m".into(),
+            "-Xss1m".into(),
+            // Fewer JVM service threads: each counts against the process limit.
+            "-XX:CICompilerCount=1".into(),
+            "-XX:-UsePerfData".into(),
+            format!("-XX:SharedArchiveFile={DRIVER_DIR}/{ARCHIVE_FILE}"),
+            "-Xshare:auto".into(),
+            // A rejected archive only costs time; it must not print into the output.
+            "-Xlog:cds=off".into(),
+            "-Xlog:cds+dynamic=off".into(),
+            "--enable-preview".into(),
+            "-Djava.util.logging.config.file=/dev/null".into(),
+            "-Duser.home=/work".into(),
+            format!("-javaagent:{DRIVER_DIR}/{AGENT_FILE}"),
+            "-cp".into(),
+            DRIVER_DIR.into(),
+            "JShellDriver".into(),
+        ]
+    }
+
+    fn input(
+        &self,
+        launch: &Launch,
+        components: &[Component],
+        stdin: Vec<u8>,
+    ) -> Result<Input, JobError> {
+        Ok(Input {
+            input: input(components, &stdin, launch.access_list.is_some()),
+            // The snippet's stdin travels in the input: fd 0 carries the verdicts.
+            stdin: Vec::new(),
+        })
+    }
+
+    fn preface(&self, launch: &Launch) -> Result<Vec<u8>, JobError> {
+        Ok(header(launch.access_list.is_some(), true))
+    }
+
+    fn rest(
+        &self,
+        _launch: &Launch,
+        components: &[Component],
+        stdin: Vec<u8>,
+    ) -> Result<Input, JobError> {
+        Ok(Input {
+            input: request(components, &stdin),
+            stdin: Vec::new(),
+        })
+    }
+
+    fn smoke_test(&self) -> (&'static str, &'static str) {
+        ("System.out.println(1 + 1);", "2\n")
+    }
+}
+
+/// The driver's whole input for a cold start.
+fn input(components: &[Component], stdin: &[u8], check_classes: bool) -> Vec<u8> {
+    let mut out = header(check_classes, false);
+    out.extend(request(components, stdin));
+    out
+}
+
+/// What the driver reads before it starts JShell.
+fn header(check_classes: bool, warm: bool) -> Vec<u8> {
+    let mut out = b"JSHD".to_vec();
+    out.extend_from_slice(&DRIVER_VERSION.to_be_bytes());
+    out.extend_from_slice(&(MAX_STATEMENTS as i32).to_be_bytes());
+    out.extend_from_slice(&(MAX_VALUE_CHARS as i32).to_be_bytes());
+    out.push(u8::from(check_classes));
+    out.push(u8::from(warm));
+    out
+}
+
+/// What the driver reads once JShell runs: the request.
+fn request(components: &[Component], stdin: &[u8]) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::new();
+    put(&mut out, stdin);
+    out.extend_from_slice(&(components.len() as i32).to_be_bytes());
+    for c in components {
+        put(&mut out, c.id.as_bytes());
+        put(&mut out, c.code.as_bytes());
+    }
+    out
+}
+
+/// The input of the install-time training run of the driver: the language features
+/// snippets use most, so that their classes are in the runtime's archive.
+fn training_input() -> Vec<u8> {
+    let snippets = [
+        "System.out.println(\"training\");\nint x = 20 + 22;\nx",
+        "String s = \"a\" + x; s.length()",
+        "record P(int a, int b) {}\nvar ps = List.of(new P(1, 2), new P(3, 4));",
+        "ps.stream().map(p -> p.a() * 2).collect(Collectors.toList())",
+        "class C { int f(int y) { return 10 / y; } }\nnew C().f(0)",
+        "Object o = 5; switch (o) { case Integer i -> System.out.println(i); default -> {} }",
+        "int broken = missing + 1;",
+        "Map<String, Integer> m = new HashMap<>(); m.put(\"k\", 1); m",
+        // A forward reference, resolved by redefining the class in place.
+        "int later() { return sooner() + 1; }",
+        "int sooner() { return 1; }\nlater()",
+    ];
+    let components: Vec<Component> = snippets
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component {
+            id: format!("t{i}"),
+            code: (*code).into(),
+        })
+        .collect();
+    input(&components, &[], false)
+}
