@@ -18,8 +18,8 @@ use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Status, Waiting};
 // The old paths of the snippet's types and of job building, kept until runtime-service
 // imports them from `crate::snippet` and `crate::lang` (they double as this module's
 // imports of them).
-pub use crate::lang::{job, Launch};
-pub use crate::snippet::{Component, Output};
+use crate::lang::Launch;
+use crate::snippet::{Component, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {

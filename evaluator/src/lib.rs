@@ -12,6 +12,3 @@ pub mod runtime;
 pub mod sandbox;
 pub mod snippet;
 mod sys;
-
-// The builder's old path, kept until runtime-service imports it from `crate::install`.
-pub use install::builder;

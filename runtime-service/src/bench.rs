@@ -7,17 +7,19 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use evaluator::evaluate::{evaluate_in, Component, EvaluateError, Launch, Output};
+use evaluator::evaluate::evaluate_in;
+use evaluator::lang::{JobError, Launch};
 use evaluator::pool::{Pool, PoolError, PoolSettings};
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Event, Job, Limits, Sandboxes, Status};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 /// What stops a benchmark before its table is complete.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
-    Job(#[from] EvaluateError),
+    Job(#[from] JobError),
     #[error(transparent)]
     Pool(#[from] PoolError),
 }
@@ -252,7 +254,7 @@ pub async fn run(
 
     let true_job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
     let launch = python.launch();
-    let py_job = evaluator::evaluate::job(
+    let py_job = evaluator::lang::job(
         &launch,
         &[Component {
             id: "bench".into(),
@@ -390,7 +392,7 @@ async fn cancel_latency(sandboxes: &Sandboxes, python: &Runtime, n: usize) {
     let mut failures = 0;
     let start = Instant::now();
     for _ in 0..n {
-        let Ok(job) = evaluator::evaluate::job(
+        let Ok(job) = evaluator::lang::job(
             &python.launch(),
             &[Component {
                 id: "bench".into(),

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use evaluator::builder::{HostBuildRunner, SandboxBuilder};
-use evaluator::runtime::{self, BuildRunner, Progress, Runtime};
+use evaluator::install::builder::{HostBuildRunner, SandboxBuilder};
+use evaluator::install::{self, BuildRunner, Progress};
+use evaluator::runtime::Runtime;
 use evaluator::sandbox::Sandboxes;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -35,7 +36,7 @@ pub async fn install(runtimes_dir: &Path, sandboxes: &Sandboxes, recipe: &str) -
 /// be tested (`runtime test NAME`) where sandboxes work, e.g. when the container starts.
 pub async fn install_unsandboxed(runtimes_dir: &Path, recipe: &str) -> Result<Runtime> {
     let (path, _scratch) = recipe_file(recipe)?;
-    let parsed = runtime::install::load_recipe(&path)?;
+    let parsed = install::load_recipe(&path)?;
     build(runtimes_dir, &HostBuildRunner::for_recipe(&parsed), &path).await
 }
 
@@ -63,7 +64,7 @@ async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Re
         .with_context(|| format!("creating {}", runtimes_dir.display()))?;
     if crate::report::json_output() {
         // No progress display: one JSON event per step.
-        return Ok(runtime::install(path, runtimes_dir, runner, &progress_events).await?);
+        return Ok(install::install(path, runtimes_dir, runner, &progress_events).await?);
     }
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -88,7 +89,7 @@ async fn build(runtimes_dir: &Path, runner: &dyn BuildRunner, path: &Path) -> Re
             bar.println(format!("{step:>12} warning: {message}"))
         }
     };
-    let result = runtime::install(path, runtimes_dir, runner, &show).await;
+    let result = install::install(path, runtimes_dir, runner, &show).await;
     bar.finish_and_clear();
     Ok(result?)
 }

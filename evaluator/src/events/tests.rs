@@ -614,7 +614,9 @@ fn protocol_examples(tag: &str) -> Vec<&'static str> {
     let mut rest = PROTOCOL;
     while let Some(at) = rest.find(&open) {
         let body = &rest[at + open.len()..];
-        let end = body.find("\n```").expect("an unclosed example in PROTOCOL.md");
+        let end = body
+            .find("\n```")
+            .expect("an unclosed example in PROTOCOL.md");
         found.push(&body[..end]);
         rest = &body[end..];
     }

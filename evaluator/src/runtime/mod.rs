@@ -20,9 +20,6 @@ pub use config::{ConfigError, Evaluator, Mount, Runtime, Warning};
 pub use pack::{pack, unpack, unpack_with_limits, PackError, UnpackLimits};
 pub use registry::{Problem, Registry, ResolveError};
 
-// The installer's old paths, kept until runtime-service imports it from `crate::install`.
-pub use crate::install::{self, install, remove, BuildRunner, InstallError, Progress, Step};
-
 /// Whether `name` is a valid runtime name: `^[a-z0-9][a-z0-9._-]{0,63}$`.
 ///
 /// Names are joined into host paths, so this is checked before every join.

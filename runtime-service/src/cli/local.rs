@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use evaluator::access::AccessList;
-use evaluator::evaluate::{Component, Output};
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, Sandboxes};
+use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{self, json_output, REPORT_TARGET, STDOUT_TARGET};

@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
-use evaluator::evaluate::Component;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::Component;
 
 use super::local::{evaluate_printing, load_registry, print_outcome};
 use crate::config::DEFAULT_ACCESS_LISTS_DIR;

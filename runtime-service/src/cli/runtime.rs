@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use evaluator::evaluate::Component;
+use evaluator::install;
 use evaluator::runtime;
 use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::Component;
 
 use super::local::{evaluate_printing, load_registry, print_outcome};
 use crate::report;
@@ -144,7 +145,7 @@ pub async fn run(
             report::stdout(&format!("runtime {}@{} works", r.name(), r.version()));
         }
         RuntimeCommand::Remove { name } => {
-            runtime::remove(runtimes_dir, &name)?;
+            install::remove(runtimes_dir, &name)?;
             println!("removed {name}");
         }
         RuntimeCommand::Pack { name, out } => {

@@ -3,6 +3,7 @@
 //! through it.
 
 use evaluator::evaluate::EvaluateError;
+use evaluator::lang::JobError;
 use tonic::Status;
 
 use super::admission::AdmissionError;
@@ -42,13 +43,12 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyRunning => Status::failed_precondition(message),
             ServiceError::Exhausted(_) => Status::resource_exhausted(message),
             ServiceError::Draining | ServiceError::NotReady => Status::unavailable(message),
-            ServiceError::Evaluate(EvaluateError::Empty | EvaluateError::Unsupported(_)) => {
+            ServiceError::Evaluate(EvaluateError::Job(JobError::Empty)) => {
                 Status::invalid_argument(message)
             }
             // The node could not encode a request it accepted: its fault, not the client's.
-            ServiceError::Evaluate(EvaluateError::Encode(_)) | ServiceError::TaskFailed => {
-                Status::internal(message)
-            }
+            ServiceError::Evaluate(EvaluateError::Job(JobError::Encode(_)))
+            | ServiceError::TaskFailed => Status::internal(message),
             ServiceError::Client(ClientRejected::NoCertificate) => Status::unauthenticated(message),
             ServiceError::Client(ClientRejected::NotAllowed { .. }) => {
                 Status::permission_denied(message)
@@ -105,12 +105,14 @@ mod tests {
             ),
             (ServiceError::Draining, Code::Unavailable),
             (ServiceError::NotReady, Code::Unavailable),
-            (EvaluateError::Empty.into(), Code::InvalidArgument),
             (
-                EvaluateError::Unsupported("shell".into()).into(),
+                EvaluateError::Job(JobError::Empty).into(),
                 Code::InvalidArgument,
             ),
-            (EvaluateError::Encode(encode).into(), Code::Internal),
+            (
+                EvaluateError::Job(JobError::Encode(encode)).into(),
+                Code::Internal,
+            ),
             (ServiceError::TaskFailed, Code::Internal),
             (ClientRejected::NoCertificate.into(), Code::Unauthenticated),
             (
@@ -136,16 +138,15 @@ mod tests {
             ServiceError::Exhausted(AdmissionError::NoSlot { .. }) => "Exhausted(NoSlot)",
             ServiceError::Draining => "Draining",
             ServiceError::NotReady => "NotReady",
-            ServiceError::Evaluate(EvaluateError::Empty) => "Evaluate(Empty)",
-            ServiceError::Evaluate(EvaluateError::Unsupported(_)) => "Evaluate(Unsupported)",
-            ServiceError::Evaluate(EvaluateError::Encode(_)) => "Evaluate(Encode)",
+            ServiceError::Evaluate(EvaluateError::Job(JobError::Empty)) => "Evaluate(Empty)",
+            ServiceError::Evaluate(EvaluateError::Job(JobError::Encode(_))) => "Evaluate(Encode)",
             ServiceError::TaskFailed => "TaskFailed",
             ServiceError::Client(ClientRejected::NoCertificate) => "Client(NoCertificate)",
             ServiceError::Client(ClientRejected::NotAllowed { .. }) => "Client(NotAllowed)",
         }
     }
 
-    const VARIANTS: [&str; 14] = [
+    const VARIANTS: [&str; 13] = [
         "InvalidArgument",
         "NotFound",
         "AlreadyRunning",
@@ -155,7 +156,6 @@ mod tests {
         "Draining",
         "NotReady",
         "Evaluate(Empty)",
-        "Evaluate(Unsupported)",
         "Evaluate(Encode)",
         "TaskFailed",
         "Client(NoCertificate)",

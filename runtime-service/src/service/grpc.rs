@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evaluator::access::AccessList;
-use evaluator::evaluate::{self, Component, Output};
+use evaluator::evaluate;
 use evaluator::pool::Pool;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status as SandboxStatus};
+use evaluator::snippet::{Component, Output};
 use proto::jsheets::evaluate_request::Message;
 use proto::jsheets::snippet_runtime_server::SnippetRuntime;
 use proto::jsheets::{

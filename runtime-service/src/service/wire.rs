@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use evaluator::evaluate::{Component, Output};
 use evaluator::pool::Pool;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Outcome, Status as SandboxStatus};
+use evaluator::snippet::{Component, Output};
 use proto::jsheets::completion::Status as WireStatus;
 use proto::jsheets::evaluation_result::Kind as ResultKind;
 use proto::jsheets::{
