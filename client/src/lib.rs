@@ -15,7 +15,6 @@
 //! never hangs the caller: the call fails with [`ClientError::Timeout`] and the
 //! stream is cancelled (which stops the evaluation on the node).
 
-use std::error::Error as StdError;
 use std::future::{pending, Future};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +57,9 @@ pub enum ClientError {
     /// The TLS options are inconsistent or unusable.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The transport refused the TLS configuration (the cause says why).
+    #[error("TLS configuration")]
+    TlsTransport(#[source] tonic::transport::Error),
     /// A certificate or key file could not be read.
     #[error("cannot read {what} {}: {source}", path.display())]
     ReadFile {
@@ -66,11 +68,10 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The connection (TCP, TLS or HTTP/2) could not be established.
-    #[error("cannot connect to {endpoint}: {message}")]
+    /// Its causes (e.g. "connection refused") are its `source()` chain.
+    #[error("cannot connect to {endpoint}")]
     Connect {
         endpoint: String,
-        /// The error and its causes, e.g. "connection refused".
-        message: String,
         #[source]
         source: tonic::transport::Error,
     },
@@ -151,22 +152,6 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
-}
-
-/// Formats an error with all its causes, `outer: cause: root cause`, without
-/// repeating a cause whose text the previous one already contains.
-fn error_chain(e: &dyn StdError) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -309,9 +294,7 @@ pub fn endpoint(
     match (secure, tls) {
         (true, Some(tls)) => {
             let config = tls.to_tls_config()?.timeout(connect_timeout);
-            ep = ep
-                .tls_config(config)
-                .map_err(|e| ClientError::Tls(error_chain(&e)))?;
+            ep = ep.tls_config(config).map_err(ClientError::TlsTransport)?;
         }
         (true, None) => {
             return Err(ClientError::Tls(
@@ -346,7 +329,6 @@ pub async fn connect(
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(source)) => Err(ClientError::Connect {
             endpoint: endpoint_url.to_string(),
-            message: error_chain(&source),
             source,
         }),
         Err(_) => Err(ClientError::Timeout(connect_timeout)),

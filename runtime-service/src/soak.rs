@@ -35,7 +35,7 @@ pub enum Mismatch {
         /// The first error, `, kind: message`, or empty.
         first: String,
     },
-    #[error(transparent)]
+    #[error("{}", crate::report::error_chain(.0))]
     Call(ClientError),
 }
 

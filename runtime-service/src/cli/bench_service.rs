@@ -70,7 +70,10 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
     };
     let endpoint = &args.node.endpoint;
     let fail = |e: &ClientError| {
-        eprintln!("jsheets-runtime: {endpoint}: {e}");
+        eprintln!(
+            "jsheets-runtime: {endpoint}: {}",
+            crate::report::error_chain(e)
+        );
         Ok(ExitCode::from(exit_code(e)))
     };
     let channel = match args.node.connect(CONNECT_TIMEOUT).await {

@@ -200,7 +200,7 @@ fn report_error(endpoint: &str, e: &ClientError) -> ExitCode {
             client::code_name(s.code()),
             s.message()
         ),
-        _ => eprintln!("jsheets-runtime: {e}"),
+        _ => eprintln!("jsheets-runtime: {}", crate::report::error_chain(e)),
     }
     ExitCode::from(exit_code(e))
 }
