@@ -12,7 +12,6 @@
 //! Runtimes are built from recipes by [`crate::install`].
 
 pub mod config;
-mod describe;
 pub mod pack;
 pub mod registry;
 

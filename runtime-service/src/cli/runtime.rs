@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use evaluator::install;
-use evaluator::runtime;
+use evaluator::runtime::{self, Runtime};
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::Component;
 
@@ -116,7 +116,7 @@ pub async fn run(
         RuntimeCommand::Info { runtime } => {
             let registry = load_registry(runtimes_dir);
             let r = registry.resolve(&runtime)?;
-            println!("{}", r.describe());
+            println!("{}", describe(r));
         }
         RuntimeCommand::Test { runtime } => {
             let registry = load_registry(runtimes_dir);
@@ -176,4 +176,37 @@ pub async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A runtime described for people (`runtime info`).
+fn describe(runtime: &Runtime) -> String {
+    let mut s = format!(
+        "name: {}\nversion: {}\nlanguage: {}\ndescription: {}\nevaluator: {} ({})\ndirectory: {}\n",
+        runtime.name(),
+        runtime.version(),
+        runtime.language(),
+        runtime.description(),
+        runtime.evaluator().kind,
+        runtime.evaluator().program,
+        runtime.dir().display()
+    );
+    if let Some(list) = runtime.access_list() {
+        s.push_str(&format!("access list: {list}\n"));
+    }
+    s.push_str("mounts (read-only):\n");
+    for m in runtime.mounts() {
+        s.push_str(&format!(
+            "  {} -> {}\n",
+            m.source.display(),
+            m.target.display()
+        ));
+    }
+    s.push_str("environment:\n");
+    for (k, v) in runtime.environment() {
+        s.push_str(&format!("  {k}={v}\n"));
+    }
+    if !runtime.packages().is_empty() {
+        s.push_str(&format!("packages: {}\n", runtime.packages().join(", ")));
+    }
+    s
 }
