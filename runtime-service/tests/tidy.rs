@@ -1,14 +1,29 @@
-//! The layout rules of this crate, checked on its sources: every module says its job in
-//! a `//!` line, modules depend on each other one way only, gRPC statuses are made in
-//! one place and errors are put on one line by one function.
+//! The workspace's layout rules, checked on its sources: every module says its job in a
+//! `//!` line; this crate's modules, and the evaluator's top-level modules, depend on
+//! each other one way only; gRPC statuses are made in one place and errors put on one
+//! line by one function; ARCHITECTURE.md's code map names every top-level module and
+//! nothing that is not in the tree.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Module path (`crate::cli::serve`) → its file, for every file under `src/`.
+/// Module path (`crate::cli::serve`) → its file, for every file under this crate's `src/`.
 fn modules() -> BTreeMap<String, PathBuf> {
+    modules_of("runtime-service")
+}
+
+/// The workspace's root directory.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Module path → file, for every file under `src/` of the workspace crate `name`.
+fn modules_of(name: &str) -> BTreeMap<String, PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let path = e.unwrap().path();
@@ -19,7 +34,7 @@ fn modules() -> BTreeMap<String, PathBuf> {
             }
         }
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = workspace().join(name).join("src");
     let mut files = Vec::new();
     walk(&src, &mut files);
     files
@@ -30,7 +45,10 @@ fn modules() -> BTreeMap<String, PathBuf> {
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect();
-            if parts.last().is_some_and(|p| p == "mod" || p == "main") {
+            if parts
+                .last()
+                .is_some_and(|p| p == "mod" || p == "main" || p == "lib")
+            {
                 parts.pop();
             }
             let name = std::iter::once("crate".to_string())
@@ -238,9 +256,12 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
 }
 
+/// The workspace's crates (directory = crate).
+const CRATES: [&str; 4] = ["proto", "evaluator", "client", "runtime-service"];
+
 #[test]
 fn every_module_says_its_job() {
-    for (module, file) in modules() {
+    for (module, file) in CRATES.iter().flat_map(|c| modules_of(c)) {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(
             text.trim_start().starts_with("//!"),
@@ -307,6 +328,13 @@ fn statuses_are_made_in_one_place_and_errors_chained_by_one_function() {
         "from_error",
     ];
     let mut chains = Vec::new();
+    for c in CRATES.iter().filter(|c| **c != "runtime-service") {
+        for (module, file) in modules_of(c) {
+            if code(&file).contains("fn error_chain(") {
+                chains.push(format!("{c}: {module}"));
+            }
+        }
+    }
     for (module, file) in modules() {
         let code = code(&file);
         for path in paths(&code) {
@@ -320,8 +348,117 @@ fn statuses_are_made_in_one_place_and_errors_chained_by_one_function() {
             );
         }
         if code.contains("fn error_chain(") {
-            chains.push(module);
+            chains.push(format!("runtime-service: {module}"));
         }
     }
-    assert_eq!(chains, ["crate::report"]);
+    assert_eq!(chains, ["runtime-service: crate::report"]);
+}
+
+#[test]
+fn the_evaluators_modules_depend_one_way() {
+    // A module and its own submodules share one job; between the crate's top-level
+    // modules (sandbox, events, lang, runtime, install, ...) dependencies go one way.
+    let modules = modules_of("evaluator");
+    let mut top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let head = |m: &str| m.split("::").take(2).collect::<Vec<_>>().join("::");
+    for (from, to) in dependencies(&modules) {
+        let entry = top.entry(head(&from)).or_default();
+        entry.extend(to.iter().map(|t| head(t)).filter(|t| *t != head(&from)));
+    }
+    // The crate root names every module; it is no module's dependency's dependency.
+    top.remove("crate");
+    for uses in top.values_mut() {
+        uses.remove("crate");
+    }
+    assert!(
+        top["crate::evaluate"].contains("crate::sandbox"),
+        "the scan misses dependencies: {top:#?}"
+    );
+    if let Some(cycle) = cycle(&top) {
+        panic!(
+            "the evaluator's modules depend on each other in a cycle: {}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+/// The text of ARCHITECTURE.md's code-map section for `krate` (`### `krate/``).
+fn code_map_section(architecture: &str, krate: &str) -> String {
+    let heading = format!("### `{krate}/`");
+    let start = architecture
+        .find(&heading)
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md has no code-map section {heading}"));
+    let body = &architecture[start + heading.len()..];
+    let end = body
+        .find("\n## ")
+        .into_iter()
+        .chain(body.find("\n### "))
+        .min();
+    body[..end.unwrap_or(body.len())].to_string()
+}
+
+/// What a section names in backticks that looks like a source file or directory:
+/// `x.rs`, `x/`, `x/y.rs`.
+fn named_files(section: &str) -> BTreeSet<String> {
+    section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| !t.contains(' ') && (t.ends_with(".rs") || t.ends_with('/')))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_code_map_matches_the_tree() {
+    let architecture = std::fs::read_to_string(workspace().join("ARCHITECTURE.md")).unwrap();
+    for krate in ["evaluator", "runtime-service", "client"] {
+        let section = code_map_section(&architecture, krate);
+        let named = named_files(&section);
+        let src = workspace().join(krate).join("src");
+        // Every top-level module is in the map.
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let shown = if entry.path().is_dir() {
+                format!("{name}/")
+            } else if name.ends_with(".rs")
+                && !["lib.rs", "main.rs", "tests.rs"].contains(&name.as_str())
+            {
+                name
+            } else {
+                continue;
+            };
+            // A directory beside its module file (`events.rs` + `events/`) is that module.
+            let module_file = format!("{}.rs", shown.trim_end_matches('/'));
+            assert!(
+                named
+                    .iter()
+                    .any(|n| n == &shown || n.starts_with(&shown) || *n == module_file),
+                "ARCHITECTURE.md's code map of {krate}/ does not name `{shown}`"
+            );
+        }
+        // Everything the map names exists (a bare file name anywhere under src/).
+        let mut files = BTreeSet::new();
+        for module in modules_of(krate).values() {
+            let rel = module.strip_prefix(&src).unwrap();
+            for n in 0..rel.components().count() {
+                let tail: PathBuf = rel.components().skip(n).collect();
+                files.insert(tail.to_string_lossy().into_owned());
+                if let Some(dir) = tail.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    files.insert(format!("{}/", dir.to_string_lossy()));
+                }
+            }
+        }
+        for name in &named {
+            let stripped = name.strip_prefix(&format!("{krate}/src/")).unwrap_or(name);
+            assert!(
+                files.contains(stripped)
+                    || src.join(stripped).exists()
+                    || workspace().join(krate).join(stripped).exists()
+                    || workspace().join(name).exists(),
+                "ARCHITECTURE.md's code map of {krate}/ names `{name}`, which is not in the tree"
+            );
+        }
+    }
 }
