@@ -542,8 +542,9 @@ async fn take_from(pool: &Pool) -> evaluator::sandbox::Waiting {
 // --- 3. socket buffers ----------------------------------------------------------------
 
 /// Loopback connection pairs whose senders fill their buffers and nobody reads: what
-/// the kernel queues is socket memory. Stops at 256 MiB queued, or when nothing more
-/// goes (the sandbox's socket memory is used up).
+/// the kernel queues is socket memory. Says how much it has queued after each pair;
+/// stops at 256 MiB queued, or when nothing more goes (the sandbox's socket memory is
+/// used up).
 const TCP_PROBE: &str = r#"
 import socket, sys, errno
 CAP = 256 << 20
@@ -582,21 +583,28 @@ while queued < CAP and len(pairs) < 1500 and stalls < 40:
     queued += sent
     stalls = stalls + 1 if sent < 65536 else 0
     pairs.append((c, s))
+    print(f"queued {queued}", flush=True)
 print(f"filled {queued} pairs {len(pairs)} errors {errors}", flush=True)
 print("probe-done", flush=True)
 import time
 time.sleep(600)
 "#;
 
-/// The memory cgroup directory (v1) or the unified one (v2) of our sandbox whose tasks
-/// include a process named `comm`.
-fn sandbox_cgroup_of(comm: &str) -> Option<std::path::PathBuf> {
+/// The cgroup directory of `controller` (v1) or the unified one (v2) of our sandbox
+/// whose tasks include a process named `comm`.
+fn sandbox_cgroup_of(controller: &str, comm: &str) -> Option<std::path::PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let v1 = own
-        .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    let v1 = own.lines().find_map(|l| {
+        let (_, rest) = l.split_once(':')?;
+        let (controllers, path) = rest.split_once(':')?;
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| (controllers.to_string(), path.to_string()))
+    });
     let subtree = match &v1 {
-        Some(path) => std::path::Path::new("/sys/fs/cgroup/memory")
+        Some((mount, path)) => std::path::Path::new("/sys/fs/cgroup")
+            .join(mount)
             .join(path.trim_start_matches('/'))
             .join("jsheets-runtime"),
         None => {
@@ -633,6 +641,25 @@ fn read_u64(path: &std::path::Path) -> u64 {
         .unwrap()
 }
 
+/// (VmRSS, VmHWM) of this process, the node, in bytes.
+fn node_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A sandbox that fills socket buffers holds them against its own limits, never the
+/// node's memory. On v1 they are charged apart from its memory limit, to a limit of
+/// their own (`memory.kmem.tcp.limit_in_bytes`): the sandbox stalls there and lives
+/// on. On v2 they are charged to memory.max with the rest of its memory: the kernel
+/// ends it at that limit, which is `memory_limit`.
 #[tokio::test]
 async fn socket_buffers_count_against_the_sandbox() {
     let fx = Fixture::new();
@@ -654,36 +681,57 @@ async fn socket_buffers_count_against_the_sandbox() {
         memory
     };
     let slack = 8 << 20;
+    // Nothing of what the sandbox queues is the node's (VmHWM from here on).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let (node_before, _) = node_memory();
 
     let mut live = Live::start(&fx.sandboxes, python_job(&python, TCP_PROBE, limits));
-    let said = live.until_line("probe-done").await;
-    let dir = sandbox_cgroup_of("python3.11").expect("the sandbox's cgroup");
-    let (held, detail) = if v1 {
+    let (said, detail) = if v1 {
+        let said = live.until_line("probe-done").await;
+        let dir = sandbox_cgroup_of("memory", "python3.11").expect("the sandbox's cgroup");
         let tcp_limit = read_u64(&dir.join("memory.kmem.tcp.limit_in_bytes"));
         assert_eq!(tcp_limit, evaluator::sandbox::cgroup::tcp_limit(memory));
         let user = read_u64(&dir.join("memory.usage_in_bytes"));
         let tcp = read_u64(&dir.join("memory.kmem.tcp.usage_in_bytes"));
         let tcp_peak = read_u64(&dir.join("memory.kmem.tcp.max_usage_in_bytes"));
+        let detail = format!("memory {user} + sockets {tcp} (peak {tcp_peak})");
         assert!(
             tcp_peak <= tcp_limit + slack,
             "socket memory peaked at {tcp_peak}"
         );
-        (
-            user + tcp,
-            format!("memory {user} + sockets {tcp} (peak {tcp_peak})"),
-        )
+        assert!(
+            user + tcp <= allowance + slack,
+            "the sandbox holds {detail}: {said}"
+        );
+        // Stalled at its socket limit, it lives on until stopped.
+        let (outcome, _, stderr) = live.stop().await;
+        assert_eq!(outcome.status, Status::Cancelled, "{outcome:?} {stderr}");
+        (said, detail)
     } else {
-        let current = read_u64(&dir.join("memory.current"));
-        (current, format!("memory.current {current}"))
+        // The probe runs until the kernel ends it at memory.max, which its socket
+        // buffers count against: everything it held is in the cgroup's peak.
+        let (outcome, said, stderr) = live.finish().await;
+        let detail = format!("peak memory {}", outcome.peak_memory);
+        assert_eq!(
+            outcome.status,
+            Status::MemoryLimit,
+            "{outcome:?} {said} {stderr}"
+        );
+        assert!(
+            outcome.peak_memory <= allowance + slack,
+            "the sandbox held {detail}: {said}"
+        );
+        (said, detail)
     };
-    println!("{said}{detail}");
-    assert!(
-        held <= allowance + slack,
-        "the sandbox holds {detail}: {said}"
-    );
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("filled") || l.starts_with("queued"));
+    println!("{} {detail}", last.unwrap_or_default());
     let queued: u64 = said
-        .split_whitespace()
-        .nth(1)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("queued "))
         .and_then(|n| n.parse().ok())
         .expect("the probe says how much it queued");
     assert!(queued > 1 << 20, "the probe queued hardly anything: {said}");
@@ -691,8 +739,12 @@ async fn socket_buffers_count_against_the_sandbox() {
         queued <= allowance,
         "{queued} bytes queued on loopback with a {memory} byte limit: {said} ({detail})"
     );
-    let (outcome, _, stderr) = live.stop().await;
-    assert_eq!(outcome.status, Status::Cancelled, "{outcome:?} {stderr}");
+    let (node_after, node_peak) = node_memory();
+    assert!(
+        node_peak.max(node_after) < node_before + (16 << 20),
+        "the node grew from {node_before} to {node_after} (peak {node_peak}) bytes \
+         while the sandbox queued {queued}"
+    );
     // The node goes on.
     let (outcome, stdout, _) = run_job(
         &fx.sandboxes,
@@ -987,9 +1039,10 @@ async fn every_rlimit_of_the_payload_is_set() {
         ("Max stack size", "4194304", "4194304"),
         ("Max core file size", "0", "0"),
         ("Max resident set", "unlimited", "unlimited"),
-        // The payload's 20 and one over, so that pids.max (20 + helper + init) bites
-        // first and is reported.
-        ("Max processes", "21", "21"),
+        // Twice the payload's 20: each of its tasks may have a fork in flight, which
+        // RLIMIT_NPROC counts before pids.max (20 + helper + init) does; pids.max
+        // bites first and is reported.
+        ("Max processes", "40", "40"),
         ("Max open files", "300", "300"),
         ("Max locked memory", "65536", "65536"),
         ("Max address space", "unlimited", "unlimited"),
@@ -1013,6 +1066,97 @@ async fn every_rlimit_of_the_payload_is_set() {
             "{stdout}"
         );
     }
+}
+
+/// The payload at exactly `tasks` tasks (itself and `tasks - 1` children), each waiting
+/// at a gate; each round the gate opens and every one of them forks at once, into a
+/// full cgroup. Says how many forks were refused (EAGAIN) and how many were not.
+fn forks_at_the_limit(tasks: u64, rounds: u64) -> String {
+    format!(
+        r#"
+import os, time
+TASKS, ROUNDS = {tasks}, {rounds}
+gates = [os.pipe() for _ in range(ROUNDS)]
+results_r, results_w = os.pipe()
+def fork_once():
+    try:
+        pid = os.fork()
+    except BlockingIOError:
+        return b"E"
+    except OSError:
+        return b"O"
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return b"S"
+children = []
+for _ in range(TASKS - 1):
+    pid = os.fork()
+    if pid == 0:
+        for _, w in gates:
+            os.close(w)
+        for r, _ in gates:
+            os.read(r, 1)
+            os.write(results_w, fork_once())
+        os._exit(0)
+    children.append(pid)
+results = b""
+for _, w in gates:
+    os.close(w)
+    got = fork_once()
+    while len(got) < TASKS:
+        got += os.read(results_r, TASKS - len(got))
+    results += got
+for pid in children:
+    os.waitpid(pid, 0)
+print(f"forks {{len(results)}} refused {{results.count(b'E')}} other {{len(results) - results.count(b'E')}}")
+print("probe-done", flush=True)
+time.sleep(600)
+"#
+    )
+}
+
+/// `process_limit` is decided on the cgroup's count of refused forks (pids.events), so
+/// every fork refused at the process limit has to be refused by the cgroup, also when
+/// all of the payload's tasks fork at once. The kernel checks RLIMIT_NPROC earlier in
+/// fork than pids.max and counts the forks still in flight against it; were it the
+/// tighter of the two for a moment, a fork would fail without an event.
+#[tokio::test]
+async fn every_fork_refused_at_the_process_limit_is_the_cgroups() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    const TASKS: u64 = 8;
+    const ROUNDS: u64 = 100;
+    let limits = Limits {
+        max_processes: TASKS,
+        wall_time: Duration::from_secs(100),
+        cpu_time: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let mut live = Live::start(
+        &fx.sandboxes,
+        python_job(&python, &forks_at_the_limit(TASKS, ROUNDS), limits),
+    );
+    let said = live.until_line("probe-done").await;
+    let dir = sandbox_cgroup_of("pids", "python3.11").expect("the sandbox's cgroup");
+    let events = std::fs::read_to_string(dir.join("pids.events")).unwrap();
+    let events: u64 = events
+        .trim()
+        .strip_prefix("max ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("pids.events: {events}"));
+    let (outcome, _, stderr) = live.stop().await;
+    let refused: u64 = said
+        .split_whitespace()
+        .skip_while(|w| *w != "refused")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said} {stderr}"));
+    assert_eq!(refused, TASKS * ROUNDS, "{said} {outcome:?} {stderr}");
+    assert_eq!(
+        events, refused,
+        "forks refused without a pids event: {said} {outcome:?}"
+    );
 }
 
 // --- 6. the cgroup namespace ----------------------------------------------------------

@@ -134,6 +134,71 @@ async fn fork_bomb_hits_the_process_limit() {
     fx.assert_clean().await;
 }
 
+/// The status names the limit hit first every time: a shell fork bomb, run after run,
+/// several at once (the forks of a bomb race each other at the limit, and more so on
+/// busy CPUs), each one `process_limit`.
+#[tokio::test]
+async fn a_fork_bomb_is_the_process_limit_every_time() {
+    let fx = std::sync::Arc::new(Fixture::new());
+    let shell = fx.runtime("shell").await;
+    let limits = Limits {
+        max_processes: 16,
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    // Where everything is slower (an emulated CI guest), 40 runs two at once, not to
+    // starve the tests that run beside this one.
+    let (runs, at_once) = if common::time_scale() > 1 {
+        (40, 2)
+    } else {
+        (300, 8)
+    };
+    let mut outcomes = Vec::new();
+    let mut running = tokio::task::JoinSet::<common::Run>::new();
+    for _ in 0..runs {
+        if running.len() == at_once {
+            outcomes.push(running.join_next().await.unwrap().unwrap().outcome);
+        }
+        let (fx, shell, limits) = (fx.clone(), shell.clone(), limits.clone());
+        running.spawn(async move {
+            fx.eval(&shell, one("f() { f & f & wait; }; f"), limits)
+                .await
+        });
+    }
+    while let Some(run) = running.join_next().await {
+        outcomes.push(run.unwrap().outcome);
+    }
+    let wrong: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status != Status::ProcessLimit)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {runs} runs: {wrong:#?}",
+        wrong.len()
+    );
+    fx.assert_clean().await;
+}
+
+/// Forks that run out of memory, far below the process limit: the memory limit is the
+/// one hit and reported, however the forks and children fared.
+#[tokio::test]
+async fn forks_that_run_out_of_memory_are_the_memory_limit() {
+    let fx = Fixture::new();
+    let python = fx.runtime("python-3.11").await;
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        max_processes: 64,
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    // 24 children of 8 MiB each, written to: three times the memory limit.
+    let code = "import os, time\nkids = 0\nfor _ in range(24):\n    try:\n        pid = os.fork()\n    except OSError as e:\n        print('fork failed', e.errno, flush=True)\n        continue\n    if pid == 0:\n        b = b'x' * (8 << 20)\n        time.sleep(2)\n        os._exit(0)\n    kids += 1\nfor _ in range(kids):\n    os.wait()";
+    let run = fx.eval(&python, one(code), limits).await;
+    assert_eq!(run.outcome.status, Status::MemoryLimit, "{run:?}");
+    fx.assert_clean().await;
+}
+
 /// A bomb that keeps trying after its forks fail, until the wall clock stops it: the
 /// status names the limit that was hit first, the process limit.
 #[tokio::test]
@@ -243,6 +308,58 @@ async fn the_process_limit_counts_only_the_snippets_processes() {
         assert!(!run.stdout().contains("alive"), "pooled {pooled}: {run:?}");
     }
     assert!(pool.stats().taken >= 2, "{:?}", pool.stats());
+    pool.shutdown().await;
+    drop(pool);
+    fx.settle().await;
+}
+
+/// A pre-started sandbox's RLIMIT_NPROC is set when it starts, from its own process
+/// limit: a request with a higher one is refused rather than cut short by it.
+#[tokio::test]
+async fn a_waiting_sandbox_takes_no_higher_process_limit_than_it_started_with() {
+    use evaluator::pool::{Pool, PoolSettings};
+    let fx = Fixture::new();
+    let shell = fx.runtime("shell").await;
+    let launch = shell.launch();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        PoolSettings {
+            size: 1,
+            idle_limits: Limits {
+                max_processes: 8,
+                ..Limits::default()
+            },
+            max_age: Duration::from_secs(300),
+        },
+    )
+    .unwrap();
+    let waiting = async {
+        loop {
+            if let Some(w) = pool.take() {
+                return w;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let limits = Limits {
+        max_processes: 9,
+        ..Limits::default()
+    };
+    let run = fx
+        .run_in(
+            Some(waiting.await),
+            &launch,
+            one("echo ran"),
+            Vec::new(),
+            limits,
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::SetupFailed, "{run:?}");
+    let error = run.outcome.error.clone().unwrap_or_default();
+    assert!(error.contains("process limit"), "{run:?}");
+    assert!(!run.stdout().contains("ran"), "{run:?}");
     pool.shutdown().await;
     drop(pool);
     fx.settle().await;

@@ -551,11 +551,11 @@ impl Sandboxes {
 
     /// Starts `job` in a fresh sandbox whose input (fd 3) comes later but for its
     /// `preface`, and leaves it waiting: the payload starts now, so an interpreter can
-    /// load and warm up. The
-    /// job's limits hold while it waits (pass generous ones; the request's are applied
-    /// at hand-off). `job.input` must be empty. When `cancel` fires while the payload
-    /// gets warm, the sandbox is destroyed (killed, its cgroup removed) before this
-    /// returns an error.
+    /// load and warm up. The job's limits hold while it waits (pass generous ones; the
+    /// request's are applied at hand-off, and its process limit may not be above the
+    /// job's). `job.input` must be empty. When `cancel` fires while the payload gets
+    /// warm, the sandbox is destroyed (killed, its cgroup removed) before this returns
+    /// an error.
     pub async fn start_waiting(
         &self,
         job: Job,
@@ -680,6 +680,19 @@ impl Sandboxes {
         if !prepared.is_alive() {
             return Outcome::failed(start, "the waiting sandbox died before its request".into());
         }
+        // Its RLIMIT_NPROC was set for the process limit it started with (see
+        // `payload_nproc`): under a higher one it could refuse forks before pids.max.
+        let above = match (job.limits.max_processes, limits.max_processes) {
+            (0, _) => false,
+            (_, 0) => true,
+            (started, asked) => asked > started,
+        };
+        if above {
+            return Outcome::failed(
+                start,
+                "the request's process limit is above the waiting sandbox's".into(),
+            );
+        }
         let cg_limits = cgroup_limits(&limits);
         if let Err(e) = prepared.cg.apply_limits(&cg_limits) {
             return Outcome::failed(start, format!("applying limits: {}", error_chain(&e)));
@@ -735,13 +748,24 @@ impl Sandboxes {
 /// `max_processes` is what the snippet itself may have.
 pub const SANDBOX_PROCESSES: u64 = 2;
 
-/// RLIMIT_NPROC of the payload is its `max_processes` plus this. It counts the tasks
-/// of the sandbox's uid, which are the payload's only (no other live sandbox has the
-/// uid; the helper and init run as root), and the kernel checks it in fork before the
-/// cgroup's pids.max: one above what pids.max lets the payload have, the cgroup's limit
-/// is always the one that bites, and is reported as `process_limit`. RLIMIT_NPROC is
-/// the backstop.
-pub const PAYLOAD_NPROC_SLACK: u64 = 1;
+/// RLIMIT_NPROC of a payload whose process limit is `max_processes` (0: none): a
+/// backstop that never refuses a fork before the cgroup's pids.max does, since only
+/// pids.max counts what it refuses (pids.events), which is what `process_limit` is.
+///
+/// The kernel counts a new task against RLIMIT_NPROC (the tasks of the real uid) as
+/// `copy_process` begins and charges it to pids.max only near its end
+/// (`cgroup_can_fork`): forks in flight count against the first, not yet the second.
+/// The uid's tasks are the payload's only (no other live sandbox has the uid, which
+/// goes back only once every task of its sandbox is released; the helper and init run
+/// as root); pids.max keeps them to `max_processes`, each with at most one fork in
+/// flight, so RLIMIT_NPROC sees at most twice `max_processes`.
+pub fn payload_nproc(max_processes: u64) -> Option<u64> {
+    match max_processes {
+        0 => None,
+        n => Some(n.saturating_mul(2)),
+    }
+}
+
 /// RLIMIT_MEMLOCK of the payload (bytes): a page or two for a library that locks a
 /// secret, nothing to pin memory with.
 pub const PAYLOAD_LOCKED_MEMORY: u64 = 64 << 10;
@@ -1065,10 +1089,7 @@ impl Inner {
                 stack: l.stack_bytes,
                 core: 0,
                 rss: None,
-                processes: match l.max_processes {
-                    0 => None,
-                    n => Some(n.saturating_add(PAYLOAD_NPROC_SLACK)),
-                },
+                processes: payload_nproc(l.max_processes),
                 open_files: l.open_files,
                 locked_memory: PAYLOAD_LOCKED_MEMORY,
                 file_locks: l.open_files,
@@ -1515,6 +1536,18 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(cgroup_limits(&unlimited).max_processes, 0);
+    }
+
+    #[test]
+    fn rlimit_nproc_covers_every_task_with_a_fork_in_flight() {
+        let limits = Limits {
+            max_processes: 16,
+            ..Limits::default()
+        };
+        let payload = cgroup_limits(&limits).max_processes - SANDBOX_PROCESSES;
+        assert_eq!(payload_nproc(limits.max_processes), Some(2 * payload));
+        assert_eq!(payload_nproc(0), None);
+        assert_eq!(payload_nproc(u64::MAX), Some(u64::MAX));
     }
 
     /// A range of `count` uids of its own per test (claims are host-wide), far above
