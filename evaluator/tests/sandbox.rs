@@ -424,7 +424,11 @@ for p in ['/work/fill', '/dev/shm/fill']:
             }
             String::from_utf8_lossy(&stderr).into_owned()
         });
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         let stderr = collect.await.unwrap();
         assert_eq!(
             (outcome.status, outcome.exit_code),
@@ -472,7 +476,11 @@ async fn two_hundred_evaluations_leave_nothing_behind() {
         );
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         drain.await.unwrap();
         assert_eq!(outcome.status, Status::Ok, "evaluation {i}: {outcome:?}");
     }
@@ -520,8 +528,12 @@ async fn dropping_the_evaluation_kills_it() {
     )
     .unwrap();
     let fx2 = fx.clone();
-    let task =
-        tokio::spawn(async move { fx2.sandboxes.run(job, tx, CancellationToken::new()).await });
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let task = tokio::spawn(async move {
+        fx2.sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await
+    });
     // Wait until it runs, then drop the future.
     while let Some(e) = rx.recv().await {
         // Python's print travels as a driver event.
@@ -682,7 +694,11 @@ async fn setup_failures_name_the_step() {
     let shell = fx.runtime("shell").await;
     let job = Job::new(shell.launch().mounts, vec!["/bin/no-such-program".into()]);
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let outcome = fx
+        .sandboxes
+        .run(job, framing, tx, CancellationToken::new())
+        .await;
     assert_eq!(outcome.status, Status::SetupFailed);
     let error = outcome.error.unwrap();
     assert!(
@@ -693,7 +709,11 @@ async fn setup_failures_name_the_step() {
     let mut job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
     job.cwd = "/work/../etc".into();
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let outcome = fx
+        .sandboxes
+        .run(job, framing, tx, CancellationToken::new())
+        .await;
     assert_eq!(outcome.status, Status::SetupFailed);
     assert!(outcome
         .error
@@ -716,7 +736,11 @@ async fn exit_codes_and_signals_are_reported() {
             vec!["/bin/sh".into(), "-c".into(), script.into()],
         );
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         assert_eq!(
             (outcome.status, outcome.exit_code, outcome.signal),
             (status, code, signal),
@@ -803,7 +827,10 @@ async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
     let run = || async {
         let job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        fx.sandboxes.run(job, tx, CancellationToken::new()).await
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        fx.sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await
     };
     assert_eq!(run().await.status, Status::Ok);
     while fx.sandboxes.pending_refills() > 0 || fx.sandboxes.idle() == 0 {
