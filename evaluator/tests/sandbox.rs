@@ -496,18 +496,41 @@ async fn cancellation_kills_everything() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        trigger.cancel();
-    });
     let code =
         "import os, time\nos.fork()\nos.fork()\nprint('running', flush=True)\ntime.sleep(600)";
-    let run = fx
-        .eval_cancellable(&python.launch(), one(code), Limits::default(), cancel)
-        .await;
-    assert_eq!(run.outcome.status, Status::Cancelled, "{run:?}");
-    assert!(run.outcome.wall_time < Duration::from_secs(5), "{run:?}");
+    // Cancelled once all four run (they print after the forks), not after a guess.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let trigger = cancel.clone();
+    let watch = tokio::spawn(async move {
+        let mut seen = String::new();
+        while let Some(o) = rx.recv().await {
+            if let Output::Stdout { data, .. } = o {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+            if seen.matches("running").count() == 4 {
+                trigger.cancel();
+            }
+        }
+    });
+    let launch = python.launch();
+    let components = one(code);
+    let evaluation = evaluator::evaluate::evaluate(
+        &fx.sandboxes,
+        &launch,
+        &components,
+        Vec::new(),
+        Limits::default(),
+        tx,
+        cancel.clone(),
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(60), evaluation)
+        .await
+        .expect("the evaluation ended")
+        .unwrap();
+    watch.await.unwrap();
+    assert!(cancel.is_cancelled(), "{outcome:?}");
+    assert_eq!(outcome.status, Status::Cancelled, "{outcome:?}");
+    assert!(outcome.wall_time < Duration::from_secs(5), "{outcome:?}");
     // All four processes, zombies included. Usually gone before the outcome (the
     // supervisor waits for the helper, which reaps init, which the kernel ends after
     // the rest of its namespace), but if the pipes stay open two seconds after the kill
