@@ -8,9 +8,10 @@
 //!   line, the bytes and lines of the channel, the records kept (values, diagnostics,
 //!   exceptions, violations, internal messages) and their bytes, the length of each
 //!   text, the class-file batches vetted.
-//! - [`LineReader`] frames the channel for the supervisor: a line over the bound is
-//!   skipped up to its newline without being buffered, and past the channel's budget
-//!   everything is dropped (the supervisor then stops the sandbox).
+//! - [`LineReader`] (the sandbox's, `crate::sandbox::framing`, re-exported here) frames
+//!   the channel for the supervisor: a line over the bound is skipped up to its newline
+//!   without being buffered, and past the channel's budget everything is dropped (the
+//!   supervisor then stops the sandbox).
 //! - [`Translator`] turns what the supervisor forwards into [`Output`]s. Output is
 //!   attributed to the component the supervisor knows is running: the request's
 //!   components start in the order they were sent, each at most once, and an event that
