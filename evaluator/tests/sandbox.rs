@@ -567,6 +567,9 @@ async fn dropping_the_evaluation_kills_it() {
     assert!(fx.sandbox_processes() > 0);
     task.abort();
     let _ = task.await;
+    // The kill goes on on a blocking thread (never on an async worker), counted in
+    // `pending_teardowns` until it is done.
+    fx.settle().await;
     assert_eq!(
         fx.sandbox_processes(),
         0,
