@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Bounds, Step, Translator};
 use crate::lang::{self, JobError};
-use crate::sandbox::{Event, Job, Limits, Outcome, Sandboxes, Status, Waiting};
+use crate::sandbox::{DriverFacts, Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
 // The old paths of the snippet's types and of job building, kept until runtime-service
 // imports them from `crate::snippet` and `crate::lang` (they double as this module's
@@ -131,21 +131,20 @@ pub async fn evaluate_in(
             }
         }
     };
-    let (mut outcome, ()) = tokio::join!(running, translate);
-    // The driver's word can only make its own result worse; a driver reports a heap
-    // its runtime exhausted (the JVM's OutOfMemoryError), which no cgroup kill shows.
-    if translator.memory_limit() && matches!(outcome.status, Status::Ok | Status::ExitedNonZero) {
-        outcome.status = Status::MemoryLimit;
-    }
+    let (finished, ()) = tokio::join!(running, translate);
+    // What the driver's events showed goes to the one place a status is decided
+    // (`sandbox::status`), which lets it only make the driver's own result worse.
+    let mut outcome = finished.outcome(&DriverFacts {
+        memory_limit: translator.memory_limit(),
+        output_exceeded: translator.output_exceeded(),
+        caller_cancelled: cancel.is_cancelled(),
+    });
+    // Output events count with the pipes.
     let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = translator.output_counts();
     outcome.stdout_truncated |= stdout_truncated;
     outcome.stderr_truncated |= stderr_truncated;
     outcome.stdout_bytes = outcome.stdout_bytes.max(stdout);
     outcome.stderr_bytes = outcome.stderr_bytes.max(stderr);
-    if translator.output_exceeded() && outcome.status == Status::Cancelled && !cancel.is_cancelled()
-    {
-        outcome.status = Status::OutputLimit;
-    }
     Ok(outcome)
 }
 

@@ -8,9 +8,10 @@
 //!   line, the bytes and lines of the channel, the records kept (values, diagnostics,
 //!   exceptions, violations, internal messages) and their bytes, the length of each
 //!   text, the class-file batches vetted.
-//! - [`LineReader`] frames the channel for the supervisor: a line over the bound is
-//!   skipped up to its newline without being buffered, and past the channel's budget
-//!   everything is dropped (the supervisor then stops the sandbox).
+//! - [`LineReader`] (the sandbox's, `crate::sandbox::framing`, re-exported here) frames
+//!   the channel for the supervisor: a line over the bound is skipped up to its newline
+//!   without being buffered, and past the channel's budget everything is dropped (the
+//!   supervisor then stops the sandbox).
 //! - [`Translator`] turns what the supervisor forwards into [`Output`]s. Output is
 //!   attributed to the component the supervisor knows is running: the request's
 //!   components start in the order they were sent, each at most once, and an event that
@@ -25,6 +26,7 @@
 use base64::Engine;
 use serde::Deserialize;
 
+pub use crate::sandbox::framing::{Dropped, Frame, Framing, LineReader};
 use crate::sandbox::{Event, Job, Limits};
 use crate::snippet::{Component, Output};
 
@@ -54,8 +56,6 @@ const RECORD_LINE: u64 = 512 << 10;
 const RECORD_CHARGE: u64 = 64;
 /// Bytes of events in flight from the supervisor to the translator, at most.
 const QUEUE_BYTES: u64 = 8 << 20;
-/// Bytes kept of a line over the bound, to tell what it was.
-const PREFIX_BYTES: usize = 64;
 /// How the drivers begin an output event (the supervisor relies on nothing else).
 const STDOUT_HEAD: &[u8] = br#"{"event":"output","stream":"stdout","#;
 const STDERR_HEAD: &[u8] = br#"{"event":"output","stream":"stderr","#;
@@ -82,17 +82,6 @@ pub struct Bounds {
     /// Decoded class bytes of one batch, and of all batches.
     pub class_batch_bytes: u64,
     pub class_bytes: u64,
-}
-
-/// How the supervisor frames the event channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Framing {
-    /// The longest line; a longer one is skipped to its newline, never buffered whole.
-    pub line_bytes: usize,
-    /// All bytes of the channel; past them everything is dropped and the sandbox stopped.
-    pub channel_bytes: u64,
-    /// All lines of the channel, likewise.
-    pub lines: u64,
 }
 
 fn base64_len(bytes: u64) -> u64 {
@@ -180,126 +169,6 @@ impl Bounds {
     pub fn for_job(job: &Job) -> Bounds {
         let input = job.input.as_ref().map_or(0, |i| i.len() as u64);
         Bounds::new(job.limits.output_bytes, 1, input, 0)
-    }
-}
-
-/// What the supervisor dropped from the event channel instead of forwarding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dropped {
-    /// A line over the bound, skipped; its first bytes tell what it claimed to be.
-    Overlong { prefix: Vec<u8> },
-    /// The channel's budget ran out: everything after is dropped.
-    OverBudget,
-}
-
-/// What the reader makes of the channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A complete, non-empty line within the bound, without its newline.
-    Line(Vec<u8>),
-    Dropped(Dropped),
-}
-
-/// Frames the event channel within a [`Framing`]: holds one line at most, of at most
-/// `line_bytes`; a longer line is skipped as it streams by. A line is complete with its
-/// newline (the drivers end every one): what the end of the channel, or a kill, cuts
-/// off is no event.
-#[derive(Debug)]
-pub struct LineReader {
-    framing: Framing,
-    line: Vec<u8>,
-    /// Skipping the rest of a line over the bound.
-    skipping: bool,
-    bytes: u64,
-    lines: u64,
-    over: bool,
-    over_reported: bool,
-}
-
-impl LineReader {
-    pub fn new(framing: Framing) -> Self {
-        LineReader {
-            framing,
-            line: Vec::new(),
-            skipping: false,
-            bytes: 0,
-            lines: 0,
-            over: false,
-            over_reported: false,
-        }
-    }
-
-    /// The next frame from `input`, consuming what it used; `None` once `input` is
-    /// used up without completing one (the partial line is kept for the next call).
-    pub fn next_frame(&mut self, input: &mut &[u8]) -> Option<Frame> {
-        loop {
-            if self.over {
-                *input = &[];
-                if self.over_reported {
-                    return None;
-                }
-                self.over_reported = true;
-                return Some(Frame::Dropped(Dropped::OverBudget));
-            }
-            if input.is_empty() {
-                return None;
-            }
-            // The budget ends at a position of the channel, however it is cut.
-            let room = to_usize(self.framing.channel_bytes.saturating_sub(self.bytes));
-            if room == 0 {
-                self.over = true;
-                self.line = Vec::new();
-                continue;
-            }
-            let window = &input[..input.len().min(room)];
-            let (segment, newline) = match window.iter().position(|&b| b == b'\n') {
-                Some(i) => (&window[..i], true),
-                None => (window, false),
-            };
-            let used = segment.len() + usize::from(newline);
-            self.bytes += used as u64;
-            *input = &input[used..];
-            if newline {
-                self.lines += 1;
-                if self.lines > self.framing.lines {
-                    self.over = true;
-                    self.line = Vec::new();
-                    continue;
-                }
-            }
-            if self.skipping {
-                if newline {
-                    self.skipping = false;
-                }
-                continue;
-            }
-            let len = self.line.len() + segment.len();
-            if len > self.framing.line_bytes {
-                let mut prefix = Vec::with_capacity(PREFIX_BYTES);
-                prefix.extend_from_slice(&self.line[..self.line.len().min(PREFIX_BYTES)]);
-                let more = PREFIX_BYTES - prefix.len();
-                prefix.extend_from_slice(&segment[..segment.len().min(more)]);
-                self.line = Vec::new();
-                self.skipping = !newline;
-                return Some(Frame::Dropped(Dropped::Overlong { prefix }));
-            }
-            if len > self.line.capacity() {
-                // Doubling, but never past the bound.
-                let want = len
-                    .max(self.line.capacity() * 2)
-                    .min(self.framing.line_bytes);
-                self.line.reserve_exact(want - self.line.len());
-            }
-            self.line.extend_from_slice(segment);
-            if newline && !self.line.is_empty() {
-                return Some(Frame::Line(std::mem::take(&mut self.line)));
-            }
-        }
-    }
-
-    /// Whether the channel's budget ran out.
-    pub fn over_budget(&self) -> bool {
-        self.over
     }
 }
 
@@ -850,8 +719,8 @@ pub fn check_channel(
             frames.push(frame);
         }
         assert!(chunk.is_empty(), "a chunk was not used up");
-        assert!(reader.line.len() <= bounds.framing.line_bytes);
-        assert!(reader.line.capacity() <= bounds.framing.line_bytes);
+        assert!(reader.held().0 <= bounds.framing.line_bytes);
+        assert!(reader.held().1 <= bounds.framing.line_bytes);
     }
     for frame in frames {
         let event = match frame {

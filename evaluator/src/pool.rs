@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::lang::{waiting_job, JobError, Launch};
-use crate::sandbox::{Limits, Sandboxes, Waiting};
+use crate::sandbox::{Limits, Sandboxes, WaitError, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
 const TICK: Duration = Duration::from_millis(100);
@@ -28,9 +28,9 @@ pub enum PoolError {
     Unsupported(String),
     #[error(transparent)]
     Job(#[from] JobError),
-    /// The sandbox did not start or did not get warm; the sandbox reports why as text.
-    #[error("{0}")]
-    Start(String),
+    /// The sandbox did not start or did not get warm.
+    #[error(transparent)]
+    Start(#[from] WaitError),
 }
 
 /// What a pool is for and how it behaves.
@@ -181,11 +181,7 @@ impl Pool {
     pub async fn shutdown(&self) {
         self.shared.stop.cancel();
         self.shared.stopped.cancelled().await;
-        self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        destroy_idle(&self.shared).await;
     }
 }
 
@@ -195,7 +191,7 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
         if s.stop.is_cancelled() {
-            s.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            destroy_idle(&s).await;
             return;
         }
         {
@@ -211,8 +207,10 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
             let started = start_one(&s).await;
             if s.stop.is_cancelled() {
                 // Stopped while it started: given up (or done), it goes too.
-                drop(started);
-                s.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                if let Ok(w) = started {
+                    w.destroy().await;
+                }
+                destroy_idle(&s).await;
                 return;
             }
             match started {
@@ -227,7 +225,10 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!(error = %e, "starting a pooled sandbox; retrying");
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "starting a pooled sandbox; retrying"
+                        );
                     }
                 }
             }
@@ -242,12 +243,17 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Destroys the waiting sandboxes and returns once they are gone.
+async fn destroy_idle(s: &Shared) {
+    let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|p| p.into_inner()));
+    for w in idle {
+        w.destroy().await;
+    }
+}
+
 /// One sandbox for the pool; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
     let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
         .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
-    s.sandboxes
-        .start_waiting(job, preface, &s.stop)
-        .await
-        .map_err(PoolError::Start)
+    Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)
 }

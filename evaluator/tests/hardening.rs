@@ -63,7 +63,8 @@ impl Live {
         let cancel = CancellationToken::new();
         let sandboxes = sandboxes.clone();
         let stop = cancel.clone();
-        let task = tokio::spawn(async move { sandboxes.run(job, tx, stop).await });
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let task = tokio::spawn(async move { sandboxes.run(job, framing, tx, stop).await });
         Live {
             events,
             cancel,

@@ -211,7 +211,12 @@ async fn a_killed_pooled_sandbox_is_replaced_and_an_empty_pool_falls_back_to_col
 
     // Size 0: never anything to take; requests run cold.
     let empty = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(0)).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Watched over a few of the pool's ticks: nothing is ever started for it.
+    let watched = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watched {
+        assert_eq!(empty.idle(), 0, "a sandbox was started for a pool of none");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(empty.take().is_none());
     assert_eq!(empty.stats().misses, 1);
     let run = fx

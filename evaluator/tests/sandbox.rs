@@ -541,7 +541,11 @@ for p in ['/work/fill', '/dev/shm/fill']:
             }
             String::from_utf8_lossy(&stderr).into_owned()
         });
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         let stderr = collect.await.unwrap();
         assert_eq!(
             (outcome.status, outcome.exit_code),
@@ -589,7 +593,11 @@ async fn two_hundred_evaluations_leave_nothing_behind() {
         );
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         drain.await.unwrap();
         assert_eq!(outcome.status, Status::Ok, "evaluation {i}: {outcome:?}");
     }
@@ -605,18 +613,41 @@ async fn cancellation_kills_everything() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        trigger.cancel();
-    });
     let code =
         "import os, time\nos.fork()\nos.fork()\nprint('running', flush=True)\ntime.sleep(600)";
-    let run = fx
-        .eval_cancellable(&python.launch(), one(code), Limits::default(), cancel)
-        .await;
-    assert_eq!(run.outcome.status, Status::Cancelled, "{run:?}");
-    assert!(run.outcome.wall_time < Duration::from_secs(5), "{run:?}");
+    // Cancelled once all four run (they print after the forks), not after a guess.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let trigger = cancel.clone();
+    let watch = tokio::spawn(async move {
+        let mut seen = String::new();
+        while let Some(o) = rx.recv().await {
+            if let Output::Stdout { data, .. } = o {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+            if seen.matches("running").count() == 4 {
+                trigger.cancel();
+            }
+        }
+    });
+    let launch = python.launch();
+    let components = one(code);
+    let evaluation = evaluator::evaluate::evaluate(
+        &fx.sandboxes,
+        &launch,
+        &components,
+        Vec::new(),
+        Limits::default(),
+        tx,
+        cancel.clone(),
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(60), evaluation)
+        .await
+        .expect("the evaluation ended")
+        .unwrap();
+    watch.await.unwrap();
+    assert!(cancel.is_cancelled(), "{outcome:?}");
+    assert_eq!(outcome.status, Status::Cancelled, "{outcome:?}");
+    assert!(outcome.wall_time < Duration::from_secs(5), "{outcome:?}");
     // All four processes, zombies included. Usually gone before the outcome (the
     // supervisor waits for the helper, which reaps init, which the kernel ends after
     // the rest of its namespace), but if the pipes stay open two seconds after the kill
@@ -637,8 +668,12 @@ async fn dropping_the_evaluation_kills_it() {
     )
     .unwrap();
     let fx2 = fx.clone();
-    let task =
-        tokio::spawn(async move { fx2.sandboxes.run(job, tx, CancellationToken::new()).await });
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let task = tokio::spawn(async move {
+        fx2.sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await
+    });
     // Wait until it runs, then drop the future.
     while let Some(e) = rx.recv().await {
         // Python's print travels as a driver event.
@@ -649,6 +684,9 @@ async fn dropping_the_evaluation_kills_it() {
     assert!(fx.sandbox_processes() > 0);
     task.abort();
     let _ = task.await;
+    // The kill goes on on a blocking thread (never on an async worker), counted in
+    // `pending_teardowns` until it is done.
+    fx.settle().await;
     assert_eq!(
         fx.sandbox_processes(),
         0,
@@ -799,7 +837,11 @@ async fn setup_failures_name_the_step() {
     let shell = fx.runtime("shell").await;
     let job = Job::new(shell.launch().mounts, vec!["/bin/no-such-program".into()]);
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let outcome = fx
+        .sandboxes
+        .run(job, framing, tx, CancellationToken::new())
+        .await;
     assert_eq!(outcome.status, Status::SetupFailed);
     let error = outcome.error.unwrap();
     assert!(
@@ -810,7 +852,11 @@ async fn setup_failures_name_the_step() {
     let mut job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
     job.cwd = "/work/../etc".into();
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+    let framing = evaluator::events::Bounds::for_job(&job).framing;
+    let outcome = fx
+        .sandboxes
+        .run(job, framing, tx, CancellationToken::new())
+        .await;
     assert_eq!(outcome.status, Status::SetupFailed);
     assert!(outcome
         .error
@@ -833,7 +879,11 @@ async fn exit_codes_and_signals_are_reported() {
             vec!["/bin/sh".into(), "-c".into(), script.into()],
         );
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let outcome = fx.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = fx
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         assert_eq!(
             (outcome.status, outcome.exit_code, outcome.signal),
             (status, code, signal),
@@ -920,7 +970,10 @@ async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
     let run = || async {
         let job = Job::new(shell.launch().mounts, vec!["/bin/true".into()]);
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        fx.sandboxes.run(job, tx, CancellationToken::new()).await
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        fx.sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await
     };
     assert_eq!(run().await.status, Status::Ok);
     while fx.sandboxes.pending_refills() > 0 || fx.sandboxes.idle() == 0 {

@@ -131,7 +131,10 @@ fn sandbox_work(sandboxes: Arc<Sandboxes>, job: Job) -> Work {
         Box::pin(async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
             let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-            let outcome = sandboxes.run(job, tx, CancellationToken::new()).await;
+            let framing = evaluator::events::Bounds::for_job(&job).framing;
+            let outcome = sandboxes
+                .run(job, framing, tx, CancellationToken::new())
+                .await;
             let _ = drain.await;
             (outcome.status == Status::Ok, None)
         })
@@ -418,7 +421,8 @@ async fn cancel_latency(sandboxes: &Sandboxes, python: &Runtime, n: usize) {
             }
             at
         });
-        let outcome = sandboxes.run(job, tx, cancel).await;
+        let framing = evaluator::events::Bounds::for_job(&job).framing;
+        let outcome = sandboxes.run(job, framing, tx, cancel).await;
         let done = Instant::now();
         match watcher.await {
             Ok(Some(at)) if outcome.status == Status::Cancelled => latencies.push(done - at),

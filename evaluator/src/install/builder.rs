@@ -215,7 +215,11 @@ impl<'a> SandboxBuilder<'a> {
             }
             tail
         });
-        let outcome = self.sandboxes.run(job, tx, CancellationToken::new()).await;
+        let framing = crate::events::Bounds::for_job(&job).framing;
+        let outcome = self
+            .sandboxes
+            .run(job, framing, tx, CancellationToken::new())
+            .await;
         let tail = collect.await.unwrap_or_default();
         // The sandbox is gone: nothing can race this walk any more.
         chown_tree(writable, 0, 0).map_err(|source| BuildError::TakeBack {

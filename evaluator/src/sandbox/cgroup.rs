@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::cpu::CpuController;
@@ -30,6 +31,8 @@ const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error("the sandbox cgroup is torn down")]
+    Gone,
     #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("writing {value:?} to {path}")]
@@ -442,6 +445,8 @@ pub struct Manager {
     dirs: HashMap<&'static str, PathBuf>,
     cpuset: Option<String>,
     v1: Option<SelectedV1>,
+    /// Sandbox cgroups being torn down in the background.
+    teardowns: Arc<AtomicUsize>,
 }
 
 impl Manager {
@@ -524,6 +529,7 @@ impl Manager {
             dirs,
             cpuset,
             v1,
+            teardowns: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -559,17 +565,29 @@ impl Manager {
             }
         };
         let sandbox = SandboxCgroup {
-            cg,
+            cg: Some(cg),
             version: self.version,
             dirs: self.dirs.iter().map(|(k, v)| (*k, v.join(id))).collect(),
             removed: false,
             uid: None,
             helper: None,
             forked: AtomicBool::new(false),
+            teardowns: self.teardowns.clone(),
         };
         sandbox.setup_cpuset(self.cpuset.as_deref())?;
         sandbox.apply_limits(limits)?;
         Ok(sandbox)
+    }
+
+    /// The count of sandboxes being torn down in the background, shared with whoever
+    /// tears one down.
+    pub fn teardowns(&self) -> Arc<AtomicUsize> {
+        self.teardowns.clone()
+    }
+
+    /// Sandboxes being torn down in the background right now.
+    pub fn pending_teardowns(&self) -> usize {
+        self.teardowns.load(Ordering::SeqCst)
     }
 
     /// Where sandbox `id`'s helper is once added to its cgroup, as `/proc/self/cgroup`
@@ -667,7 +685,8 @@ fn owner_alive(name: &str) -> bool {
 /// The cgroup of one sandbox. Dropping it kills whatever runs in it and removes it.
 #[derive(Debug)]
 pub struct SandboxCgroup {
-    cg: Cgroup,
+    /// `None` once torn down (or handed to a thread that does it).
+    cg: Option<Cgroup>,
     version: Version,
     dirs: HashMap<&'static str, PathBuf>,
     removed: bool,
@@ -679,9 +698,15 @@ pub struct SandboxCgroup {
     /// Something besides the helper was seen in the cgroup: the helper has forked init
     /// and forks nothing more.
     forked: AtomicBool,
+    /// See [`Manager::teardowns`].
+    teardowns: Arc<AtomicUsize>,
 }
 
 impl SandboxCgroup {
+    fn cg(&self) -> Result<&Cgroup> {
+        self.cg.as_ref().ok_or(CgroupError::Gone)
+    }
+
     /// Gives `lease` back once the cgroup is gone (see [`SandboxCgroup::destroy`]).
     pub fn hold_uid(&mut self, lease: super::UidLease) {
         self.uid = Some(lease);
@@ -702,7 +727,7 @@ impl SandboxCgroup {
         };
         if limits.memory_bytes > 0 {
             let mem: &MemController = self
-                .cg
+                .cg()?
                 .controller_of()
                 .ok_or(CgroupError::V1Missing("memory"))?;
             match self.version {
@@ -744,7 +769,7 @@ impl SandboxCgroup {
         }
         if limits.max_processes > 0 {
             let pids: &PidController = self
-                .cg
+                .cg()?
                 .controller_of()
                 .ok_or(CgroupError::V1Missing("pids"))?;
             cg(
@@ -753,7 +778,7 @@ impl SandboxCgroup {
             )?;
         }
         let cpu: &CpuController = self
-            .cg
+            .cg()?
             .controller_of()
             .ok_or(CgroupError::V1Missing("cpu"))?;
         if limits.cpu_millis > 0 {
@@ -778,7 +803,7 @@ impl SandboxCgroup {
             // A new v1 cpuset starts with no CPUs and no memory nodes: copy the parent's
             // (or the configured set) or no task could join it.
             let set: &CpuSetController = self
-                .cg
+                .cg()?
                 .controller_of()
                 .ok_or(CgroupError::V1Missing("cpuset"))?;
             let parent = self.dirs["cpuset"]
@@ -804,8 +829,10 @@ impl SandboxCgroup {
     pub fn add(&mut self, pid: u32) -> Result<()> {
         // Also if only some hierarchies took it: it is spared and killed last as well.
         self.helper = Some(pid);
-        self.cg
-            .add_task_by_tgid(CgroupPid::from(pid as u64))
+        let Some(cg) = &self.cg else {
+            return Err(CgroupError::Gone);
+        };
+        cg.add_task_by_tgid(CgroupPid::from(pid as u64))
             .map_err(|source| CgroupError::Cgroups {
                 op: "adding the helper to its cgroup",
                 source,
@@ -833,13 +860,15 @@ impl SandboxCgroup {
             Version::V2 => kill_v2(&self.dirs["unified"], self.helper, &self.forked),
             Version::V1 => {
                 // Freeze first so a fork bomb cannot outrun the killing loop.
-                let freezer: Option<&FreezerController> = self.cg.controller_of();
+                let Some(cg) = &self.cg else {
+                    return Ok(());
+                };
+                let freezer: Option<&FreezerController> = cg.controller_of();
                 kill_loop(
                     self.helper,
                     &self.forked,
                     || {
-                        self.cg
-                            .procs()
+                        cg.procs()
                             .into_iter()
                             .filter_map(|p| u32::try_from(p.pid).ok())
                             .collect()
@@ -858,7 +887,7 @@ impl SandboxCgroup {
 
     /// Number of processes in the cgroup.
     pub fn process_count(&self) -> usize {
-        self.cg.procs().len()
+        self.cg.as_ref().map_or(0, |cg| cg.procs().len())
     }
 
     /// CPU time used so far.
@@ -953,7 +982,11 @@ impl SandboxCgroup {
         // Removal can race the kernel's last exit bookkeeping: retry briefly.
         let mut attempt = 0;
         loop {
-            match self.cg.delete() {
+            let deleted = match &self.cg {
+                Some(cg) => cg.delete(),
+                None => Ok(()),
+            };
+            match deleted {
                 Ok(()) => {
                     self.removed = true;
                     if let Some(lease) = self.uid.take() {
@@ -978,15 +1011,67 @@ impl SandboxCgroup {
     }
 }
 
-impl Drop for SandboxCgroup {
-    fn drop(&mut self) {
+impl SandboxCgroup {
+    /// Destroys the cgroup here and now (blocking for up to seconds); if that fails,
+    /// its uid is withheld for good.
+    pub fn teardown(mut self) {
+        self.teardown_here();
+    }
+
+    fn teardown_here(&mut self) {
+        if self.removed || self.cg.is_none() {
+            return;
+        }
         if let Err(e) = self.destroy() {
-            tracing::error!(error = %e, "sandbox cgroup could not be removed");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "sandbox cgroup could not be removed"
+            );
             // Something of the sandbox may still run as its uid.
             if let Some(lease) = self.uid.take() {
                 lease.quarantine();
             }
         }
+        self.cg = None;
+    }
+}
+
+/// A cgroup being torn down on a blocking thread, counted until it is done; dropped
+/// without having run (its runtime shut down), it tears down where it is dropped.
+struct Teardown(SandboxCgroup);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.0.teardown_here();
+        self.0.teardowns.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SandboxCgroup {
+    /// Kills and removes what is left. Killing and waiting for the release can take
+    /// seconds, which no async worker may spend: within a tokio runtime, that goes to a
+    /// blocking thread (counted in [`Manager::pending_teardowns`]).
+    fn drop(&mut self) {
+        if self.removed || self.cg.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.teardown_here();
+            return;
+        };
+        let rest = SandboxCgroup {
+            cg: self.cg.take(),
+            version: self.version,
+            dirs: std::mem::take(&mut self.dirs),
+            removed: false,
+            uid: self.uid.take(),
+            helper: self.helper.take(),
+            forked: AtomicBool::new(self.forked.load(Ordering::Relaxed)),
+            teardowns: self.teardowns.clone(),
+        };
+        self.teardowns.fetch_add(1, Ordering::SeqCst);
+        let teardown = Teardown(rest);
+        runtime.spawn_blocking(move || drop(teardown));
     }
 }
 
@@ -1708,6 +1793,7 @@ mod tests {
             )]),
             cpuset: None,
             v1: None,
+            teardowns: Arc::default(),
         };
         assert_eq!(
             v2.placement("sb-1-2"),
@@ -1726,6 +1812,7 @@ mod tests {
             dirs: HashMap::new(),
             cpuset: None,
             v1: None,
+            teardowns: Arc::default(),
         };
         assert_eq!(
             v1.placement("sb-1-2"),

@@ -39,6 +39,7 @@ use nix::unistd::{
     chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, setsid, Gid, Pid, Uid,
 };
 
+use super::control::{self, ControlError, Receiver};
 use super::plan::{
     Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
     MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
@@ -112,12 +113,8 @@ pub fn helper_main() -> ! {
 }
 
 fn report(control: &OwnedFd, msg: &Report) {
-    if let Ok(bytes) = serde_json::to_vec(msg) {
-        // A supervisor that went away cannot be told anything; init then dies with it.
-        let mut line = bytes;
-        line.push(b'\n');
-        let _ = nix::unistd::write(control, &line);
-    }
+    // A supervisor that went away cannot be told anything; init then dies with it.
+    let _ = control::send(control, msg);
 }
 
 /// First thing the helper does, before it reads anything: it leaves the session (and
@@ -146,32 +143,34 @@ fn detach() -> Result<(), StepError> {
     Ok(())
 }
 
-/// Reads the control socket line by line; what follows the last line read stays.
-struct ControlReader {
-    buf: Vec<u8>,
+/// A message from the supervisor, received: `what` names it in the failed step.
+fn receive<T: serde::de::DeserializeOwned>(
+    control: &OwnedFd,
+    reader: &mut Receiver,
+    what: &str,
+) -> Result<T, StepError> {
+    reader.recv(control).map_err(|e| {
+        let (step, errno) = match &e {
+            ControlError::Garbage(_) => (format!("decoding {what}"), libc::EINVAL),
+            ControlError::Io(io) => (
+                format!("reading {what}"),
+                io.raw_os_error().unwrap_or(libc::EIO),
+            ),
+            _ => (format!("reading {what}"), libc::EINVAL),
+        };
+        StepError {
+            step,
+            errno,
+            detail: detail(&e),
+        }
+    })
 }
 
-impl ControlReader {
-    fn line(&mut self, control: &OwnedFd, what: &str) -> Result<Vec<u8>, StepError> {
-        let mut chunk = vec![0u8; 64 * 1024];
-        let newline = loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                break pos;
-            }
-            let n = nix::unistd::read(control, &mut chunk).nstep(format!("reading {what}"))?;
-            if n == 0 || self.buf.len() + n > MAX_CONTROL_MESSAGE + chunk.len() {
-                return Err(StepError {
-                    step: format!("reading {what}"),
-                    errno: libc::EINVAL,
-                    detail: "truncated or oversized".into(),
-                });
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let rest = self.buf.split_off(newline + 1);
-        let mut line = std::mem::replace(&mut self.buf, rest);
-        line.truncate(newline);
-        Ok(line)
+/// The detail of a failed step: the error and what caused it.
+fn detail(e: &ControlError) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
@@ -189,12 +188,31 @@ fn cgroup_lines(content: &str) -> Vec<(Vec<&str>, &str)> {
         .collect()
 }
 
+/// What `/proc/self/cgroup` shows that it must not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CgroupCheck {
+    #[error("no cgroup given")]
+    NoneGiven,
+    #[error("in cgroup {path} for {controller:?}, not in {expected}")]
+    Elsewhere {
+        controller: String,
+        path: String,
+        expected: String,
+    },
+    #[error("no {0:?} hierarchy in /proc/self/cgroup")]
+    NoHierarchy(String),
+    #[error("no hierarchy in /proc/self/cgroup")]
+    NoHierarchies,
+    #[error("{controllers} shows {path}, not the namespace's root")]
+    NotRoot { controllers: String, path: String },
+}
+
 /// Checks that `/proc/self/cgroup` puts us where the supervisor says it did. Our cgroup
 /// namespace will be rooted at the cgroup we are in when we create it: being anywhere
 /// else (not moved yet, or moved away) would show the sandbox the cgroups around it.
-fn check_placement(placement: &Placement, content: &str) -> Result<(), String> {
+fn check_placement(placement: &Placement, content: &str) -> Result<(), CgroupCheck> {
     if placement.cgroups.is_empty() {
-        return Err("no cgroup given".into());
+        return Err(CgroupCheck::NoneGiven);
     }
     let lines = cgroup_lines(content);
     for (controller, expected) in &placement.cgroups {
@@ -204,44 +222,41 @@ fn check_placement(placement: &Placement, content: &str) -> Result<(), String> {
         match found {
             Some((_, path)) if path == expected => {}
             Some((_, path)) => {
-                return Err(format!(
-                    "in cgroup {path} for {controller:?}, not in {expected}"
-                ))
+                return Err(CgroupCheck::Elsewhere {
+                    controller: controller.clone(),
+                    path: path.to_string(),
+                    expected: expected.clone(),
+                })
             }
-            None => return Err(format!("no {controller:?} hierarchy in /proc/self/cgroup")),
+            None => return Err(CgroupCheck::NoHierarchy(controller.clone())),
         }
     }
     Ok(())
 }
 
 /// After unshare(CLONE_NEWCGROUP): every hierarchy must show the namespace's root.
-fn check_cgroup_root(content: &str) -> Result<(), String> {
+fn check_cgroup_root(content: &str) -> Result<(), CgroupCheck> {
     let lines = cgroup_lines(content);
     if lines.is_empty() {
-        return Err("no hierarchy in /proc/self/cgroup".into());
+        return Err(CgroupCheck::NoHierarchies);
     }
     match lines.iter().find(|(_, path)| *path != "/") {
-        Some((controllers, path)) => Err(format!(
-            "{} shows {path}, not the namespace's root",
-            controllers.join(",")
-        )),
+        Some((controllers, path)) => Err(CgroupCheck::NotRoot {
+            controllers: controllers.join(","),
+            path: path.to_string(),
+        }),
         None => Ok(()),
     }
 }
 
 /// Waits for the supervisor's word that we are in our cgroup, and checks it.
-fn receive_placement(control: &OwnedFd, reader: &mut ControlReader) -> Result<(), StepError> {
-    let line = reader.line(control, "the cgroup placement")?;
-    let placement: Placement = serde_json::from_slice(&line).map_err(|e| StepError {
-        step: "decoding the cgroup placement".into(),
-        errno: libc::EINVAL,
-        detail: e.to_string(),
-    })?;
+fn receive_placement(control: &OwnedFd, reader: &mut Receiver) -> Result<(), StepError> {
+    let placement: Placement = receive(control, reader, "the cgroup placement")?;
     let own = fs::read_to_string("/proc/self/cgroup").step("reading /proc/self/cgroup")?;
-    check_placement(&placement, &own).map_err(|detail| StepError {
+    check_placement(&placement, &own).map_err(|e| StepError {
         step: "checking the sandbox's cgroup".into(),
         errno: libc::EINVAL,
-        detail,
+        detail: e.to_string(),
     })
 }
 
@@ -250,17 +265,17 @@ fn receive_placement(control: &OwnedFd, reader: &mut ControlReader) -> Result<()
 fn create_cgroup_namespace() -> Result<(), StepError> {
     unshare(CloneFlags::CLONE_NEWCGROUP).nstep("creating the cgroup namespace")?;
     let own = fs::read_to_string("/proc/self/cgroup").step("reading /proc/self/cgroup")?;
-    check_cgroup_root(&own).map_err(|detail| StepError {
+    check_cgroup_root(&own).map_err(|e| StepError {
         step: "checking the cgroup namespace".into(),
         errno: libc::EINVAL,
-        detail,
+        detail: e.to_string(),
     })
 }
 
 /// Reads the plan (one JSON line) and the input bytes it announces.
 fn receive_plan(
     control: &OwnedFd,
-    mut reader: ControlReader,
+    mut reader: Receiver,
 ) -> Result<(Plan, Option<OwnedFd>), StepError> {
     let invalid = |detail: &str| StepError {
         step: "reading the plan".into(),
@@ -268,12 +283,7 @@ fn receive_plan(
         detail: detail.into(),
     };
     let mut chunk = vec![0u8; 64 * 1024];
-    let line = reader.line(control, "the plan")?;
-    let plan: Plan = serde_json::from_slice(&line).map_err(|e| StepError {
-        step: "decoding the plan".into(),
-        errno: libc::EINVAL,
-        detail: e.to_string(),
-    })?;
+    let plan: Plan = receive(control, &mut reader, "the plan")?;
     let Some(len) = plan.input_len else {
         return Ok((plan, None));
     };
@@ -283,7 +293,7 @@ fn receive_plan(
     if len > MAX_INPUT {
         return Err(invalid("input too large"));
     }
-    let mut input = reader.buf;
+    let mut input = reader.into_rest();
     while (input.len() as u64) < len {
         let n = nix::unistd::read(control, &mut chunk).nstep("reading the input")?;
         if n == 0 {
@@ -327,7 +337,7 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
         unshare(namespace_flags(true) - CloneFlags::CLONE_NEWCGROUP)
             .nstep("creating namespaces")?;
     }
-    let mut reader = ControlReader { buf: Vec::new() };
+    let mut reader = Receiver::new(MAX_CONTROL_MESSAGE);
     receive_placement(control, &mut reader)?;
     if early {
         create_cgroup_namespace()?;
@@ -993,7 +1003,10 @@ mod tests {
         // Not moved yet: still in the service's cgroup.
         let before = V1.replace("/a/jsheets-runtime/sb-1-2", "/a");
         let err = check_placement(&ok, &before).unwrap_err();
-        assert!(err.contains("not in /a/jsheets-runtime/sb-1-2"), "{err}");
+        assert!(
+            err.to_string().contains("not in /a/jsheets-runtime/sb-1-2"),
+            "{err}"
+        );
         // Another sandbox's cgroup, a hierarchy missing, nothing to check against.
         let other = placement(&[("memory", "/a/jsheets-runtime/sb-1-3")]);
         assert!(check_placement(&other, V1).is_err());
@@ -1010,7 +1023,7 @@ mod tests {
             Ok(())
         );
         let err = check_cgroup_root("4:memory:/\n5:devices:/..\n").unwrap_err();
-        assert!(err.contains("devices"), "{err}");
+        assert!(err.to_string().contains("devices"), "{err}");
         assert!(check_cgroup_root("").is_err());
     }
 }
