@@ -31,6 +31,15 @@ set -eu
 
 BIN=jsheets-runtime
 
+# Not a configuration key: every jsheets-runtime command below would warn about an
+# unknown JSHEETS_RUNTIME_* variable. Kept under another name (also across the re-exec
+# in a new cgroup namespace) and removed before the command runs.
+if [ -n "${JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START+set}" ]; then
+	JSHEETS_ENTRYPOINT_TEST_RUNTIMES=$JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START
+	export JSHEETS_ENTRYPOINT_TEST_RUNTIMES
+	unset JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START
+fi
+
 log() {
 	printf 'entrypoint: %s\n' "$*" >&2
 }
@@ -140,11 +149,11 @@ fi
 
 if needs_sandboxes "$1"; then
 	prepare_cgroups "$@"
-	if [ "${JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START:-0}" = 1 ]; then
+	if [ "${JSHEETS_ENTRYPOINT_TEST_RUNTIMES:-0}" = 1 ]; then
 		test_runtimes
 	fi
 fi
 
-# Not configuration keys: the node would warn about unknown JSHEETS_RUNTIME_* variables.
-unset JSHEETS_RUNTIME_TEST_RUNTIMES_AT_START JSHEETS_ENTRYPOINT_CGROUPNS
+# The entrypoint's own state, not the command's.
+unset JSHEETS_ENTRYPOINT_TEST_RUNTIMES JSHEETS_ENTRYPOINT_CGROUPNS
 exec "$BIN" "$@"
