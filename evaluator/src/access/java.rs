@@ -948,45 +948,10 @@ fn read_declared(r: &mut Cursor<'_>, utf8: &[Option<&[u8]>]) -> Option<Vec<(u16,
 /// Modified UTF-8 (JVMS 4.4.7) as the class-file reader decodes it; `None` for
 /// anything that is not exactly a Rust string.
 fn decode_mutf8(bytes: &[u8]) -> Option<String> {
-    if bytes.iter().all(|&b| (0x01..0x80).contains(&b)) {
-        return std::str::from_utf8(bytes).ok().map(str::to_owned);
-    }
-    let mut units: Vec<u16> = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let continuation = |at: usize| -> Option<u16> {
-        bytes
-            .get(at)
-            .filter(|&&b| b & 0xC0 == 0x80)
-            .map(|&b| u16::from(b & 0x3F))
-    };
-    while let Some(&b0) = bytes.get(i) {
-        match b0 {
-            0x01..=0x7F => {
-                units.push(u16::from(b0));
-                i += 1;
-            }
-            0xC0..=0xDF => {
-                let unit = (u16::from(b0 & 0x1F) << 6) | continuation(i + 1)?;
-                if unit != 0 && unit < 0x80 {
-                    return None;
-                }
-                units.push(unit);
-                i += 2;
-            }
-            0xE0..=0xEF => {
-                let unit = (u16::from(b0 & 0x0F) << 12)
-                    | (continuation(i + 1)? << 6)
-                    | continuation(i + 2)?;
-                if unit < 0x800 {
-                    return None;
-                }
-                units.push(unit);
-                i += 3;
-            }
-            _ => return None,
-        }
-    }
-    String::from_utf16(&units).ok()
+    crate::classfile::mutf8::decode(bytes)
+        .ok()
+        .filter(|t| t.exact)
+        .map(|t| t.text)
 }
 
 /// A bounds-checked big-endian cursor.

@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod descriptor;
-mod mutf8;
+pub(crate) mod mutf8;
 mod pool;
 mod reader;
 #[cfg(test)]

@@ -5,9 +5,9 @@
 /// their place and `exact` is false. Such text may be a string literal (Java allows
 /// `"\uD800"`), never a name or descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Utf8Text {
-    pub(super) text: String,
-    pub(super) exact: bool,
+pub(crate) struct Utf8Text {
+    pub(crate) text: String,
+    pub(crate) exact: bool,
 }
 
 /// Decodes modified UTF-8, or returns the offset of the first invalid byte.
@@ -17,7 +17,7 @@ pub(super) struct Utf8Text {
 /// modified UTF-8 writes supplementary characters as surrogate pairs). Rejected:
 /// `0x00`, four-byte forms, stray continuation bytes, truncated sequences and other
 /// overlong forms.
-pub(super) fn decode(bytes: &[u8]) -> Result<Utf8Text, usize> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Utf8Text, usize> {
     if bytes.iter().all(|&b| (0x01..0x80).contains(&b)) {
         if let Ok(text) = std::str::from_utf8(bytes) {
             return Ok(Utf8Text {

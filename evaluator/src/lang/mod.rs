@@ -91,9 +91,15 @@ struct Input {
 }
 
 /// What one evaluator kind adds to a job.
+///
+/// The defaults are those of a plain script runner (Node, shells): no driver, the
+/// components joined into one script as the whole input, read as it comes, so a
+/// waiting sandbox gets nothing before its request.
 trait Language {
     /// Whether the interpreter runs a driver that reports on the event channel.
-    fn events(&self) -> bool;
+    fn events(&self) -> bool {
+        false
+    }
 
     /// Arguments after the runtime's program and its own arguments.
     fn args(&self, launch: &Launch, limits: &Limits) -> Vec<String>;
@@ -101,13 +107,20 @@ trait Language {
     /// The whole input of a cold sandbox running `components` with `stdin`.
     fn input(
         &self,
-        launch: &Launch,
+        _launch: &Launch,
         components: &[Component],
         stdin: Vec<u8>,
-    ) -> Result<Input, JobError>;
+    ) -> Result<Input, JobError> {
+        Ok(Input {
+            input: joined(components).into_bytes(),
+            stdin,
+        })
+    }
 
     /// The first part of a waiting sandbox's input, written when it starts.
-    fn preface(&self, launch: &Launch) -> Result<Vec<u8>, JobError>;
+    fn preface(&self, _launch: &Launch) -> Result<Vec<u8>, JobError> {
+        Ok(Vec::new())
+    }
 
     /// The rest of a waiting sandbox's input, written at hand-off.
     fn rest(
@@ -115,7 +128,9 @@ trait Language {
         launch: &Launch,
         components: &[Component],
         stdin: Vec<u8>,
-    ) -> Result<Input, JobError>;
+    ) -> Result<Input, JobError> {
+        self.input(launch, components, stdin)
+    }
 
     /// A snippet that proves a runtime works, and the stdout it must print.
     fn smoke_test(&self) -> (&'static str, &'static str);
