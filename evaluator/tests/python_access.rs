@@ -264,6 +264,9 @@ async fn attribute_routes_around_the_list_are_stopped() {
         ("frame-dynamic", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    getattr(e.__traceback__, 'tb_' + 'frame')", "<attribute tb_frame>"),
         ("coroutine-frame", "async def c():\n    pass\nc().cr_frame", "<attribute cr_frame>"),
         ("inspect", "import inspect", "inspect"),
+        ("walk-stack", "import traceback\n[f for f, _ in traceback.walk_stack(None)]", "traceback.walk_stack"),
+        ("stack-locals", "import traceback\ntraceback.StackSummary.extract(iter([]), capture_locals=True)", "traceback.StackSummary"),
+        ("walk-tb", "import traceback\ntry:\n    1 / 0\nexcept ZeroDivisionError as e:\n    list(traceback.walk_tb(e.__traceback__))", "traceback.walk_tb"),
         // pickling protocols, the class graph, code and cells
         ("reduce-ex", "(1).__reduce_ex__(2)", "<attribute __reduce_ex__>"),
         ("subclasses", "object.__subclasses__()", "<attribute __subclasses__>"),
