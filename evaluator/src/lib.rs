@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod classfile;
+pub mod error;
 pub mod evaluate;
 pub mod events;
 mod fsutil;

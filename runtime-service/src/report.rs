@@ -25,16 +25,8 @@ pub const REPORT_TARGET: &str = "jsheets_runtime::report";
 
 static JSON_OUTPUT: AtomicBool = AtomicBool::new(false);
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    msg
-}
+/// An error and its causes on one line (the workspace's one formatting of a chain).
+pub use evaluator::error::error_chain;
 
 /// Whether output is JSON lines (`log.format = json`): then nothing is printed as plain
 /// text, every line on stdout and stderr is a JSON object.

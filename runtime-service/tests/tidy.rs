@@ -351,7 +351,7 @@ fn statuses_are_made_in_one_place_and_errors_chained_by_one_function() {
             chains.push(format!("runtime-service: {module}"));
         }
     }
-    assert_eq!(chains, ["runtime-service: crate::report"]);
+    assert_eq!(chains, ["evaluator: crate::error"]);
 }
 
 #[test]

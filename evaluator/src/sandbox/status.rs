@@ -90,14 +90,7 @@ pub fn classify(s: &SandboxFacts, d: &DriverFacts) -> (Status, Option<String>) {
 /// The text of a setup failure for the outcome: the error and its causes on one line.
 /// The one place the evaluator turns an error into text; typed errors travel until here.
 fn error_text(e: &SetupError) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    crate::error::error_chain(e)
 }
 
 #[cfg(test)]
