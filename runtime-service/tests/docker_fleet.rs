@@ -666,3 +666,44 @@ async fn every_node_is_registered_and_reached_by_the_fleet() {
     }
     println!("{} nodes registered and serving: {ids:?}", hosts.len());
 }
+
+#[tokio::test]
+#[ignore = "run by scripts/ci-docker against a compose fleet"]
+async fn live_sandboxes_on_different_nodes_never_share_a_uid() {
+    // Each node in a network namespace of its own draws uids from the same range:
+    // only the shared claim directory keeps them apart. Two sandboxes per node (its
+    // evaluation slots on 2 CPUs), all alive at once: each holds for 4 s, long after
+    // the last has started. (Sandboxes that are not alive together may share a uid.)
+    let hosts = hosts();
+    let per_node = 2;
+    let code = "import os, time\n\
+                print(os.getuid(), flush=True)\n\
+                time.sleep(4)";
+    let mut running = Vec::new();
+    for host in &hosts {
+        let ch = channel(host).await;
+        for _ in 0..per_node {
+            let ch = ch.clone();
+            let host = host.clone();
+            running.push(tokio::spawn(async move {
+                let e = run(&ch, &python(code)).await;
+                (host, e)
+            }));
+        }
+    }
+    let mut uids: BTreeMap<u32, String> = BTreeMap::new();
+    for task in running {
+        let (host, e) = task.await.unwrap();
+        assert!(e.succeeded(), "{host}: {e:#?}");
+        let uid: u32 = stdout(&e).trim().parse().unwrap();
+        if let Some(other) = uids.insert(uid, host.clone()) {
+            panic!("uid {uid} ran on {other} and {host} at once");
+        }
+    }
+    println!(
+        "{} live sandboxes on {} nodes, uids {:?}",
+        uids.len(),
+        hosts.len(),
+        uids.keys().collect::<Vec<_>>()
+    );
+}

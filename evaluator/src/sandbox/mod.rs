@@ -58,6 +58,11 @@ pub enum SandboxError {
     },
     #[error("sandbox helper {0} is not an executable file")]
     Helper(PathBuf),
+    #[error("preparing the uid claim directory {path}")]
+    ClaimDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
 }
@@ -144,6 +149,11 @@ pub struct SandboxConfig {
     /// that finds them all in use fails to set up.
     pub uid_base: u32,
     pub uid_count: u32,
+    /// A directory every node sharing the uid range can write (several containers on
+    /// one host: one volume mounted into each): a uid is also claimed there, by a lock
+    /// on a file named after it, which reaches across network namespaces where the
+    /// abstract-socket claim does not.
+    pub uid_claim_dir: Option<PathBuf>,
     /// CPUs every sandbox is pinned to (cpuset syntax, e.g. "1" or "0-3").
     pub cpuset: Option<String>,
     /// Helpers kept spawned ahead of requests (0 disables). A waiting helper holds no
@@ -161,6 +171,7 @@ impl SandboxConfig {
             state_dir: PathBuf::from("/run/jsheets-runtime"),
             uid_base: 200_000,
             uid_count: 10_000,
+            uid_claim_dir: None,
             cpuset: None,
             prestart: 2,
         }
@@ -401,10 +412,31 @@ impl Sandboxes {
             .map_err(|e| state(&root_dir, e))?;
         std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| state(&config.state_dir, e))?;
+        if let Some(dir) = &config.uid_claim_dir {
+            // Checked now, not at the first sandbox: a claim that cannot be made
+            // hands out no uid.
+            let claim_dir = |source| SandboxError::ClaimDir {
+                path: dir.clone(),
+                source,
+            };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(claim_dir)?;
+            let probe = dir.join(format!(".probe-{}", std::process::id()));
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(claim_dir)?;
+        }
         let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
         Ok(Sandboxes {
             inner: Arc::new(Inner {
-                uids: UidAllocator::new(config.uid_base, config.uid_count),
+                uids: UidAllocator::with_claim_dir(
+                    config.uid_base,
+                    config.uid_count,
+                    config.uid_claim_dir.clone(),
+                ),
                 config,
                 cgroups,
                 root_dir,

@@ -1,9 +1,13 @@
 //! The uids sandboxes run as: each live sandbox has one no other live sandbox has.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 
 /// Why no uid could be handed out.
@@ -26,11 +30,14 @@ pub enum UidError {
 /// Besides, each uid handed out is claimed host-wide (well, in the network namespace)
 /// by binding an abstract unix socket named after it, held with the lease: a second
 /// service or `jsheets-runtime run` on the same host with an overlapping range skips
-/// the uids the other holds instead of sharing them.
+/// the uids the other holds instead of sharing them. Nodes in network namespaces of
+/// their own (containers) also claim in a shared directory, when one is given: an
+/// exclusive `flock` on a file named after the uid, removed when it is given back.
 #[derive(Debug)]
 pub struct UidAllocator {
     base: u32,
     count: u32,
+    claim_dir: Option<PathBuf>,
     state: Mutex<UidState>,
 }
 
@@ -48,7 +55,25 @@ pub struct UidLease {
     uid: u32,
     allocator: Arc<UidAllocator>,
     /// The host-wide claim (see [`UidAllocator`]).
-    claim: Option<OwnedFd>,
+    claim: Option<Claim>,
+}
+
+/// What says a uid is in use: the bound abstract socket, and the locked file in the
+/// shared claim directory.
+#[derive(Debug)]
+struct Claim {
+    _socket: OwnedFd,
+    file: Option<(PathBuf, Flock<File>)>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Removed while still locked, then unlocked by the close: whoever opened the
+        // old file meanwhile sees that the path no longer names it and starts over.
+        if let Some((path, _)) = &self.file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl UidLease {
@@ -81,11 +106,17 @@ impl Drop for UidLease {
 
 impl UidAllocator {
     pub fn new(base: u32, count: u32) -> Arc<Self> {
+        Self::with_claim_dir(base, count, None)
+    }
+
+    /// Like [`UidAllocator::new`], also claiming uids in `claim_dir` (see above).
+    pub fn with_claim_dir(base: u32, count: u32, claim_dir: Option<PathBuf>) -> Arc<Self> {
         // Never past the last valid uid (u32::MAX is "no uid").
         let count = count.min(u32::MAX - 1 - base.min(u32::MAX - 1));
         Arc::new(UidAllocator {
             base,
             count,
+            claim_dir,
             state: Mutex::new(UidState::default()),
         })
     }
@@ -108,7 +139,7 @@ impl UidAllocator {
                 });
             };
             let uid = self.base + offset;
-            match claim_uid(uid) {
+            match claim_uid(uid, self.claim_dir.as_deref()) {
                 Some(claim) => {
                     break Ok(UidLease {
                         uid,
@@ -128,7 +159,60 @@ impl UidAllocator {
 /// Binds the abstract unix socket that says `uid` is in use on this host; `None` if
 /// another process has it. A host where the claim cannot be made at all (no unix
 /// sockets) relies on the ranges being disjoint: the uid is handed out unclaimed.
-fn claim_uid(uid: u32) -> Option<OwnedFd> {
+fn claim_uid(uid: u32, dir: Option<&Path>) -> Option<Claim> {
+    let socket = claim_socket(uid)?;
+    let file = match dir {
+        Some(dir) => Some(claim_file(dir, uid)?),
+        None => None,
+    };
+    Some(Claim {
+        _socket: socket,
+        file,
+    })
+}
+
+/// Locks `dir/<uid>`, creating it; `None` if another node holds it. A directory that
+/// cannot be used at all fails closed: the uid is not handed out (and the sandbox
+/// fails to set up naming the exhausted range), since sharing it is what the
+/// directory is there to prevent.
+fn claim_file(dir: &Path, uid: u32) -> Option<(PathBuf, Flock<File>)> {
+    let path = dir.join(uid.to_string());
+    loop {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "claiming a sandbox uid");
+                return None;
+            }
+        };
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::Error::EWOULDBLOCK)) => return None,
+            Err((_, e)) => {
+                tracing::error!(error = %e, path = %path.display(), "claiming a sandbox uid");
+                return None;
+            }
+        };
+        // The previous holder may have removed the file between our open and lock.
+        let held = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let named = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if held.is_some() && held == named {
+            return Some((path, file));
+        }
+    }
+}
+
+/// Binds the abstract socket of `uid`; `None` if another process has it.
+fn claim_socket(uid: u32) -> Option<OwnedFd> {
     use nix::sys::socket::{bind, socket, UnixAddr};
     let name = format!("jsheets-runtime/sandbox-uid/{uid}");
     let Ok(addr) = UnixAddr::new_abstract(name.as_bytes()) else {
@@ -233,5 +317,45 @@ mod tests {
         drop(rest);
         let c = one.allocate().unwrap();
         assert!(![a.uid(), b.uid()].contains(&c.uid()));
+    }
+
+    #[test]
+    fn a_uid_locked_in_the_claim_directory_is_taken_until_given_back() {
+        // What nodes in network namespaces of their own share: the file lock alone.
+        let dir = tempfile::tempdir().unwrap();
+        let first = claim_file(dir.path(), 4_000_123).expect("a free uid");
+        assert!(claim_file(dir.path(), 4_000_123).is_none(), "claimed twice");
+        assert!(
+            claim_file(dir.path(), 4_000_124).is_some(),
+            "another uid is free"
+        );
+        let claim = Claim {
+            _socket: claim_socket(4_000_123).unwrap(),
+            file: Some(first),
+        };
+        drop(claim);
+        assert!(
+            !dir.path().join("4000123").exists(),
+            "a given-back claim leaves no file"
+        );
+        assert!(claim_file(dir.path(), 4_000_123).is_some(), "free again");
+    }
+
+    #[test]
+    fn a_stale_open_of_a_removed_claim_file_is_no_claim() {
+        // Opened before the holder removed and unlocked it: locking that old file must
+        // not count, since a newcomer creates and locks a new one at the same path.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("4000125");
+        let held = claim_file(dir.path(), 4_000_125).unwrap();
+        let stale = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(held);
+        let stale = Flock::lock(stale, FlockArg::LockExclusiveNonblock).unwrap();
+        let fresh = claim_file(dir.path(), 4_000_125).expect("the path is free");
+        assert_ne!(
+            stale.metadata().unwrap().ino(),
+            fresh.1.metadata().unwrap().ino()
+        );
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
 
     let mut sandbox_config = crate::sandboxes::config(&config.evaluation.state_dir)?;
     sandbox_config.cpuset = config.evaluation.cpuset.clone();
+    sandbox_config.uid_claim_dir = config.evaluation.uid_claim_dir.clone();
     let sandboxes = crate::sandboxes::start(sandbox_config)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();

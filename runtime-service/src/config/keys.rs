@@ -123,6 +123,7 @@ pub(super) const KEYS: &[Key] = &[
     key("evaluation.limits.maxima.maxProcesses", Number, COUNT),
     key("evaluation.limits.maxima.outputBytes", Number, BYTES),
     key("evaluation.cpuset", Text, "a CPU list such as 0-3,6"),
+    key("evaluation.uidClaimDir", Text, DIR),
     key(
         "evaluation.accessLists",
         Table,

@@ -127,6 +127,10 @@ pub struct EvaluationConfig {
     pub limits: LimitsConfig,
     /// CPUs the sandboxes may use (cpuset syntax, e.g. `0-3,6`); all if unset.
     pub cpuset: Option<String>,
+    /// A directory shared by every node that draws sandbox uids from the same range
+    /// on one host but has its own network namespace (containers): uids are claimed
+    /// there too, so no two live sandboxes of those nodes share one.
+    pub uid_claim_dir: Option<PathBuf>,
     /// Runtime name → access list name, overriding the runtime's own (`none`: off).
     pub access_lists: BTreeMap<String, String>,
     /// Where `<name>.access` files are looked up before the built-in lists.
@@ -151,6 +155,7 @@ impl Default for EvaluationConfig {
             max_components: 64,
             limits: LimitsConfig::default(),
             cpuset: None,
+            uid_claim_dir: None,
             access_lists: BTreeMap::new(),
             access_lists_dir: DEFAULT_ACCESS_LISTS_DIR.into(),
             pool: BTreeMap::new(),

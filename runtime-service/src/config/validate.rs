@@ -309,6 +309,17 @@ fn validate_evaluation(
             );
         }
     }
+    if let Some(dir) = evaluation
+        .uid_claim_dir
+        .as_ref()
+        .filter(|d| !d.is_absolute())
+    {
+        check.bad(
+            "evaluation.uidClaimDir",
+            dir,
+            expected("evaluation.uidClaimDir"),
+        );
+    }
     if let Some(cpus) = evaluation.cpuset.as_ref().filter(|c| !is_cpu_list(c)) {
         check.bad("evaluation.cpuset", cpus, expected("evaluation.cpuset"));
     }
