@@ -577,6 +577,24 @@ async fn background_processes_are_killed_at_the_end() {
     );
 }
 
+/// cgroup v1: while the sandboxes exist, the `favordynmods` hierarchy that keeps
+/// migrations cheap exists (every process lists it), and nothing of it is mounted.
+#[tokio::test]
+async fn cgroup_migrations_are_favored_and_nothing_stays_mounted() {
+    let fx = Fixture::new();
+    let hierarchy = "name=jsheets-favordynmods";
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(hierarchy),
+        "the hierarchy is left mounted: {mounts}"
+    );
+    let listed = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .contains(hierarchy);
+    let v1 = fx.sandboxes.cgroup_version() == evaluator::sandbox::cgroup::Version::V1;
+    assert_eq!(listed, v1, "the favored hierarchy exists only on cgroup v1");
+}
+
 #[tokio::test]
 async fn two_hundred_evaluations_leave_nothing_behind() {
     let fx = Fixture::new();

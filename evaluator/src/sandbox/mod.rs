@@ -16,6 +16,7 @@
 
 pub mod cgroup;
 mod control;
+mod favor;
 pub mod framing;
 mod helper;
 mod limits;
@@ -358,6 +359,9 @@ struct Inner {
     /// that makes a sandbox is still built per request, after the plan arrives.
     idle: Mutex<Vec<Prepared>>,
     refilling: AtomicUsize,
+    /// cgroup v1: the `favordynmods` hierarchy that keeps migrations cheap (see
+    /// [`favor`]), held while the sandboxes exist.
+    _favored: Option<favor::Favored>,
 }
 
 /// A sandbox started ahead of its request: the payload runs (its interpreter loaded
@@ -430,6 +434,18 @@ impl Sandboxes {
                 .map_err(claim_dir)?;
         }
         let cgroups = cgroup::Manager::start(config.cpuset.clone())?;
+        // Only a cost without it (a grace period per migration), so not fatal.
+        let favored = (cgroups.version() == cgroup::Version::V1)
+            .then(|| favor::Favored::mount(&config.state_dir.join("cgroup-favor")))
+            .and_then(|r| {
+                r.inspect_err(|e| {
+                    tracing::warn!(
+                        error = e as &dyn std::error::Error,
+                        "cgroup migrations stay slow"
+                    )
+                })
+                .ok()
+            });
         Ok(Sandboxes {
             inner: Arc::new(Inner {
                 uids: UidAllocator::with_claim_dir(
@@ -442,6 +458,7 @@ impl Sandboxes {
                 root_dir,
                 idle: Mutex::new(Vec::new()),
                 refilling: AtomicUsize::new(0),
+                _favored: favored,
             }),
         })
     }
