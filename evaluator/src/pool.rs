@@ -4,16 +4,20 @@
 //! started, loaded its driver and access list and, for JShell, compiled and run a
 //! statement; it waits for its input. A request takes one, its own limits are applied
 //! before its code is written, it is used once and destroyed. A background task keeps
-//! the pool full, one start at a time, pausing while the node is busy; a sandbox that
-//! died or waited too long is discarded and replaced. An empty pool means a cold start.
-//! [`Pool::shutdown`] stops that task, a start in flight included, and returns once
-//! nothing of the pool exists.
+//! the pool full: several starts at once while the pool is less than half full, one
+//! otherwise, each warming at a low CPU weight so that running evaluations win the
+//! CPUs; a sandbox that died or waited too long is discarded and replaced. A request
+//! that finds the pool empty may wait for a start in flight ([`Pool::take_soon`]),
+//! otherwise it starts a cold sandbox. [`Pool::shutdown`] stops that task, the starts
+//! in flight included, and returns once nothing of the pool exists.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::lang::{waiting_job, JobError, Launch};
@@ -21,6 +25,11 @@ use crate::sandbox::{Limits, Sandboxes, WaitError, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
 const TICK: Duration = Duration::from_millis(100);
+/// The CPU weight (cgroup shares) of a sandbox while it starts and waits: the least
+/// cgroup v1 takes, against 1024 for a running evaluation. Warming then only uses
+/// CPU time evaluations leave; at hand-off the request's limits restore the normal
+/// weight.
+const WARMING_CPU_SHARES: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -43,20 +52,90 @@ pub struct PoolSettings {
     pub max_age: Duration,
 }
 
+/// More of how a pool behaves, with defaults ([`Pool::start_with`]).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The memory limit of a waiting sandbox's cgroup, if below
+    /// `idle_limits.memory_bytes`, which then only sizes the interpreter (a JVM's heap
+    /// is fixed when it starts, before the request's limit is known).
+    pub waiting_memory_bytes: Option<u64>,
+    /// The most starts in flight at once (while the pool is less than half full).
+    pub max_starts: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            waiting_memory_bytes: None,
+            max_starts: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Starts in flight and the requests waiting for one of them.
+#[derive(Debug, Default)]
+struct Flight {
+    starts: usize,
+    waiters: usize,
+}
+
 struct Shared {
     sandboxes: Sandboxes,
     launch: Launch,
     settings: PoolSettings,
+    options: PoolOptions,
     idle: Mutex<VecDeque<Waiting>>,
+    flight: Mutex<Flight>,
     /// Set while the node is busy: no refills then.
     paused: AtomicBool,
     taken: AtomicU64,
     misses: AtomicU64,
     replaced: AtomicU64,
+    /// Moving average of how long a start took until warm, in microseconds (0: none
+    /// yet).
+    start_micros: AtomicU64,
+    /// Told when a sandbox was taken: the refilling task wakes at once.
+    taken_signal: Arc<Notify>,
+    /// Told when a start ended (ready or failed): waiting requests look again.
+    started_signal: Notify,
     stop: CancellationToken,
     /// Cancelled once the refilling task has ended, and with it any start it had in
     /// flight (whose sandbox is then destroyed).
     stopped: CancellationToken,
+}
+
+impl Shared {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_flight(&self) -> std::sync::MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A live, fresh waiting sandbox, if there is one; dead and stale ones are counted
+    /// as replaced and dropped on the way.
+    fn pop_usable(&self) -> Option<Waiting> {
+        let mut idle = self.lock_idle();
+        while let Some(mut w) = idle.pop_front() {
+            if w.is_alive() && w.age() < self.settings.max_age {
+                return Some(w);
+            }
+            self.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    fn taken(&self, w: Waiting) -> Waiting {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        self.taken_signal.notify_one();
+        w
+    }
+
+    fn missed(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.taken_signal.notify_one();
+    }
 }
 
 /// A pool of waiting sandboxes for one runtime. Dropping the last clone stops it
@@ -99,11 +178,22 @@ pub struct PoolStats {
 }
 
 impl Pool {
-    /// Starts a pool (and its refilling task) for `launch`; must run in a tokio runtime.
+    /// Starts a pool (and its refilling task) for `launch` with the default
+    /// [`PoolOptions`]; must run in a tokio runtime.
     pub fn start(
         sandboxes: Sandboxes,
         launch: Launch,
         settings: PoolSettings,
+    ) -> Result<Pool, PoolError> {
+        Pool::start_with(sandboxes, launch, settings, PoolOptions::default())
+    }
+
+    /// Starts a pool (and its refilling task) for `launch`; must run in a tokio runtime.
+    pub fn start_with(
+        sandboxes: Sandboxes,
+        launch: Launch,
+        settings: PoolSettings,
+        options: PoolOptions,
     ) -> Result<Pool, PoolError> {
         // Checked once here: every later start uses the same job.
         if waiting_job(&launch, settings.idle_limits.clone())?.is_none() {
@@ -115,11 +205,16 @@ impl Pool {
             sandboxes,
             launch,
             settings,
+            options,
             idle: Mutex::new(VecDeque::new()),
+            flight: Mutex::new(Flight::default()),
             paused: AtomicBool::new(false),
             taken: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
+            start_micros: AtomicU64::new(0),
+            taken_signal: Arc::new(Notify::new()),
+            started_signal: Notify::new(),
             stop: stop.clone(),
             stopped: stopped.clone(),
         });
@@ -139,29 +234,79 @@ impl Pool {
 
     /// A waiting sandbox for one request, or `None` (the caller starts a cold one).
     pub fn take(&self) -> Option<Waiting> {
-        let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(mut w) = idle.pop_front() {
-            if w.is_alive() && w.age() < self.shared.settings.max_age {
-                self.shared.taken.fetch_add(1, Ordering::Relaxed);
-                return Some(w);
+        match self.shared.pop_usable() {
+            Some(w) => Some(self.shared.taken(w)),
+            None => {
+                self.shared.missed();
+                None
             }
-            self.shared.replaced.fetch_add(1, Ordering::Relaxed);
         }
-        self.shared.misses.fetch_add(1, Ordering::Relaxed);
-        None
+    }
+
+    /// Like [`Pool::take`], but an empty pool with a start in flight is waited for,
+    /// at most as long as a start takes on average.
+    ///
+    /// A start in flight began before the cold start this request would make and
+    /// does the same work (sandbox, interpreter, driver, warm-up), so it is likely
+    /// ready first, and waiting for it adds no CPU work to a busy node; a burst then
+    /// gets warm sandboxes as they come instead of all going cold. If it is not ready
+    /// within a start's average time (a busy node runs warming sandboxes last), the
+    /// request starts cold after all. Each start in flight is waited for by one
+    /// request at most: the others start cold at once.
+    pub async fn take_soon(&self) -> Option<Waiting> {
+        let s = &self.shared;
+        if let Some(w) = s.pop_usable() {
+            return Some(s.taken(w));
+        }
+        let patience = Duration::from_micros(s.start_micros.load(Ordering::Relaxed));
+        let claimed = {
+            let mut flight = s.lock_flight();
+            let claim = !patience.is_zero() && flight.waiters < flight.starts;
+            if claim {
+                flight.waiters += 1;
+            }
+            claim
+        };
+        if !claimed {
+            s.missed();
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        let got = loop {
+            let started = s.started_signal.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if let Some(w) = s.pop_usable() {
+                break Some(w);
+            }
+            if s.lock_flight().starts == 0 || s.stop.is_cancelled() {
+                break None;
+            }
+            tokio::select! {
+                _ = started => {}
+                _ = tokio::time::sleep_until(deadline) => break s.pop_usable(),
+            }
+        };
+        s.lock_flight().waiters -= 1;
+        match got {
+            Some(w) => Some(s.taken(w)),
+            None => {
+                s.missed();
+                None
+            }
+        }
     }
 
     /// While paused (the node is busy), no sandbox is started for the pool.
     pub fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.shared.taken_signal.notify_one();
+        }
     }
 
     pub fn idle(&self) -> usize {
-        self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.shared.lock_idle().len()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -175,9 +320,9 @@ impl Pool {
     }
 
     /// Stops refilling and destroys the waiting sandboxes; returns once nothing of the
-    /// pool exists. A start in flight is cancelled (its sandbox killed and its cgroup
-    /// removed) and waited for: otherwise it would finish after the shutdown and leave
-    /// a sandbox behind until the pool noticed.
+    /// pool exists. Starts in flight are cancelled (their sandboxes killed and their
+    /// cgroups removed) and waited for: otherwise they would finish after the shutdown
+    /// and leave sandboxes behind until the pool noticed.
     pub async fn shutdown(&self) {
         self.shared.stop.cancel();
         self.shared.stopped.cancelled().await;
@@ -185,75 +330,130 @@ impl Pool {
     }
 }
 
-/// Keeps the pool full: discards dead and stale sandboxes, starts one at a time.
+/// Keeps the pool full: discards dead and stale sandboxes, and starts new ones, as
+/// many at once as [`PoolOptions::max_starts`] while the pool is less than half full
+/// (a burst emptied it: refill it fast, the starts' low CPU weight keeps them from
+/// slowing evaluations down), one at a time otherwise.
 async fn maintain(shared: std::sync::Weak<Shared>) {
+    let mut starts: JoinSet<(Result<Waiting, PoolError>, Duration)> = JoinSet::new();
     let mut failures = 0u32;
+    let mut next_start = Instant::now();
     loop {
-        let Some(s) = shared.upgrade() else { return };
+        let Some(s) = shared.upgrade() else {
+            end_starts(&mut starts).await;
+            return;
+        };
         if s.stop.is_cancelled() {
+            end_starts(&mut starts).await;
+            s.lock_flight().starts = 0;
+            s.started_signal.notify_waiters();
             destroy_idle(&s).await;
             return;
         }
         {
-            let mut idle = s.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = s.lock_idle();
             let before = idle.len();
             let max_age = s.settings.max_age;
             idle.retain_mut(|w| w.is_alive() && w.age() < max_age);
             s.replaced
                 .fetch_add((before - idle.len()) as u64, Ordering::Relaxed);
         }
-        let want = s.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < s.settings.size;
-        if want && !s.paused.load(Ordering::Relaxed) {
-            let started = start_one(&s).await;
-            if s.stop.is_cancelled() {
-                // Stopped while it started: given up (or done), it goes too.
-                if let Ok(w) = started {
-                    w.destroy().await;
-                }
-                destroy_idle(&s).await;
-                return;
-            }
-            match started {
-                Ok(w) => {
-                    failures = 0;
-                    s.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back(w);
-                    continue;
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures == 1 {
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "starting a pooled sandbox; retrying"
-                        );
-                    }
-                }
+        let idle = s.lock_idle().len();
+        let size = s.settings.size;
+        let at_once = if idle * 2 < size {
+            s.options.max_starts.max(1)
+        } else {
+            1
+        };
+        if !s.paused.load(Ordering::Relaxed) && Instant::now() >= next_start {
+            while starts.len() < at_once && idle + starts.len() < size {
+                let one = s.clone();
+                starts.spawn(async move {
+                    let began = Instant::now();
+                    (start_one(&one).await, began.elapsed())
+                });
             }
         }
-        let pause = TICK * failures.clamp(1, 50);
+        s.lock_flight().starts = starts.len();
+        // After a failure, until the next start is due; otherwise a tick (dead or
+        // stale sandboxes to notice, a pause to end).
+        let backoff = next_start.saturating_duration_since(Instant::now());
+        let pause = if backoff.is_zero() { TICK } else { backoff };
         let stop = s.stop.clone();
+        let taken = s.taken_signal.clone();
         drop(s);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.cancelled() => {}
+        let ended = tokio::select! {
+            r = starts.join_next(), if !starts.is_empty() => r,
+            _ = tokio::time::sleep(pause) => None,
+            _ = taken.notified() => None,
+            _ = stop.cancelled() => None,
+        };
+        let Some(ended) = ended else { continue };
+        let Some(s) = shared.upgrade() else {
+            if let Ok((Ok(w), _)) = ended {
+                w.destroy().await;
+            }
+            continue;
+        };
+        match ended {
+            Ok((Ok(w), took)) if !s.stop.is_cancelled() => {
+                failures = 0;
+                // A moving average over about the last 8 starts.
+                let micros = took.as_micros().min(u64::MAX.into()) as u64;
+                let old = s.start_micros.load(Ordering::Relaxed);
+                let new = if old == 0 {
+                    micros
+                } else {
+                    (old * 7 + micros) / 8
+                };
+                s.start_micros.store(new, Ordering::Relaxed);
+                s.lock_idle().push_back(w);
+            }
+            // Stopped while it started: given up (or done), it goes too.
+            Ok((Ok(w), _)) => w.destroy().await,
+            Ok((Err(e), _)) => {
+                failures += 1;
+                next_start = Instant::now() + TICK * failures.clamp(1, 50);
+                if failures == 1 && !s.stop.is_cancelled() {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "starting a pooled sandbox; retrying"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a pooled sandbox's start ended abnormally"),
+        }
+        s.lock_flight().starts = starts.len();
+        s.started_signal.notify_waiters();
+    }
+}
+
+/// Waits for every start in flight to end (they end once the pool stops, destroying
+/// what they had started) and destroys those that got ready meanwhile.
+async fn end_starts(starts: &mut JoinSet<(Result<Waiting, PoolError>, Duration)>) {
+    while let Some(r) = starts.join_next().await {
+        if let Ok((Ok(w), _)) = r {
+            w.destroy().await;
         }
     }
 }
 
 /// Destroys the waiting sandboxes and returns once they are gone.
 async fn destroy_idle(s: &Shared) {
-    let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|p| p.into_inner()));
+    let idle = std::mem::take(&mut *s.lock_idle());
     for w in idle {
         w.destroy().await;
     }
 }
 
-/// One sandbox for the pool; given up (and destroyed) as soon as the pool stops.
+/// One sandbox for the pool, at the low warming CPU weight and the waiting memory
+/// limit; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
-    let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
+    let (mut job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
         .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
+    if let Some(bytes) = s.options.waiting_memory_bytes {
+        job.limits.memory_bytes = job.limits.memory_bytes.min(bytes);
+    }
+    job.limits.cpu_shares = WARMING_CPU_SHARES;
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)
 }

@@ -714,6 +714,8 @@ fn serve_refuses_an_open_files_limit_below_its_needs() {
         .env("JSHEETS_RUNTIME_STATE_DIR", tmp.path().join("state"))
         .env("JSHEETS_RUNTIME_SERVER_PORT", "0")
         .env("JSHEETS_RUNTIME_EVALUATION_MAX_CONCURRENT", "4")
+        // The default pools depend on the machine's CPUs; none keeps the figure fixed.
+        .env("JSHEETS_RUNTIME_EVALUATION_POOL_DEFAULTS", "false")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(71), "{}", text(&out.stderr));

@@ -1349,3 +1349,120 @@ async fn pooled_sandboxes_serve_requests_and_go_away_with_the_node() {
         panic!("left behind 5 s after the node exited: {left:?}");
     }
 }
+
+/// Pool size and idle count of `runtime` as `ListRuntimes` shows them.
+async fn pool_of(
+    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<Channel>,
+    runtime: &str,
+) -> Option<(u32, u32)> {
+    within(
+        NET,
+        "ListRuntimes",
+        client.list_runtimes(ListRuntimesRequest {}),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .runtimes
+    .iter()
+    .find(|r| r.name == runtime)
+    .map(|r| (r.pool_size, r.pool_idle))
+}
+
+/// Waits until the pool of `runtime` is full; returns its size.
+async fn wait_pool_full(
+    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<Channel>,
+    runtime: &str,
+) -> u32 {
+    let deadline = Instant::now() + SECS(90);
+    loop {
+        let (size, idle) = pool_of(client, runtime).await.unwrap();
+        if size > 0 && idle == size {
+            return size;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool of {runtime} did not fill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many evaluations the node logged as served by a pre-started sandbox, and how
+/// many as cold.
+fn pooled_counts(server: &Server) -> (usize, usize) {
+    let log = server.stderr();
+    let finished = log.lines().filter(|l| l.contains("evaluation finished"));
+    let (hits, misses): (Vec<&str>, Vec<&str>) = finished.partition(|l| l.contains("pooled=true"));
+    (hits.len(), misses.len())
+}
+
+#[tokio::test]
+async fn default_config_pools_the_installed_runtimes_and_serves_from_them() {
+    // The harness turns the defaults off; this node has the built-in configuration.
+    let server = Server::start(&[("JSHEETS_RUNTIME_EVALUATION_POOL_DEFAULTS", "true")]);
+    let mut client = server.client().await;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let size = wait_pool_full(&mut client, "python-3.11").await;
+    assert_eq!(size as usize, cpus.clamp(2, 8));
+    // Java too (installed and a default); `shell` is no default runtime here.
+    let (java, _) = pool_of(&mut client, "openjdk-17").await.unwrap();
+    assert_eq!(java as usize, (cpus / 2).clamp(1, 4));
+    assert_eq!(pool_of(&mut client, "shell").await, Some((0, 0)));
+    let log = server.stderr();
+    assert!(
+        log.contains("pre-started sandboxes")
+            && log.contains("budget_mib=")
+            && log.contains("a quarter of the node's memory"),
+        "{log}"
+    );
+    let t = evaluate(&mut client, start_code("python-3.11", "print(6 * 7)"), NET).await;
+    assert_eq!(t.stdout(), "42\n", "{t:#?}");
+    assert_eq!(t.status_name(), "Ok");
+    assert_eq!(pooled_counts(&server), (1, 0), "served from the pool");
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_the_pool_all_succeeds_with_few_cold_starts() {
+    const BURST: usize = 8;
+    const SIZE: usize = 2;
+    let server = Server::start(&[
+        (
+            "JSHEETS_RUNTIME_EVALUATION_POOL",
+            "{\"python-3.11\" = {size = 2}}",
+        ),
+        ("JSHEETS_RUNTIME_EVALUATION_MAX_CONCURRENT", "2"),
+        ("JSHEETS_RUNTIME_EVALUATION_QUEUE_SIZE", "16"),
+        ("JSHEETS_RUNTIME_EVALUATION_QUEUE_WAIT_MS", "60000"),
+    ]);
+    let mut client = server.client().await;
+    assert_eq!(
+        wait_pool_full(&mut client, "python-3.11").await as usize,
+        SIZE
+    );
+    let mut burst = Vec::new();
+    for i in 0..BURST {
+        let mut client = server.client().await;
+        burst.push(tokio::spawn(async move {
+            let code = format!("print({i})");
+            let t = evaluate(&mut client, start_code("python-3.11", &code), SECS(60)).await;
+            (i, t)
+        }));
+    }
+    for b in burst {
+        let (i, t) = b.await.unwrap();
+        assert_eq!(t.stdout(), format!("{i}\n"), "{t:#?}");
+        assert_eq!(t.status_name(), "Ok");
+    }
+    let (hits, misses) = pooled_counts(&server);
+    eprintln!("burst of {BURST}: {hits} from the pool, {misses} cold");
+    assert_eq!(hits + misses, BURST);
+    // The pool's sandboxes at least, and refills as they come: never all cold.
+    assert!(hits >= SIZE, "{hits} from the pool, {misses} cold");
+    assert!(
+        misses <= BURST - SIZE,
+        "{hits} from the pool, {misses} cold"
+    );
+    // It fills again after the burst.
+    wait_pool_full(&mut client, "python-3.11").await;
+}

@@ -194,6 +194,7 @@ impl<'a> SandboxBuilder<'a> {
                 max_processes: 512,
                 output_bytes: 16 << 20,
                 cpu_millis: 0,
+                cpu_shares: 0,
                 work_bytes: 64 << 20,
                 tmp_bytes: 2 << 30,
                 file_size_bytes: 2 << 30,

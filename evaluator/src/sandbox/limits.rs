@@ -59,6 +59,13 @@ pub const PAYLOAD_LOCKED_MEMORY: u64 = 64 << 10;
 /// RLIMIT_SIGPENDING of the payload: queued signals of its uid.
 pub const PAYLOAD_PENDING_SIGNALS: u64 = 1024;
 
+/// The CPU weight of a sandbox whose limits say 0: cgroup v1's default shares. It is
+/// always written, so that a sandbox started at a lower weight (one warming for a
+/// pool) gets the normal one back when a request takes it. On v2 the same number goes
+/// to `cpu.weight`: sandboxes are siblings under the node's cgroup, and only the
+/// ratio between siblings counts.
+pub(super) const NORMAL_CPU_SHARES: u64 = 1024;
+
 /// The cgroup part of a job's limits.
 pub(super) fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
     cgroup::CgroupLimits {
@@ -69,7 +76,10 @@ pub(super) fn cgroup_limits(l: &Limits) -> cgroup::CgroupLimits {
             n => n.saturating_add(SANDBOX_PROCESSES),
         },
         cpu_millis: l.cpu_millis,
-        cpu_shares: 0,
+        cpu_shares: match l.cpu_shares {
+            0 => NORMAL_CPU_SHARES,
+            n => n,
+        },
     }
 }
 

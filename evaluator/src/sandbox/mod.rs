@@ -192,6 +192,8 @@ pub struct Limits {
     pub output_bytes: u64,
     /// CPU bandwidth in millicores (1000 = one core).
     pub cpu_millis: u64,
+    /// CPU weight against other sandboxes (cgroup shares); 0 is the normal weight.
+    pub cpu_shares: u64,
     pub work_bytes: u64,
     pub tmp_bytes: u64,
     /// RLIMIT_FSIZE where host paths are bound writable (runtime builds). Not applied
@@ -212,6 +214,7 @@ impl Default for Limits {
             max_processes: 64,
             output_bytes: 1 << 20,
             cpu_millis: 1000,
+            cpu_shares: 0,
             work_bytes: 64 << 20,
             tmp_bytes: 64 << 20,
             file_size_bytes: 64 << 20,

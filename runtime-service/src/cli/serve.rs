@@ -390,9 +390,15 @@ const CONNECTION_FDS: u64 = 1024;
 /// can exist at once (`evaluation.maxConcurrent` running, the pools' pre-started ones)
 /// times [`FDS_PER_SANDBOX`], plus [`BASE_FDS`] and [`CONNECTION_FDS`].
 pub fn nofile_needed(config: &Config) -> u64 {
-    let pooled: usize = config.evaluation.pool.values().map(|p| p.size).sum();
+    let pooled = most_pooled(config);
     let sandboxes = (config.evaluation.max_concurrent + pooled) as u64;
     BASE_FDS + CONNECTION_FDS + FDS_PER_SANDBOX * sandboxes
+}
+
+/// The most pre-started sandboxes the configuration can ask for on this machine.
+fn most_pooled(config: &Config) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::service::pools::most_pooled(&config.evaluation, cpus)
 }
 
 /// Why the node does not start on this host's open-files limit.
@@ -436,7 +442,7 @@ fn raise_nofile(config: &Config) -> Result<(), NofileError> {
             hard,
             needed,
             max_concurrent: config.evaluation.max_concurrent,
-            pooled: config.evaluation.pool.values().map(|p| p.size).sum(),
+            pooled: most_pooled(config),
         });
     }
     tracing::debug!(limit = hard, needed, "open-files limit");

@@ -135,6 +135,8 @@ pub(super) const KEYS: &[Key] = &[
         Table,
         "a table of runtime name = {size, idleMemoryBytes}, e.g. {openjdk-17 = {size = 2}}",
     ),
+    key("evaluation.poolDefaults", Bool, BOOL),
+    key("evaluation.poolMemoryBytes", Number, BYTES),
     key(
         "zookeeper.connectionString",
         Text,

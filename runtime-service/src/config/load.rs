@@ -616,6 +616,51 @@ mod tests {
     }
 
     #[test]
+    fn pools_default_on_a_table_replaces_them_and_a_switch_turns_them_off() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let (config, _) = load(jail, None).unwrap();
+            let e = &config.evaluation;
+            assert!(e.pool.is_empty());
+            assert!(e.pool_defaults, "default pools are on");
+            assert_eq!(e.pool_memory_bytes, None);
+
+            jail.create_file(
+                "config.toml",
+                "[evaluation]\npoolMemoryBytes = 1073741824\n\
+                 [evaluation.pool]\n\"python-3.11\" = { size = 0 }\n\
+                 \"openjdk-17\" = { size = 3, idleMemoryBytes = 200000000 }\n",
+            )?;
+            let (config, warnings) = load(jail, Some("config.toml")).unwrap();
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let e = &config.evaluation;
+            assert_eq!(e.pool["python-3.11"].size, 0);
+            assert_eq!(e.pool["openjdk-17"].size, 3);
+            assert_eq!(e.pool["openjdk-17"].idle_memory_bytes, Some(200_000_000));
+            assert_eq!(e.pool_memory_bytes, Some(1 << 30));
+
+            jail.create_file("off.toml", "[evaluation]\npoolDefaults = false\n")?;
+            let (config, _) = load(jail, Some("off.toml")).unwrap();
+            assert!(!config.evaluation.pool_defaults);
+
+            // The environment forms.
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_POOL_DEFAULTS", "true");
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_POOL_MEMORY_BYTES", "0");
+            jail.set_env(
+                "JSHEETS_RUNTIME_EVALUATION_POOL",
+                "{\"python-3.11\" = {size = 5}}",
+            );
+            let (config, warnings) = load(jail, Some("off.toml")).unwrap();
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let e = &config.evaluation;
+            assert!(e.pool_defaults);
+            assert_eq!(e.pool_memory_bytes, Some(0));
+            assert_eq!(e.pool["python-3.11"].size, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn both_spellings_accepted() {
         Jail::expect_with(|jail| {
             jail.clear_env();

@@ -24,6 +24,9 @@ mod syntax;
 mod validate;
 
 pub use load::{load, Overrides};
+/// For the pool plan's tests, which build tables by hand.
+#[cfg(test)]
+pub use schema::PoolConfig;
 pub use schema::{
     Config, EvaluationConfig, InfluxConfig, LimitValues, LogFormat, MonitoringBackend,
     DEFAULT_ACCESS_LISTS_DIR,

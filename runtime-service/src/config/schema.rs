@@ -135,8 +135,15 @@ pub struct EvaluationConfig {
     pub access_lists: BTreeMap<String, String>,
     /// Where `<name>.access` files are looked up before the built-in lists.
     pub access_lists_dir: PathBuf,
-    /// Runtime name → pre-started sandboxes.
+    /// Runtime name → pre-started sandboxes. A non-empty table replaces the default
+    /// pools (see `service::pools`); `size = 0` leaves a runtime without one.
     pub pool: BTreeMap<String, PoolConfig>,
+    /// Whether runtimes without an entry in `pool` get pools sized for the machine
+    /// (the default runtime, `openjdk-17` and `python-3.11`, those installed).
+    pub pool_defaults: bool,
+    /// The most memory all waiting sandboxes may hold together (sizes are cut to
+    /// fit; 0: no pools). Default: a quarter of the node's memory.
+    pub pool_memory_bytes: Option<u64>,
 }
 
 impl Default for EvaluationConfig {
@@ -159,6 +166,8 @@ impl Default for EvaluationConfig {
             access_lists: BTreeMap::new(),
             access_lists_dir: DEFAULT_ACCESS_LISTS_DIR.into(),
             pool: BTreeMap::new(),
+            pool_defaults: true,
+            pool_memory_bytes: None,
         }
     }
 }

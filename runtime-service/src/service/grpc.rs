@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use evaluator::access::AccessList;
 use evaluator::evaluate;
-use evaluator::pool::Pool;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status as SandboxStatus};
 use evaluator::snippet::{Component, Output};
@@ -266,7 +265,12 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             }
             (finals, last_component)
         };
-        let waiting = node.pools().get(p.runtime.name()).and_then(Pool::take);
+        let pool = node.pools().get(p.runtime.name()).cloned();
+        let waiting = match pool {
+            Some(pool) => pool.take_soon().await,
+            None => None,
+        };
+        let pooled = waiting.is_some();
         let run = evaluate::evaluate_in(
             &node.sandboxes,
             waiting,
@@ -324,6 +328,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         tracing::info!(
             wall_ms = outcome.wall_time.as_millis() as u64,
             cpu_ms = outcome.cpu_time.as_millis() as u64,
+            pooled,
             "evaluation finished"
         );
         finals.completion = Some(wire::completion(

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use evaluator::access::catalog::{Catalog, CatalogError};
 use evaluator::access::AccessList;
-use evaluator::pool::{Pool, PoolSettings};
+use evaluator::lang::EvaluatorKind;
+use evaluator::pool::{Pool, PoolOptions, PoolSettings};
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Sandboxes};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::error::ServiceError;
+use super::pools::{self, Machine};
 use crate::config::{Config, EvaluationConfig};
 use crate::metrics::Metrics;
 
@@ -133,43 +135,95 @@ impl Node {
             .map_err(|e| ServiceError::NotFound(e.to_string()))
     }
 
-    /// Starts the pools configured in `evaluation.pool` (runtimes that cannot be
-    /// pre-started are reported and skipped). Waiting sandboxes hold the maximum limits
-    /// (memory: `idleMemoryBytes` if set) until a request's replace them.
+    /// Starts the pools of [`pools::plan`] for the installed runtimes on this machine
+    /// and logs what was chosen and why. Waiting sandboxes hold the maximum limits
+    /// (the interpreter is sized for them) but their pool's idle memory, until a
+    /// request's limits replace them.
     fn start_pools(
         &self,
         registry: &Registry,
         lists: &BTreeMap<String, Arc<AccessList>>,
     ) -> BTreeMap<String, Pool> {
-        let mut pools = BTreeMap::new();
+        let installed: Vec<(String, EvaluatorKind)> = registry
+            .list()
+            .iter()
+            .map(|r| (r.name().to_owned(), r.launch().kind))
+            .collect();
         for (name, pool) in &self.config.pool {
-            if pool.size == 0 {
+            if pool.size > 0 && !installed.iter().any(|(n, _)| n == name) {
+                tracing::warn!(runtime = %name, "evaluation.pool names a runtime that is not installed");
+            }
+        }
+        let machine = Machine::detect();
+        let plan = pools::plan(&self.config, &installed, machine);
+        let why = match self.config.pool_memory_bytes {
+            Some(_) => "evaluation.poolMemoryBytes",
+            None => "a quarter of the node's memory",
+        };
+        let source = if !self.config.pool.is_empty() {
+            "evaluation.pool"
+        } else if self.config.pool_defaults {
+            "defaults for the machine"
+        } else {
+            "none (evaluation.poolDefaults = false)"
+        };
+        tracing::info!(
+            pools = source,
+            cpus = machine.cpus,
+            memory_mib = machine.memory_bytes >> 20,
+            budget_mib = plan.budget >> 20,
+            budget = why,
+            used_mib = plan.total_bytes() >> 20,
+            sandboxes = plan.total_size(),
+            "pre-started sandboxes"
+        );
+        let mut pools = BTreeMap::new();
+        for planned in &plan.pools {
+            let name = &planned.runtime;
+            if planned.size < planned.wanted {
+                tracing::info!(
+                    runtime = %name,
+                    wanted = planned.wanted,
+                    size = planned.size,
+                    budget_mib = plan.budget >> 20,
+                    "pool cut to fit the memory budget"
+                );
+            }
+            if planned.size == 0 {
                 continue;
             }
-            let Some(runtime) = registry.list().iter().find(|r| r.name() == name) else {
-                tracing::warn!(runtime = %name, "evaluation.pool names a runtime that is not installed");
+            let Some(runtime) = registry.get(name) else {
                 continue;
             };
             let mut launch = runtime.launch();
             launch.access_list = lists.get(name).cloned();
             let max = &self.config.limits.maxima;
-            let mut idle_limits = Limits {
+            let idle_limits = Limits {
                 wall_time: Duration::from_millis(max.wall_time_ms),
                 cpu_time: Duration::from_millis(max.cpu_time_ms),
-                memory_bytes: pool.idle_memory_bytes.unwrap_or(max.memory_bytes),
+                memory_bytes: max.memory_bytes.max(planned.idle_memory_bytes),
                 max_processes: max.max_processes,
                 output_bytes: max.output_bytes,
                 ..Limits::default()
             };
-            idle_limits.memory_bytes = idle_limits.memory_bytes.max(64 << 20);
             let settings = PoolSettings {
-                size: pool.size,
+                size: planned.size,
                 idle_limits,
                 max_age: POOLED_MAX_AGE,
             };
-            match Pool::start(self.sandboxes.clone(), launch, settings) {
+            let options = PoolOptions {
+                waiting_memory_bytes: Some(planned.idle_memory_bytes),
+                max_starts: machine.cpus,
+            };
+            match Pool::start_with(self.sandboxes.clone(), launch, settings, options) {
                 Ok(p) => {
-                    tracing::info!(runtime = %name, size = pool.size, "pre-starting sandboxes");
+                    tracing::info!(
+                        runtime = %name,
+                        size = planned.size,
+                        idle_memory_mib = planned.idle_memory_bytes >> 20,
+                        configured = planned.configured,
+                        "pre-starting sandboxes"
+                    );
                     pools.insert(name.clone(), p);
                 }
                 Err(e) => tracing::warn!(runtime = %name, error = %e, "not pre-starting sandboxes"),

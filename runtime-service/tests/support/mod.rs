@@ -130,7 +130,8 @@ pub struct Server {
 
 impl Server {
     /// Starts a server on 127.0.0.1 with a free port, the shared runtimes, a state
-    /// directory of its own, python-3.11 as the default runtime and a 3 s shutdown grace;
+    /// directory of its own, python-3.11 as the default runtime, no default pools and
+    /// a 3 s shutdown grace;
     /// `env` adds or overrides `JSHEETS_RUNTIME_*` variables.
     pub fn start(env: &[(&str, &str)]) -> Server {
         let runtimes = runtimes_dir();
@@ -159,7 +160,10 @@ impl Server {
             .env("JSHEETS_RUNTIME_SERVER_SHUTDOWN_GRACE_SECONDS", "3")
             .env("JSHEETS_RUNTIME_EVALUATION_RUNTIMES_DIR", &runtimes)
             .env("JSHEETS_RUNTIME_EVALUATION_STATE_DIR", &state)
-            .env("JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME", "python-3.11");
+            .env("JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME", "python-3.11")
+            // No pre-started sandboxes unless a test asks: suites run in parallel on
+            // few CPUs, and most count the sandboxes a node has.
+            .env("JSHEETS_RUNTIME_EVALUATION_POOL_DEFAULTS", "false");
         for (k, v) in env {
             cmd.env(k, v);
         }
