@@ -36,7 +36,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use framing::{Dropped, Framing};
-pub use helper::helper_main;
+pub use helper::{forked_main, helper_main};
+pub use crate::sys::jsheets_forked_helper;
 use limits::cgroup_limits;
 pub use limits::{
     payload_nproc, PAYLOAD_LOCKED_MEMORY, PAYLOAD_PENDING_SIGNALS, SANDBOX_PROCESSES,

@@ -40,7 +40,7 @@ pub(super) struct Prepared {
     /// helper, which reaps init, and only then the helper (see
     /// [`cgroup::SandboxCgroup::destroy`]); the child's kill-on-drop comes after.
     pub cg: cgroup::SandboxCgroup,
-    pub child: tokio::process::Child,
+    pub child: HelperProcess,
     pub control: OwnedFd,
     pub events: OwnedFd,
     /// Write end of the pipe a deferred input goes into.
@@ -50,7 +50,7 @@ pub(super) struct Prepared {
 impl Prepared {
     /// Whether the helper is still there; if not, it has been reaped by now.
     pub fn is_alive(&mut self) -> bool {
-        let alive = matches!(self.child.try_wait(), Ok(None));
+        let alive = self.child.is_alive();
         if !alive {
             self.cg.helper_reaped();
         }
@@ -92,7 +92,7 @@ impl Inner {
         control::send(&control, &placement).map_err(SetupError::TellPlacement)?;
         Ok(Prepared {
             cg,
-            child,
+            child: HelperProcess::Spawned(child),
             control,
             events,
             input,
@@ -149,6 +149,81 @@ impl Inner {
     /// Validates the job on the host and turns it into the helper's plan.
     pub(super) fn plan(&self, job: &Job, uid: u32) -> Result<Plan, PlanError> {
         plan_for(job, uid, &self.root_dir)
+    }
+}
+
+/// The helper's process: spawned by us, or forked by a zygote (not our child: the
+/// zygote reaps it; we watch it through a pidfd). Either is killed when dropped.
+#[derive(Debug)]
+pub(super) enum HelperProcess {
+    Spawned(tokio::process::Child),
+    Forked(Forked),
+}
+
+/// A helper forked by a zygote, and our ends of its stdio pipes.
+#[derive(Debug)]
+pub(super) struct Forked {
+    pub pidfd: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        let _ = sys::pidfd_kill(&self.pidfd);
+    }
+}
+
+impl HelperProcess {
+    fn is_alive(&mut self) -> bool {
+        match self {
+            HelperProcess::Spawned(c) => matches!(c.try_wait(), Ok(None)),
+            HelperProcess::Forked(f) => !sys::pidfd_exited(&f.pidfd),
+        }
+    }
+
+    /// Our end of its stdin, once.
+    pub fn take_stdin(&mut self) -> Option<tokio::net::unix::pipe::Sender> {
+        let fd = match self {
+            HelperProcess::Spawned(c) => c.stdin.take()?.into_owned_fd().ok()?,
+            HelperProcess::Forked(f) => f.stdin.take()?,
+        };
+        tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
+    }
+
+    /// Our ends of its stdout and stderr, once.
+    pub fn take_output(
+        &mut self,
+    ) -> (
+        Option<tokio::net::unix::pipe::Receiver>,
+        Option<tokio::net::unix::pipe::Receiver>,
+    ) {
+        let (out, err) = match self {
+            HelperProcess::Spawned(c) => (
+                c.stdout.take().and_then(|o| o.into_owned_fd().ok()),
+                c.stderr.take().and_then(|e| e.into_owned_fd().ok()),
+            ),
+            HelperProcess::Forked(f) => (f.stdout.take(), f.stderr.take()),
+        };
+        let receiver =
+            |fd: Option<OwnedFd>| fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+        (receiver(out), receiver(err))
+    }
+
+    /// Returns once it has exited (and, if it is ours, been reaped).
+    pub async fn wait(&mut self) {
+        match self {
+            HelperProcess::Spawned(c) => {
+                let _ = c.wait().await;
+            }
+            HelperProcess::Forked(f) => {
+                // A pidfd turns readable when its process exits.
+                if sys::pidfd_exit(&f.pidfd).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -212,6 +287,7 @@ fn plan_for(job: &Job, uid: u32, root_dir: &Path) -> Result<Plan, PlanError> {
         input_len: job.input.as_ref().map(|i| i.len() as u64),
         deferred_input: false,
         has_events: job.events,
+        payload: plan::Payload::Exec,
     })
 }
 
