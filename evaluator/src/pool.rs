@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::lang::{waiting_job, JobError, Launch};
+use crate::lang::{waiting_job, zygote_job, JobError, Launch};
+use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{Limits, Sandboxes, WaitError, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
@@ -41,6 +42,9 @@ pub struct PoolSettings {
     pub idle_limits: Limits,
     /// A sandbox waiting longer is replaced (its interpreter may have gone stale).
     pub max_age: Duration,
+    /// Fork sandboxes from a zygote where the runtime has one (Python; see
+    /// `sandbox::zygote`) instead of starting each interpreter.
+    pub zygote: bool,
 }
 
 struct Shared {
@@ -53,6 +57,11 @@ struct Shared {
     taken: AtomicU64,
     misses: AtomicU64,
     replaced: AtomicU64,
+    forked: AtomicU64,
+    /// The zygote sandboxes are forked from (replaced when used up or dead), and
+    /// whether the runtime has none or it failed to start (then: plain starts).
+    zygote: tokio::sync::Mutex<Option<Arc<Zygote>>>,
+    no_zygote: AtomicBool,
     stop: CancellationToken,
     /// Cancelled once the refilling task has ended, and with it any start it had in
     /// flight (whose sandbox is then destroyed).
@@ -96,6 +105,8 @@ pub struct PoolStats {
     pub misses: u64,
     /// Sandboxes discarded because they died or waited too long.
     pub replaced: u64,
+    /// Sandboxes forked from a zygote (the rest started their interpreter).
+    pub forked: u64,
 }
 
 impl Pool {
@@ -120,6 +131,9 @@ impl Pool {
             taken: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
+            forked: AtomicU64::new(0),
+            zygote: tokio::sync::Mutex::new(None),
+            no_zygote: AtomicBool::new(false),
             stop: stop.clone(),
             stopped: stopped.clone(),
         });
@@ -171,6 +185,7 @@ impl Pool {
             taken: self.shared.taken.load(Ordering::Relaxed),
             misses: self.shared.misses.load(Ordering::Relaxed),
             replaced: self.shared.replaced.load(Ordering::Relaxed),
+            forked: self.shared.forked.load(Ordering::Relaxed),
         }
     }
 
@@ -243,17 +258,60 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// Destroys the waiting sandboxes and returns once they are gone.
+/// Destroys the waiting sandboxes, and the zygote unless sandboxes it forked still
+/// run (the last of them destroys it), and returns once they are gone.
 async fn destroy_idle(s: &Shared) {
     let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|p| p.into_inner()));
     for w in idle {
         w.destroy().await;
     }
+    if let Some(z) = s.zygote.lock().await.take() {
+        if let Ok(z) = Arc::try_unwrap(z) {
+            z.destroy().await;
+        }
+    }
 }
 
 /// One sandbox for the pool; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
+    if s.settings.zygote && !s.no_zygote.load(Ordering::Relaxed) {
+        match forked(s).await {
+            Ok(Some(w)) => {
+                s.forked.fetch_add(1, Ordering::Relaxed);
+                return Ok(w);
+            }
+            Ok(None) => s.no_zygote.store(true, Ordering::Relaxed),
+            Err(e @ PoolError::Start(WaitError::Cancelled)) => return Err(e),
+            Err(e) => {
+                // Plain starts from now on: slower, but every protection is the same.
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "starting a zygote; starting sandboxes one by one instead"
+                );
+                s.no_zygote.store(true, Ordering::Relaxed);
+            }
+        }
+    }
     let (job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
         .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)
+}
+
+/// A sandbox forked from the pool's zygote (started, or replaced, first if need be);
+/// `None` if the runtime has no zygote.
+async fn forked(s: &Shared) -> Result<Option<Waiting>, PoolError> {
+    let mut zygote = s.zygote.lock().await;
+    if !zygote.as_ref().is_some_and(|z| z.usable()) {
+        // A used-up zygote lives on until the last sandbox it forked is gone.
+        *zygote = None;
+        let Some((job, preface)) = zygote_job(&s.launch, s.settings.idle_limits.clone())? else {
+            return Ok(None);
+        };
+        *zygote = Some(s.sandboxes.start_zygote(job, preface, &s.stop).await?);
+    }
+    let Some(z) = zygote.clone() else {
+        return Ok(None);
+    };
+    drop(zygote);
+    Ok(Some(s.sandboxes.start_forked(&z, &s.stop).await?))
 }

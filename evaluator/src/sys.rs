@@ -364,10 +364,10 @@ pub extern "C" fn jsheets_forked_helper() -> libc::c_int {
 /// A pidfd for process `pid` (of our pid namespace): it names that process only, even
 /// after its pid is reused.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; the new fd
-    // is owned by nobody else.
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (close-on-exec
+    // always) or -1; the new fd is owned by nobody else.
     unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, libc::O_CLOEXEC);
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32);
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -395,7 +395,10 @@ pub fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
 
 /// Whether the process of `pidfd` has exited (its pidfd is readable).
 pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
 

@@ -507,6 +507,7 @@ async fn no_host_path_is_visible_inside() {
             size: 1,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: false,
         },
     )
     .unwrap();
@@ -840,6 +841,7 @@ async fn live_sandboxes_never_share_a_uid() {
             size: POOLED,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: false,
         },
     )
     .unwrap();
@@ -1174,6 +1176,7 @@ async fn the_sandbox_sees_its_cgroup_as_the_root() {
             size: 1,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: false,
         },
     )
     .unwrap();

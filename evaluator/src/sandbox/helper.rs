@@ -41,8 +41,8 @@ use nix::unistd::{
 
 use super::control::{self, ControlError, Receiver};
 use super::plan::{
-    Payload, Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
-    MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
+    Payload, Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD,
+    HELPER_INPUT_FD, MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
 use crate::sys;
@@ -529,13 +529,7 @@ fn init(
         sys::Fork::Child => {
             drop(err_read);
             drop(go_write);
-            let e = match payload_setup(
-                go_read,
-                plan,
-                input.as_ref(),
-                events.as_ref(),
-                &filter,
-            ) {
+            let e = match payload_setup(go_read, plan, input.as_ref(), events.as_ref(), &filter) {
                 Ok(()) if plan.payload == Payload::Return => {
                     // What an exec would do: every fd but 0-4 closed (the exec pipe
                     // among them, so init hears of the start). Their owners let go

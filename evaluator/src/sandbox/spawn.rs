@@ -73,30 +73,60 @@ impl Inner {
     /// plan; it is in the cgroup before it reads it, so every process it makes is
     /// counted and limited from the first instruction.
     pub(super) fn prepare(&self, early_unshare: bool) -> Result<Prepared, SetupError> {
+        self.prepare_with(early_unshare, None)
+    }
+
+    /// [`Inner::prepare`], with `stdin` as the helper's stdin instead of a pipe (a
+    /// zygote's request socket).
+    pub(super) fn prepare_with(
+        &self,
+        early_unshare: bool,
+        stdin: Option<OwnedFd>,
+    ) -> Result<Prepared, SetupError> {
+        let (id, cg) = self.new_cgroup()?;
+        let (child, control, events, input) = self
+            .spawn_helper(early_unshare, stdin)
+            .map_err(SetupError::SpawnHelper)?;
+        let pid = child.id().ok_or(SetupError::HelperGone)?;
+        self.place(
+            Prepared {
+                cg,
+                child: HelperProcess::Spawned(child),
+                control,
+                events,
+                input,
+            },
+            &id,
+            pid,
+        )
+    }
+
+    /// A fresh empty cgroup of its own for a sandbox, and its name.
+    pub(super) fn new_cgroup(&self) -> Result<(String, cgroup::SandboxCgroup), SetupError> {
         let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("sb-{}-{seq}", std::process::id());
-        let mut cg = self
+        let cg = self
             .cgroups
             .create(&id, &cgroup::CgroupLimits::default())
             .map_err(SetupError::CreateCgroup)?;
-        let (child, control, events, input) = self
-            .spawn_helper(early_unshare)
-            .map_err(SetupError::SpawnHelper)?;
-        let pid = child.id().ok_or(SetupError::HelperGone)?;
-        cg.add(pid).map_err(SetupError::PlaceHelper)?;
-        // Only now may the helper create its cgroup namespace: it waits for this, and
-        // checks that /proc/self/cgroup says the same.
+        Ok((id, cg))
+    }
+
+    /// Moves helper `pid` into the cgroup `id` of `prepared` and tells it so. Only now
+    /// may the helper create its cgroup namespace: it waits for this, and checks that
+    /// /proc/self/cgroup says the same.
+    pub(super) fn place(
+        &self,
+        mut prepared: Prepared,
+        id: &str,
+        pid: u32,
+    ) -> Result<Prepared, SetupError> {
+        prepared.cg.add(pid).map_err(SetupError::PlaceHelper)?;
         let placement = plan::Placement {
-            cgroups: self.cgroups.placement(&id),
+            cgroups: self.cgroups.placement(id),
         };
-        control::send(&control, &placement).map_err(SetupError::TellPlacement)?;
-        Ok(Prepared {
-            cg,
-            child: HelperProcess::Spawned(child),
-            control,
-            events,
-            input,
-        })
+        control::send(&prepared.control, &placement).map_err(SetupError::TellPlacement)?;
+        Ok(prepared)
     }
 
     /// The helper process, with the control socket, the event pipe and the input pipe
@@ -104,6 +134,7 @@ impl Inner {
     fn spawn_helper(
         &self,
         early_unshare: bool,
+        stdin: Option<OwnedFd>,
     ) -> std::io::Result<(tokio::process::Child, OwnedFd, OwnedFd, OwnedFd)> {
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
@@ -128,7 +159,7 @@ impl Inner {
             cmd.arg(helper::EARLY_UNSHARE_ARG);
         }
         cmd.env_clear()
-            .stdin(Stdio::piped())
+            .stdin(stdin.map_or_else(Stdio::piped, Stdio::from))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -167,6 +198,8 @@ pub(super) struct Forked {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// Kept until the helper is gone: it is in the zygote's pid namespace.
+    pub _zygote: std::sync::Arc<super::zygote::Zygote>,
 }
 
 impl Drop for Forked {
@@ -206,8 +239,9 @@ impl HelperProcess {
             ),
             HelperProcess::Forked(f) => (f.stdout.take(), f.stderr.take()),
         };
-        let receiver =
-            |fd: Option<OwnedFd>| fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+        let receiver = |fd: Option<OwnedFd>| {
+            fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+        };
         (receiver(out), receiver(err))
     }
 

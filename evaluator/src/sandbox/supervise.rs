@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::SandboxCgroup;
-use super::spawn::HelperProcess;
 use super::control::{self, ControlError, Decoder};
 use super::framing::{Frame, Framing, LineReader};
 use super::limits::CPU_POLL;
 use super::plan::{Plan, Report, MAX_CONTROL_MESSAGE};
+use super::spawn::HelperProcess;
 use super::spawn::Prepared;
 use super::status::{self, DriverFacts, KillReason, SandboxFacts};
 use super::{Event, Filesystem, Job, Outcome, SetupError};

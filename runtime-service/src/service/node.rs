@@ -166,6 +166,7 @@ impl Node {
                 size: pool.size,
                 idle_limits,
                 max_age: POOLED_MAX_AGE,
+                zygote: true,
             };
             match Pool::start(self.sandboxes.clone(), launch, settings) {
                 Ok(p) => {
