@@ -349,18 +349,6 @@ pub fn keep_only_capability(cap: u32) -> io::Result<()> {
     capset(&data)
 }
 
-/// The entry point of the zygote library (crate `zygote-lib`, see
-/// `sandbox::zygote`): a zygote's interpreter, just forked, calls it through its
-/// foreign function interface to become a sandbox's helper. Returns 0, and only in the
-/// sandbox's payload; every other process of the sandbox exits inside.
-// SAFETY: an exported, unmangled symbol; the name is unique to this crate, and the
-// function takes nothing and returns a plain int, so any C caller matches it.
-#[no_mangle]
-pub extern "C" fn jsheets_forked_helper() -> libc::c_int {
-    crate::sandbox::forked_main();
-    0
-}
-
 /// A pidfd for process `pid` (of our pid namespace): it names that process only, even
 /// after its pid is reused.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::sys::jsheets_forked_helper;
 use framing::{Dropped, Framing};
 pub use helper::{forked_main, helper_main};
 use limits::cgroup_limits;
