@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::lang::{waiting_job, JobError, Launch};
+use crate::lang::{waiting_job, zygote_job, JobError, Launch};
+use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{Limits, Sandboxes, WaitError, Waiting};
 
 /// How often the pool checks its sandboxes and refills.
@@ -50,6 +51,9 @@ pub struct PoolSettings {
     pub idle_limits: Limits,
     /// A sandbox waiting longer is replaced (its interpreter may have gone stale).
     pub max_age: Duration,
+    /// Fork sandboxes from a zygote where the runtime has one (Python; see
+    /// `sandbox::zygote`) instead of starting each interpreter.
+    pub zygote: bool,
 }
 
 /// More of how a pool behaves, with defaults ([`Pool::start_with`]).
@@ -98,6 +102,11 @@ struct Shared {
     taken_signal: Arc<Notify>,
     /// Told when a start ended (ready or failed): waiting requests look again.
     started_signal: Notify,
+    forked: AtomicU64,
+    /// The zygote sandboxes are forked from (replaced when used up or dead), and
+    /// whether the runtime has none or it failed to start (then: plain starts).
+    zygote: tokio::sync::Mutex<Option<Arc<Zygote>>>,
+    no_zygote: AtomicBool,
     stop: CancellationToken,
     /// Cancelled once the refilling task has ended, and with it any start it had in
     /// flight (whose sandbox is then destroyed).
@@ -175,6 +184,8 @@ pub struct PoolStats {
     pub misses: u64,
     /// Sandboxes discarded because they died or waited too long.
     pub replaced: u64,
+    /// Sandboxes forked from a zygote (the rest started their interpreter).
+    pub forked: u64,
 }
 
 impl Pool {
@@ -215,6 +226,9 @@ impl Pool {
             start_micros: AtomicU64::new(0),
             taken_signal: Arc::new(Notify::new()),
             started_signal: Notify::new(),
+            forked: AtomicU64::new(0),
+            zygote: tokio::sync::Mutex::new(None),
+            no_zygote: AtomicBool::new(false),
             stop: stop.clone(),
             stopped: stopped.clone(),
         });
@@ -316,6 +330,7 @@ impl Pool {
             taken: self.shared.taken.load(Ordering::Relaxed),
             misses: self.shared.misses.load(Ordering::Relaxed),
             replaced: self.shared.replaced.load(Ordering::Relaxed),
+            forked: self.shared.forked.load(Ordering::Relaxed),
         }
     }
 
@@ -438,22 +453,67 @@ async fn end_starts(starts: &mut JoinSet<(Result<Waiting, PoolError>, Duration)>
     }
 }
 
-/// Destroys the waiting sandboxes and returns once they are gone.
+/// Destroys the waiting sandboxes, and the zygote unless sandboxes it forked still
+/// run (the last of them destroys it), and returns once they are gone.
 async fn destroy_idle(s: &Shared) {
     let idle = std::mem::take(&mut *s.lock_idle());
     for w in idle {
         w.destroy().await;
+    }
+    if let Some(z) = s.zygote.lock().await.take() {
+        if let Ok(z) = Arc::try_unwrap(z) {
+            z.destroy().await;
+        }
     }
 }
 
 /// One sandbox for the pool, at the low warming CPU weight and the waiting memory
 /// limit; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
-    let (mut job, preface) = waiting_job(&s.launch, s.settings.idle_limits.clone())?
-        .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
+    let mut limits = s.settings.idle_limits.clone();
     if let Some(bytes) = s.options.waiting_memory_bytes {
-        job.limits.memory_bytes = job.limits.memory_bytes.min(bytes);
+        limits.memory_bytes = limits.memory_bytes.min(bytes);
     }
-    job.limits.cpu_shares = WARMING_CPU_SHARES;
+    limits.cpu_shares = WARMING_CPU_SHARES;
+    if s.settings.zygote && !s.no_zygote.load(Ordering::Relaxed) {
+        match forked(s, &limits).await {
+            Ok(Some(w)) => {
+                s.forked.fetch_add(1, Ordering::Relaxed);
+                return Ok(w);
+            }
+            Ok(None) => s.no_zygote.store(true, Ordering::Relaxed),
+            Err(e @ PoolError::Start(WaitError::Cancelled)) => return Err(e),
+            Err(e) => {
+                // Plain starts from now on: slower, but every protection is the same.
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "starting a zygote; starting sandboxes one by one instead"
+                );
+                s.no_zygote.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let (job, preface) = waiting_job(&s.launch, limits)?
+        .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)
+}
+
+/// A sandbox forked from the pool's zygote (started, or replaced, first if need be);
+/// `None` if the runtime has no zygote.
+/// Its sandboxes (and the zygote itself) wait with `limits`.
+async fn forked(s: &Shared, limits: &Limits) -> Result<Option<Waiting>, PoolError> {
+    let mut zygote = s.zygote.lock().await;
+    if !zygote.as_ref().is_some_and(|z| z.usable()) {
+        // A used-up zygote lives on until the last sandbox it forked is gone.
+        *zygote = None;
+        let Some((job, preface)) = zygote_job(&s.launch, limits.clone())? else {
+            return Ok(None);
+        };
+        *zygote = Some(s.sandboxes.start_zygote(job, preface, &s.stop).await?);
+    }
+    let Some(z) = zygote.clone() else {
+        return Ok(None);
+    };
+    drop(zygote);
+    Ok(Some(s.sandboxes.start_forked(&z, &s.stop).await?))
 }

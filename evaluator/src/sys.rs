@@ -226,7 +226,8 @@ pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 /// contract (a terminal its parent leaked, above all).
 pub fn close_from(from: u32) -> io::Result<()> {
     // SAFETY: close_range closes fds of this single-threaded process; nothing in it
-    // owns an fd in that range (the helper calls this first thing, before opening any).
+    // owns an fd in that range (the helper calls this first thing, before opening any;
+    // a payload returning to a zygote's interpreter after its owners let go of theirs).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -346,4 +347,59 @@ pub fn keep_only_capability(cap: u32) -> io::Result<()> {
     word.effective = 1 << (cap % 32);
     word.permitted = 1 << (cap % 32);
     capset(&data)
+}
+
+/// A pidfd for process `pid` (of our pid namespace): it names that process only, even
+/// after its pid is reused.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (close-on-exec
+    // always) or -1; the new fd is owned by nobody else.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd as RawFd))
+    }
+}
+
+/// SIGKILL to the process of `pidfd` (nothing if it has exited).
+pub fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal on a valid pidfd with no siginfo (NULL) and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd is readable).
+pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Waits (async) until the process of `pidfd` has exited.
+pub async fn pidfd_exit(pidfd: &OwnedFd) -> io::Result<()> {
+    let own = pidfd.try_clone()?;
+    // SAFETY: `own` is an OwnedFd moved into the AsyncFd: it stays open and names the
+    // same file description until the AsyncFd is dropped, and its as_raw_fd never
+    // changes.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(own, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    fd.readable().await?.retain_ready();
+    Ok(())
 }

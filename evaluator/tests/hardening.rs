@@ -498,32 +498,37 @@ async fn no_host_path_is_visible_inside() {
         "init's cmdline names no host path: {stdout}"
     );
 
+    // And in sandboxes started ahead: whole, and forked from a zygote.
     let mut launch = python.launch();
     launch.access_list = None;
-    let pool = Pool::start(
-        fx.sandboxes.clone(),
-        launch.clone(),
-        PoolSettings {
-            size: 1,
-            idle_limits: Limits::default(),
-            max_age: Duration::from_secs(600),
-        },
-    )
-    .unwrap();
-    let waiting = take_from(&pool).await;
-    let run = fx
-        .run_in(
-            Some(waiting),
-            &launch,
-            one(&code),
-            Vec::new(),
-            Limits::default(),
-            CancellationToken::new(),
+    for zygote in [false, true] {
+        let pool = Pool::start(
+            fx.sandboxes.clone(),
+            launch.clone(),
+            PoolSettings {
+                size: 1,
+                idle_limits: Limits::default(),
+                max_age: Duration::from_secs(600),
+                zygote,
+            },
         )
-        .await;
-    assert_eq!(run.outcome.status, Status::Ok, "{run:?}");
-    check_no_host_paths(&run.stdout(), &run);
-    pool.shutdown().await;
+        .unwrap();
+        let waiting = take_from(&pool).await;
+        assert_eq!(pool.stats().forked > 0, zygote, "{:?}", pool.stats());
+        let run = fx
+            .run_in(
+                Some(waiting),
+                &launch,
+                one(&code),
+                Vec::new(),
+                Limits::default(),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(run.outcome.status, Status::Ok, "zygote {zygote}: {run:?}");
+        check_no_host_paths(&run.stdout(), &run);
+        pool.shutdown().await;
+    }
 }
 
 async fn take_from(pool: &Pool) -> evaluator::sandbox::Waiting {
@@ -840,6 +845,7 @@ async fn live_sandboxes_never_share_a_uid() {
             size: POOLED,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: false,
         },
     )
     .unwrap();
@@ -1174,6 +1180,7 @@ async fn the_sandbox_sees_its_cgroup_as_the_root() {
             size: 1,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: false,
         },
     )
     .unwrap();

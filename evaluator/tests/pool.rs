@@ -29,6 +29,7 @@ fn settings(size: usize) -> PoolSettings {
             ..Limits::default()
         },
         max_age: Duration::from_secs(300),
+        zygote: false,
     }
 }
 

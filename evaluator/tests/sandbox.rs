@@ -261,6 +261,7 @@ async fn the_process_limit_counts_only_the_snippets_processes() {
             size: 2,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(300),
+            zygote: false,
         },
     )
     .unwrap();
@@ -331,6 +332,7 @@ async fn a_waiting_sandbox_takes_no_higher_process_limit_than_it_started_with() 
                 ..Limits::default()
             },
             max_age: Duration::from_secs(300),
+            zygote: false,
         },
     )
     .unwrap();

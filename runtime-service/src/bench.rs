@@ -202,6 +202,7 @@ fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<P
             size,
             idle_limits: Limits::default(),
             max_age: Duration::from_secs(600),
+            zygote: true,
         },
     )
 }

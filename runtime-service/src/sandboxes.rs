@@ -17,11 +17,18 @@ pub enum SandboxesError {
     Start(#[source] evaluator::sandbox::SandboxError),
 }
 
-/// The sandbox configuration with this binary as helper, mounted under `state_dir`.
+/// The zygote library's file name; it is installed beside the binary.
+pub const ZYGOTE_LIBRARY: &str = "libjsheets_zygote.so";
+
+/// The sandbox configuration with this binary as helper, mounted under `state_dir`,
+/// and the zygote library beside it if it is there (without it, pools start every
+/// sandbox's interpreter).
 pub fn config(state_dir: &Path) -> Result<SandboxConfig, SandboxesError> {
     let exe = std::env::current_exe().map_err(SandboxesError::Executable)?;
+    let library = exe.with_file_name(ZYGOTE_LIBRARY);
     let mut config = SandboxConfig::with_helper(exe, vec![SANDBOX_INIT.into()]);
     config.state_dir = state_dir.to_path_buf();
+    config.zygote_library = library.is_file().then_some(library);
     Ok(config)
 }
 

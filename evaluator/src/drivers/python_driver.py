@@ -514,6 +514,7 @@ def _parse_input(data):
     # Deferred: the components come after start-up (see _read_deferred).
     parsed = None if _INPUT_FD is not None else _parse_components(data)
     cfg = {"components": parsed,
+           "zygote": _INPUT_FD is not None and data.get("zygote") is True,
            "traceback_frames": data.get("traceback_frames", "user"),
            "prelude": data.get("prelude")}
     if cfg["traceback_frames"] not in ("user", "all"):
@@ -696,6 +697,10 @@ def _main():
     _state["previous_main"] = sys.modules.get("__main__")
     sys.modules["__main__"] = main_module
     if cfg["components"] is None:
+        if cfg["zygote"]:
+            # A zygote: forks a sandbox per request; returns only in one of them.
+            _need("zygote")
+            _zygote_serve()
         # Everything above ran before the request: say so, and wait for it.
         _write_event({"event": "ready"})
         cfg["components"] = _read_deferred()
@@ -720,6 +725,74 @@ except BaseException as _exc:
 # source above the first "#@cold" line); _need() compiles one into the
 # globals above the first time it is needed.
 # ==============================================================================
+
+
+#@cold zygote
+# A zygote (sandbox/zygote.rs): the driver, started and warm, with the access
+# hooks installed, that forks a sandbox for each request instead of running one.
+# It runs no snippet code.  Its fd 0 is a seqpacket socket on which each request
+# is b"fork" with six descriptors: the helper's control socket, event pipe and
+# input pipe, and the stdin, stdout and stderr pipes.  The forked child puts
+# them on the helper's numbers and calls the zygote library, which builds the
+# sandbox around it (namespaces, root, cgroup placement, uid, rlimits,
+# capabilities, seccomp) as an exec'd helper does; it returns in the sandbox's
+# payload, which goes on as a waiting driver: "ready", then its request on fd 3.
+
+_ZYGOTE_LIBRARY = "/zygote/libjsheets_zygote.so"  # sandbox::zygote::LIBRARY
+
+
+def _zygote_serve():
+    import ctypes
+    import fcntl
+    import signal
+    import socket
+    before = set(sys.modules)
+    lib = ctypes.CDLL(_ZYGOTE_LIBRARY)
+    become = lib.jsheets_forked_helper
+    become.restype = ctypes.c_int
+    become.argtypes = ()
+    requests = socket.socket(fileno=0)
+    # Forked helpers are reaped by the kernel.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    _write_event({"event": "ready"})
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(requests, 16, 8)
+        except InterruptedError:
+            continue
+        if not msg:  # the supervisor went away
+            os._exit(0)
+        if msg != b"fork" or len(fds) != 6:
+            for fd in fds:
+                os.close(fd)
+            continue
+        if os.fork():
+            for fd in fds:
+                os.close(fd)
+            continue
+        # The helper.  Above every number they go to first, so none is overwritten
+        # before it is placed.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        requests.detach()
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
+        for fd in fds:
+            os.close(fd)
+        for fd, target in zip(high, (3, 5, 6, 0, 1, 2)):
+            os.dup2(fd, target)
+        # Every other descriptor is closed by the library; it returns in the payload.
+        if become() != 0:
+            os._exit(70)
+        break
+    # The payload: the protocol descriptors are 3 and 4 again (see the top).
+    global _EVENTS_FD, _INPUT_FD
+    _state["forked"] = False
+    _EVENTS_FD = _event_descriptor()
+    _INPUT_FD = os.dup(3)
+    for fd in (3, 4):
+        os.close(fd)
+    del lib, become, requests
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
 
 
 #@cold lines

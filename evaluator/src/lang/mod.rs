@@ -122,6 +122,12 @@ trait Language {
         Ok(Vec::new())
     }
 
+    /// The preface that makes the driver a zygote (see `sandbox::zygote`); `None` for
+    /// kinds without one.
+    fn zygote_preface(&self, _launch: &Launch) -> Result<Option<Vec<u8>>, JobError> {
+        Ok(None)
+    }
+
     /// The rest of a waiting sandbox's input, written at hand-off.
     fn rest(
         &self,
@@ -197,6 +203,15 @@ pub fn waiting_job(launch: &Launch, limits: Limits) -> Result<Option<(Job, Vec<u
     let preface = language(launch.kind).preface(launch)?;
     job.input = None;
     Ok(Some((job, preface)))
+}
+
+/// A zygote of `launch` (see `sandbox::zygote`): the job of the sandboxes it forks
+/// (a waiting job's) and the zygote's input. `None` if the kind has no zygote.
+pub fn zygote_job(launch: &Launch, limits: Limits) -> Result<Option<(Job, Vec<u8>)>, JobError> {
+    let Some(preface) = language(launch.kind).zygote_preface(launch)? else {
+        return Ok(None);
+    };
+    Ok(waiting_job(launch, limits)?.map(|(job, _)| (job, preface)))
 }
 
 /// The rest of a waiting sandbox's input, and its stdin pipe contents.

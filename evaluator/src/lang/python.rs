@@ -48,6 +48,14 @@ impl Language for Python {
         Ok(line)
     }
 
+    fn zygote_preface(&self, launch: &Launch) -> Result<Option<Vec<u8>>, JobError> {
+        let mut doc = preface(launch, true);
+        doc["zygote"] = serde_json::Value::Bool(true);
+        let mut line = serde_json::to_vec(&doc).map_err(JobError::Encode)?;
+        line.push(b'\n');
+        Ok(Some(line))
+    }
+
     fn rest(
         &self,
         _launch: &Launch,

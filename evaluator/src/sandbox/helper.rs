@@ -24,7 +24,7 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -41,8 +41,8 @@ use nix::unistd::{
 
 use super::control::{self, ControlError, Receiver};
 use super::plan::{
-    Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD, HELPER_INPUT_FD,
-    MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
+    Payload, Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD,
+    HELPER_INPUT_FD, MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
 use crate::sys;
@@ -95,21 +95,69 @@ pub fn helper_main() -> ! {
             std::process::exit(64);
         }
     };
-    let code = match detach().and_then(|()| run(&control)) {
-        Ok(code) => code,
-        Err(e) => {
-            report(
-                &control,
-                &Report::SetupFailed {
-                    step: e.step,
-                    errno: e.errno,
-                    detail: e.detail,
-                },
-            );
-            1
-        }
+    let early = std::env::args_os().any(|a| a == EARLY_UNSHARE_ARG);
+    let code = match detach().and_then(|()| run(&control, early, false)) {
+        Ok(Become::Exit(code)) => code,
+        // `run` refuses, in a helper that was exec'd, a plan whose payload returns.
+        Ok(Become::Payload) => 1,
+        Err(e) => failed(&control, e),
     };
     std::process::exit(code)
+}
+
+/// Entry point of a helper forked from a zygote (a warm interpreter, single-threaded,
+/// with the helper's fds in place: 0-2, the control socket on 3, the events pipe on 5,
+/// the input pipe on 6). It tells the supervisor its pid (the zygote runs in a pid
+/// namespace of its own, so only the kernel can say which pid the supervisor sees),
+/// then builds the sandbox as an exec'd helper does. Returns only in the payload,
+/// which is then unprivileged, confined and in its sandbox: the caller's interpreter
+/// goes on as the payload. Every other process of the sandbox exits in here.
+pub fn forked_main() {
+    let control = match sys::inherited_fd(HELPER_CONTROL_FD) {
+        Ok(fd) => fd,
+        Err(_) => std::process::exit(64),
+    };
+    let told = nix::sys::socket::sendmsg::<()>(
+        control.as_raw_fd(),
+        &[std::io::IoSlice::new(b"p")],
+        &[nix::sys::socket::ControlMessage::ScmCredentials(
+            &nix::sys::socket::UnixCredentials::new(),
+        )],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    );
+    if told.is_err() {
+        std::process::exit(65);
+    }
+    match detach().and_then(|()| run(&control, true, true)) {
+        Ok(Become::Payload) => {
+            // fd 3 is the payload's input now, not the control socket.
+            let _ = control.into_raw_fd();
+        }
+        Ok(Become::Exit(code)) => std::process::exit(code),
+        Err(e) => std::process::exit(failed(&control, e)),
+    }
+}
+
+/// What a helper process (or one of its forks) does once `run` returned in it.
+enum Become {
+    /// It exits with this code.
+    Exit(i32),
+    /// It is the payload of a forked helper, ready to go on in its caller.
+    Payload,
+}
+
+/// Reports a failed step to the supervisor; the exit code of the helper then.
+fn failed(control: &OwnedFd, e: StepError) -> i32 {
+    report(
+        control,
+        &Report::SetupFailed {
+            step: e.step,
+            errno: e.errno,
+            detail: e.detail,
+        },
+    );
+    1
 }
 
 fn report(control: &OwnedFd, msg: &Report) {
@@ -326,11 +374,13 @@ fn namespace_flags(isolate_network: bool) -> CloneFlags {
     flags
 }
 
-fn run(control: &OwnedFd) -> Result<i32, StepError> {
+/// Builds the sandbox. `early`: the namespaces are made while the supervisor places
+/// us; `forked`: we are a fork of a zygote (see [`forked_main`]), the only helper whose
+/// payload may return instead of exec'ing.
+fn run(control: &OwnedFd, early: bool, forked: bool) -> Result<Become, StepError> {
     // The cgroup namespace root is our cgroup: the supervisor moves us into it, then
     // says where it put us; the cgroup namespace is created only once we checked that
     // we are there, and nothing of a request is read before.
-    let early = std::env::args_os().any(|a| a == EARLY_UNSHARE_ARG);
     if early {
         // The namespaces whose root does not depend on our cgroup (the network one is
         // the slow one) are made while the supervisor moves us.
@@ -339,16 +389,31 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
     }
     let mut reader = Receiver::new(MAX_CONTROL_MESSAGE);
     receive_placement(control, &mut reader)?;
-    if early {
-        create_cgroup_namespace()?;
-    }
     let (plan, input) = receive_plan(control, reader)?;
+    let invalid = |detail: &str| StepError {
+        step: "checking the plan".into(),
+        errno: libc::EINVAL,
+        detail: detail.into(),
+    };
     if early && !plan.isolate_network {
-        return Err(StepError {
-            step: "checking the plan".into(),
-            errno: libc::EINVAL,
-            detail: "a pre-spawned helper cannot run a job that uses the host network".into(),
-        });
+        return Err(invalid(
+            "a pre-spawned helper cannot run a job that uses the host network",
+        ));
+    }
+    match (plan.payload, forked) {
+        (Payload::Return, false) => {
+            return Err(invalid("only a helper forked from a zygote can return"))
+        }
+        (Payload::Exec | Payload::Zygote, true) => {
+            return Err(invalid("a helper forked from a zygote only returns"))
+        }
+        _ => {}
+    }
+    // A zygote sees the cgroups as the supervisor does: the helpers it forks are
+    // placed (and check their placement) by the host's paths.
+    let cgroup_namespace = plan.payload != Payload::Zygote;
+    if early && cgroup_namespace {
+        create_cgroup_namespace()?;
     }
     // Always inherited; dropped at once when the payload has no driver to speak.
     let events = sys::inherited_fd(HELPER_EVENTS_FD).step("taking the events fd")?;
@@ -364,24 +429,17 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
     if !early {
         unshare(namespace_flags(plan.isolate_network) - CloneFlags::CLONE_NEWCGROUP)
             .nstep("creating namespaces")?;
-        create_cgroup_namespace()?;
+        if cgroup_namespace {
+            create_cgroup_namespace()?;
+        }
     }
 
     match sys::fork_single_threaded().step("forking the sandbox init")? {
         sys::Fork::Child => {
             let code = match init(&plan, control, input, events) {
-                Ok(code) => code,
-                Err(e) => {
-                    report(
-                        control,
-                        &Report::SetupFailed {
-                            step: e.step,
-                            errno: e.errno,
-                            detail: e.detail,
-                        },
-                    );
-                    1
-                }
+                Ok(Become::Payload) => return Ok(Become::Payload),
+                Ok(Become::Exit(code)) => code,
+                Err(e) => failed(control, e),
             };
             std::process::exit(code)
         }
@@ -396,8 +454,10 @@ fn run(control: &OwnedFd) -> Result<i32, StepError> {
             }
             loop {
                 match waitpid(Pid::from_raw(pid), None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(Become::Exit(code)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Ok(Become::Exit(128 + sig as i32))
+                    }
                     Ok(_) | Err(nix::Error::EINTR) => continue,
                     Err(e) => return Err(e).nstep("waiting for the sandbox init"),
                 }
@@ -412,7 +472,7 @@ fn init(
     control: &OwnedFd,
     input: Option<OwnedFd>,
     events: Option<OwnedFd>,
-) -> Result<i32, StepError> {
+) -> Result<Become, StepError> {
     build_root(plan)?;
     sethostname(&plan.hostname).nstep("setting the hostname")?;
     if plan.isolate_network {
@@ -469,16 +529,25 @@ fn init(
         sys::Fork::Child => {
             drop(err_read);
             drop(go_write);
-            let e = payload_exec(
-                go_read,
-                plan,
-                input.as_ref(),
-                events.as_ref(),
-                &filter,
-                &program,
-                &argv,
-                &env,
-            );
+            let e = match payload_setup(go_read, plan, input.as_ref(), events.as_ref(), &filter) {
+                Ok(()) if plan.payload == Payload::Return => {
+                    // What an exec would do: every fd but 0-4 closed (the exec pipe
+                    // among them, so init hears of the start). Their owners let go
+                    // first, so nothing is closed twice on the way back to the caller.
+                    let _ = err_write.into_raw_fd();
+                    let _ = input.map(IntoRawFd::into_raw_fd);
+                    let _ = events.map(IntoRawFd::into_raw_fd);
+                    if sys::close_from(PAYLOAD_EVENTS_FD as u32 + 1).is_err() {
+                        std::process::exit(127);
+                    }
+                    return Ok(Become::Payload);
+                }
+                Ok(()) => nix::unistd::execve(&program, &argv, &env)
+                    .nstep(format!("exec {}", program.to_string_lossy()))
+                    .err()
+                    .unwrap_or_else(|| unreachable!("execve returned")),
+                Err(e) => e,
+            };
             let msg = format!("{}\0{}\0{}", e.step, e.errno, e.detail);
             let _ = nix::unistd::write(&err_write, msg.as_bytes());
             std::process::exit(127);
@@ -529,7 +598,7 @@ fn init(
     // Whatever the payload left running ends with it.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     report(control, &status);
-    Ok(0)
+    Ok(Become::Exit(0))
 }
 
 /// Waits for the payload, reaping orphans meanwhile. If the supervisor goes away,
@@ -573,17 +642,14 @@ fn reap_until(payload: Pid, control: &OwnedFd) -> Result<Report, StepError> {
 
 /// The payload's last steps before exec; returns only on failure.
 #[allow(clippy::too_many_arguments)]
-fn payload_exec(
+fn payload_setup(
     go: OwnedFd,
     plan: &Plan,
     input: Option<&OwnedFd>,
     events: Option<&OwnedFd>,
     filter: &seccompiler::BpfProgram,
-    program: &CString,
-    argv: &[CString],
-    env: &[CString],
-) -> StepError {
-    let run = || -> Result<std::convert::Infallible, StepError> {
+) -> Result<(), StepError> {
+    {
         // Init drops its privileges first (see `init`).
         let mut byte = [0u8; 1];
         loop {
@@ -634,6 +700,14 @@ fn payload_exec(
             setrlimit(limit.resource, value(limit.soft), value(limit.hard))
                 .nstep(format!("setrlimit {}", limit.name.to_lowercase()))?;
         }
+        if plan.payload == Payload::Zygote {
+            // Root, with its capabilities and no filter: it builds the sandboxes of
+            // requests (and runs none of their code).
+            chdir(&plan.cwd).nstep(format!("chdir {}", plan.cwd.display()))?;
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .nstep("unblocking signals")?;
+            return Ok(());
+        }
 
         sys::drop_capabilities().step("dropping the capability bounding set")?;
         let gid = Gid::from_raw(plan.gid);
@@ -642,6 +716,11 @@ fn payload_exec(
         setresgid(gid, gid, gid).nstep("setresgid")?;
         setresuid(uid, uid, uid).nstep("setresuid")?;
         nix::sys::prctl::set_no_new_privs().nstep("setting no_new_privs")?;
+        if plan.payload == Payload::Return {
+            // An exec would make it dumpable again (init made it not): as after an
+            // exec, its own uid may read its /proc entries.
+            nix::sys::prctl::set_dumpable(true).nstep("making the payload dumpable")?;
+        }
         chdir(&plan.cwd).nstep(format!("chdir {}", plan.cwd.display()))?;
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .nstep("unblocking signals")?;
@@ -651,11 +730,7 @@ fn payload_exec(
             errno: libc::EPERM,
             detail: e.to_string(),
         })?;
-        nix::unistd::execve(program, argv, env).nstep(format!("exec {}", program.to_string_lossy()))
-    };
-    match run() {
-        Err(e) => e,
-        Ok(never) => match never {},
+        Ok(())
     }
 }
 

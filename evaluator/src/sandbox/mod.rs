@@ -26,6 +26,7 @@ mod spawn;
 mod status;
 mod supervise;
 mod uid;
+pub mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use framing::{Dropped, Framing};
-pub use helper::helper_main;
+pub use helper::{forked_main, helper_main};
 use limits::cgroup_limits;
 pub use limits::{
     payload_nproc, PAYLOAD_LOCKED_MEMORY, PAYLOAD_PENDING_SIGNALS, SANDBOX_PROCESSES,
@@ -80,6 +81,8 @@ pub enum SetupError {
     CreateCgroup(#[source] cgroup::CgroupError),
     #[error("spawning the sandbox helper")]
     SpawnHelper(#[source] std::io::Error),
+    #[error("forking a helper from the zygote")]
+    Fork(#[source] std::io::Error),
     #[error("the sandbox helper exited at once")]
     HelperGone,
     #[error("placing the helper in its cgroup")]
@@ -133,6 +136,8 @@ pub enum WaitError {
     Unexpected,
     #[error("the sandbox did not get ready: {0}")]
     NotReady(String),
+    #[error("no zygote library is configured")]
+    NoZygoteLibrary,
 }
 
 /// Host-side settings shared by every sandbox.
@@ -157,6 +162,9 @@ pub struct SandboxConfig {
     pub uid_claim_dir: Option<PathBuf>,
     /// CPUs every sandbox is pinned to (cpuset syntax, e.g. "1" or "0-3").
     pub cpuset: Option<String>,
+    /// The zygote library (`libjsheets_zygote.so` of crate `zygote-lib`), which
+    /// zygotes need (see [`zygote`]); none: no zygotes.
+    pub zygote_library: Option<PathBuf>,
     /// Helpers kept spawned ahead of requests (0 disables). A waiting helper holds no
     /// namespace or mount yet; it saves the spawn and the cgroup migration, which on
     /// cgroup v1 waits for an RCU grace period.
@@ -174,6 +182,7 @@ impl SandboxConfig {
             uid_count: 10_000,
             uid_claim_dir: None,
             cpuset: None,
+            zygote_library: None,
             prestart: 2,
         }
     }
@@ -616,83 +625,11 @@ impl Sandboxes {
         }
         let inner = self.inner.clone();
         let (uid, lease) = inner.uid_for(&job).map_err(SetupError::from)?;
-        let mut plan = inner.plan(&job, uid).map_err(SetupError::from)?;
-        plan.deferred_input = true;
-        let limits = cgroup_limits(&job.limits);
-        let mut prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
+        let plan = inner.plan(&job, uid).map_err(SetupError::from)?;
+        let prepared = tokio::task::spawn_blocking(move || inner.prepare(true))
             .await
             .map_err(WaitError::Task)??;
-        if let Some(lease) = lease {
-            prepared.cg.hold_uid(lease);
-        }
-        prepared
-            .cg
-            .apply_limits(&limits)
-            .map_err(SetupError::ApplyLimits)?;
-        control::send(&prepared.control, &plan).map_err(SetupError::SendPlan)?;
-        // The part of the input known ahead (the driver, the list), written while the
-        // payload starts; the pipe stays open for the rest.
-        let pipe = prepared.input.try_clone().map_err(SetupError::Watch)?;
-        tokio::task::spawn_blocking(move || {
-            let mut pipe = std::fs::File::from(pipe);
-            let _ = std::io::Write::write_all(&mut pipe, &preface);
-        });
-        // Offered only once running: the payload's exec is reported on the control
-        // socket (a setup failure there ends it now)...
-        let control = prepared.control.try_clone().map_err(SetupError::Watch)?;
-        let deadline = Instant::now() + WARM_UP_TIMEOUT;
-        // Cancelled, `prepared` goes before the return: the sandbox is killed and its
-        // cgroup removed before the caller hears of it (the blocking read ends with the
-        // sandbox's end of the socket).
-        let report = tokio::select! {
-            r = tokio::task::spawn_blocking(move || {
-                control::read_report_by(&control, plan::MAX_CONTROL_MESSAGE, deadline)
-            }) => r,
-            _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
-        }
-        .map_err(WaitError::Task)?
-        .map_err(WaitError::Waiting)?;
-        match report {
-            Report::Started => {}
-            Report::SetupFailed {
-                step,
-                errno,
-                detail,
-            } => {
-                return Err(SetupError::Step {
-                    step,
-                    errno,
-                    detail,
-                }
-                .into())
-            }
-            _ => return Err(WaitError::Unexpected),
-        }
-        // ...and, with a driver, once warm: it says so with one line on its event
-        // channel (`{"event":"ready"}`) just before it waits for the rest of its input.
-        if job.events {
-            let events = prepared.events.try_clone().map_err(SetupError::Watch)?;
-            let line = tokio::select! {
-                r = tokio::task::spawn_blocking(move || {
-                    control::read_line_by(&events, READY_LINE, deadline)
-                }) => r,
-                _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
-            }
-            .map_err(WaitError::Task)?
-            .map_err(WaitError::Waiting)?;
-            let ready = serde_json::from_slice::<serde_json::Value>(&line)
-                .is_ok_and(|v| v["event"] == "ready");
-            if !ready {
-                return Err(WaitError::NotReady(
-                    String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned(),
-                ));
-            }
-        }
-        Ok(Waiting {
-            prepared,
-            job,
-            since: Instant::now(),
-        })
+        warm(prepared, lease, plan, job, preface, cancel).await
     }
 
     /// Hands `input` to a waiting sandbox and supervises it like
@@ -777,6 +714,94 @@ impl Sandboxes {
             inner.refilling.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Gets a sandbox prepared for `job` warm: the job's limits on its cgroup, the plan
+/// sent (input deferred), `preface` written to its input; returns once its payload
+/// runs and, with a driver, has said it is ready. When `cancel` fires meanwhile, the
+/// sandbox is destroyed (killed, its cgroup removed) before this returns an error.
+async fn warm(
+    mut prepared: Prepared,
+    lease: Option<UidLease>,
+    mut plan: plan::Plan,
+    job: Job,
+    preface: Vec<u8>,
+    cancel: &CancellationToken,
+) -> Result<Waiting, WaitError> {
+    plan.deferred_input = true;
+    if let Some(lease) = lease {
+        prepared.cg.hold_uid(lease);
+    }
+    prepared
+        .cg
+        .apply_limits(&cgroup_limits(&job.limits))
+        .map_err(SetupError::ApplyLimits)?;
+    control::send(&prepared.control, &plan).map_err(SetupError::SendPlan)?;
+    // The part of the input known ahead (the driver, the list), written while the
+    // payload starts; the pipe stays open for the rest.
+    if !preface.is_empty() {
+        let pipe = prepared.input.try_clone().map_err(SetupError::Watch)?;
+        tokio::task::spawn_blocking(move || {
+            let mut pipe = std::fs::File::from(pipe);
+            let _ = std::io::Write::write_all(&mut pipe, &preface);
+        });
+    }
+    // Offered only once running: the payload's exec is reported on the control
+    // socket (a setup failure there ends it now)...
+    let control = prepared.control.try_clone().map_err(SetupError::Watch)?;
+    let deadline = Instant::now() + WARM_UP_TIMEOUT;
+    // Cancelled, `prepared` goes before the return: the sandbox is killed and its
+    // cgroup removed before the caller hears of it (the blocking read ends with the
+    // sandbox's end of the socket).
+    let report = tokio::select! {
+        r = tokio::task::spawn_blocking(move || {
+            control::read_report_by(&control, plan::MAX_CONTROL_MESSAGE, deadline)
+        }) => r,
+        _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
+    }
+    .map_err(WaitError::Task)?
+    .map_err(WaitError::Waiting)?;
+    match report {
+        Report::Started => {}
+        Report::SetupFailed {
+            step,
+            errno,
+            detail,
+        } => {
+            return Err(SetupError::Step {
+                step,
+                errno,
+                detail,
+            }
+            .into())
+        }
+        _ => return Err(WaitError::Unexpected),
+    }
+    // ...and, with a driver, once warm: it says so with one line on its event
+    // channel (`{"event":"ready"}`) just before it waits for the rest of its input.
+    if job.events {
+        let events = prepared.events.try_clone().map_err(SetupError::Watch)?;
+        let line = tokio::select! {
+            r = tokio::task::spawn_blocking(move || {
+                control::read_line_by(&events, READY_LINE, deadline)
+            }) => r,
+            _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
+        }
+        .map_err(WaitError::Task)?
+        .map_err(WaitError::Waiting)?;
+        let ready =
+            serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v["event"] == "ready");
+        if !ready {
+            return Err(WaitError::NotReady(
+                String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned(),
+            ));
+        }
+    }
+    Ok(Waiting {
+        prepared,
+        job,
+        since: Instant::now(),
+    })
 }
 
 impl Inner {

@@ -54,6 +54,24 @@ pub struct Plan {
     pub deferred_input: bool,
     /// Whether fd 5 of the helper (driver events) is passed on as the payload's fd 4.
     pub has_events: bool,
+    #[serde(default)]
+    pub payload: Payload,
+}
+
+/// What the payload becomes once its sandbox is built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// It execs `argv` unprivileged: every sandbox but a zygote.
+    #[default]
+    Exec,
+    /// It execs `argv` as root with its capabilities and no seccomp filter, in no
+    /// cgroup namespace of its own: a zygote, which builds sandboxes for requests and
+    /// never runs their code (see `sandbox::zygote`).
+    Zygote,
+    /// It drops every privilege like `Exec` and returns to the helper's caller
+    /// instead of exec'ing: a helper forked from a zygote, whose warm interpreter
+    /// becomes the payload. Refused by a helper that was exec'd.
+    Return,
 }
 
 /// The filesystem the payload sees.

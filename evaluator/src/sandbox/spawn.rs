@@ -40,7 +40,7 @@ pub(super) struct Prepared {
     /// helper, which reaps init, and only then the helper (see
     /// [`cgroup::SandboxCgroup::destroy`]); the child's kill-on-drop comes after.
     pub cg: cgroup::SandboxCgroup,
-    pub child: tokio::process::Child,
+    pub child: HelperProcess,
     pub control: OwnedFd,
     pub events: OwnedFd,
     /// Write end of the pipe a deferred input goes into.
@@ -50,7 +50,7 @@ pub(super) struct Prepared {
 impl Prepared {
     /// Whether the helper is still there; if not, it has been reaped by now.
     pub fn is_alive(&mut self) -> bool {
-        let alive = matches!(self.child.try_wait(), Ok(None));
+        let alive = self.child.is_alive();
         if !alive {
             self.cg.helper_reaped();
         }
@@ -73,30 +73,60 @@ impl Inner {
     /// plan; it is in the cgroup before it reads it, so every process it makes is
     /// counted and limited from the first instruction.
     pub(super) fn prepare(&self, early_unshare: bool) -> Result<Prepared, SetupError> {
+        self.prepare_with(early_unshare, None)
+    }
+
+    /// [`Inner::prepare`], with `stdin` as the helper's stdin instead of a pipe (a
+    /// zygote's request socket).
+    pub(super) fn prepare_with(
+        &self,
+        early_unshare: bool,
+        stdin: Option<OwnedFd>,
+    ) -> Result<Prepared, SetupError> {
+        let (id, cg) = self.new_cgroup()?;
+        let (child, control, events, input) = self
+            .spawn_helper(early_unshare, stdin)
+            .map_err(SetupError::SpawnHelper)?;
+        let pid = child.id().ok_or(SetupError::HelperGone)?;
+        self.place(
+            Prepared {
+                cg,
+                child: HelperProcess::Spawned(child),
+                control,
+                events,
+                input,
+            },
+            &id,
+            pid,
+        )
+    }
+
+    /// A fresh empty cgroup of its own for a sandbox, and its name.
+    pub(super) fn new_cgroup(&self) -> Result<(String, cgroup::SandboxCgroup), SetupError> {
         let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("sb-{}-{seq}", std::process::id());
-        let mut cg = self
+        let cg = self
             .cgroups
             .create(&id, &cgroup::CgroupLimits::default())
             .map_err(SetupError::CreateCgroup)?;
-        let (child, control, events, input) = self
-            .spawn_helper(early_unshare)
-            .map_err(SetupError::SpawnHelper)?;
-        let pid = child.id().ok_or(SetupError::HelperGone)?;
-        cg.add(pid).map_err(SetupError::PlaceHelper)?;
-        // Only now may the helper create its cgroup namespace: it waits for this, and
-        // checks that /proc/self/cgroup says the same.
+        Ok((id, cg))
+    }
+
+    /// Moves helper `pid` into the cgroup `id` of `prepared` and tells it so. Only now
+    /// may the helper create its cgroup namespace: it waits for this, and checks that
+    /// /proc/self/cgroup says the same.
+    pub(super) fn place(
+        &self,
+        mut prepared: Prepared,
+        id: &str,
+        pid: u32,
+    ) -> Result<Prepared, SetupError> {
+        prepared.cg.add(pid).map_err(SetupError::PlaceHelper)?;
         let placement = plan::Placement {
-            cgroups: self.cgroups.placement(&id),
+            cgroups: self.cgroups.placement(id),
         };
-        control::send(&control, &placement).map_err(SetupError::TellPlacement)?;
-        Ok(Prepared {
-            cg,
-            child,
-            control,
-            events,
-            input,
-        })
+        control::send(&prepared.control, &placement).map_err(SetupError::TellPlacement)?;
+        Ok(prepared)
     }
 
     /// The helper process, with the control socket, the event pipe and the input pipe
@@ -104,6 +134,7 @@ impl Inner {
     fn spawn_helper(
         &self,
         early_unshare: bool,
+        stdin: Option<OwnedFd>,
     ) -> std::io::Result<(tokio::process::Child, OwnedFd, OwnedFd, OwnedFd)> {
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
@@ -128,7 +159,7 @@ impl Inner {
             cmd.arg(helper::EARLY_UNSHARE_ARG);
         }
         cmd.env_clear()
-            .stdin(Stdio::piped())
+            .stdin(stdin.map_or_else(Stdio::piped, Stdio::from))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -149,6 +180,84 @@ impl Inner {
     /// Validates the job on the host and turns it into the helper's plan.
     pub(super) fn plan(&self, job: &Job, uid: u32) -> Result<Plan, PlanError> {
         plan_for(job, uid, &self.root_dir)
+    }
+}
+
+/// The helper's process: spawned by us, or forked by a zygote (not our child: the
+/// zygote reaps it; we watch it through a pidfd). Either is killed when dropped.
+#[derive(Debug)]
+pub(super) enum HelperProcess {
+    Spawned(tokio::process::Child),
+    Forked(Forked),
+}
+
+/// A helper forked by a zygote, and our ends of its stdio pipes.
+#[derive(Debug)]
+pub(super) struct Forked {
+    pub pidfd: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Kept until the helper is gone: it is in the zygote's pid namespace.
+    pub _zygote: std::sync::Arc<super::zygote::Zygote>,
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        let _ = sys::pidfd_kill(&self.pidfd);
+    }
+}
+
+impl HelperProcess {
+    fn is_alive(&mut self) -> bool {
+        match self {
+            HelperProcess::Spawned(c) => matches!(c.try_wait(), Ok(None)),
+            HelperProcess::Forked(f) => !sys::pidfd_exited(&f.pidfd),
+        }
+    }
+
+    /// Our end of its stdin, once.
+    pub fn take_stdin(&mut self) -> Option<tokio::net::unix::pipe::Sender> {
+        let fd = match self {
+            HelperProcess::Spawned(c) => c.stdin.take()?.into_owned_fd().ok()?,
+            HelperProcess::Forked(f) => f.stdin.take()?,
+        };
+        tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
+    }
+
+    /// Our ends of its stdout and stderr, once.
+    pub fn take_output(
+        &mut self,
+    ) -> (
+        Option<tokio::net::unix::pipe::Receiver>,
+        Option<tokio::net::unix::pipe::Receiver>,
+    ) {
+        let (out, err) = match self {
+            HelperProcess::Spawned(c) => (
+                c.stdout.take().and_then(|o| o.into_owned_fd().ok()),
+                c.stderr.take().and_then(|e| e.into_owned_fd().ok()),
+            ),
+            HelperProcess::Forked(f) => (f.stdout.take(), f.stderr.take()),
+        };
+        let receiver = |fd: Option<OwnedFd>| {
+            fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+        };
+        (receiver(out), receiver(err))
+    }
+
+    /// Returns once it has exited (and, if it is ours, been reaped).
+    pub async fn wait(&mut self) {
+        match self {
+            HelperProcess::Spawned(c) => {
+                let _ = c.wait().await;
+            }
+            HelperProcess::Forked(f) => {
+                // A pidfd turns readable when its process exits.
+                if sys::pidfd_exit(&f.pidfd).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -212,6 +321,7 @@ fn plan_for(job: &Job, uid: u32, root_dir: &Path) -> Result<Plan, PlanError> {
         input_len: job.input.as_ref().map(|i| i.len() as u64),
         deferred_input: false,
         has_events: job.events,
+        payload: plan::Payload::Exec,
     })
 }
 

@@ -16,6 +16,7 @@ use super::control::{self, ControlError, Decoder};
 use super::framing::{Frame, Framing, LineReader};
 use super::limits::CPU_POLL;
 use super::plan::{Plan, Report, MAX_CONTROL_MESSAGE};
+use super::spawn::HelperProcess;
 use super::spawn::Prepared;
 use super::status::{self, DriverFacts, KillReason, SandboxFacts};
 use super::{Event, Filesystem, Job, Outcome, SetupError};
@@ -97,8 +98,8 @@ pub(super) struct Supervision {
 }
 
 struct Streams {
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
+    stdout: Option<tokio::net::unix::pipe::Receiver>,
+    stderr: Option<tokio::net::unix::pipe::Receiver>,
     events: Option<tokio::net::unix::pipe::Receiver>,
     control: Option<tokio::net::UnixStream>,
 }
@@ -169,7 +170,7 @@ impl Supervision {
                 return Finished::failed(start, SetupError::SendPlan(e));
             }
         }
-        if let Some(mut stdin) = child.stdin.take() {
+        if let Some(mut stdin) = child.take_stdin() {
             let data = job.stdin.clone();
             let mut more = more_stdin.take();
             tokio::spawn(async move {
@@ -187,9 +188,10 @@ impl Supervision {
                 }
             });
         }
+        let (stdout, stderr) = child.take_output();
         let streams = Streams {
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
+            stdout,
+            stderr,
             events: ev_read,
             control: Some(control),
         };
@@ -214,7 +216,7 @@ impl Supervision {
 struct Watch {
     job: Job,
     framing: Framing,
-    child: tokio::process::Child,
+    child: HelperProcess,
     cg: SandboxCgroup,
     streams: Streams,
     events: mpsc::Sender<Event>,

@@ -57,6 +57,14 @@ pub fn time_scale() -> u32 {
         .unwrap_or(1)
 }
 
+/// The zygote library of this build (`cargo build -p zygote-lib` puts it beside the
+/// test binaries' directory), if it was built.
+pub fn zygote_library() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let lib = exe.parent()?.parent()?.join("libjsheets_zygote.so");
+    lib.is_file().then_some(lib)
+}
+
 pub fn recipes_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes")
 }
@@ -71,6 +79,7 @@ impl Fixture {
         config.state_dir = std::env::temp_dir().join("jsheets-runtime-tests");
         config.uid_base = uid_base;
         config.uid_count = uid_count;
+        config.zygote_library = zygote_library();
         let sandboxes = Sandboxes::start(config).expect("sandboxes (the suites need root)");
         Fixture {
             sandboxes,

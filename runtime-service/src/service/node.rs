@@ -210,6 +210,7 @@ impl Node {
                 size: planned.size,
                 idle_limits,
                 max_age: POOLED_MAX_AGE,
+                zygote: true,
             };
             let options = PoolOptions {
                 waiting_memory_bytes: Some(planned.idle_memory_bytes),
