@@ -221,6 +221,15 @@ impl Inner {
         ));
         let pid = forked_pid(&control)?;
         let pidfd = sys::pidfd_open(pid).map_err(SetupError::Fork)?;
+        // The zygote reaps its children at once, so the pid could have been reused
+        // had the child died before the pidfd was opened. It holds the only other end
+        // of the control socket (it forks nothing before it is placed): still open
+        // now, the child was alive when its pidfd was opened, which names it for good.
+        if peer_gone(&control) {
+            return Err(SetupError::Fork(std::io::Error::other(
+                "the forked helper exited at once",
+            )));
+        }
         let prepared = Prepared {
             cg,
             child: HelperProcess::Forked(Forked {
@@ -235,6 +244,25 @@ impl Inner {
             input,
         };
         self.place(prepared, &id, pid)
+    }
+}
+
+/// Whether the other end of `control` is closed.
+fn peer_gone(control: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(control),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => fds[0].revents().is_none_or(|r| {
+            r.intersects(
+                nix::poll::PollFlags::POLLHUP
+                    | nix::poll::PollFlags::POLLERR
+                    | nix::poll::PollFlags::POLLIN,
+            )
+        }),
+        Err(_) => true,
     }
 }
 
