@@ -268,3 +268,29 @@ async fn a_zygote_forks_waiting_sandboxes() {
     drop(zygote);
     fx.assert_clean().await;
 }
+
+/// The sandboxes a zygote forked are in its pid namespace until they make their own:
+/// a pool shut down while one runs keeps the zygote until that one is gone, and
+/// then nothing is left.
+#[tokio::test]
+async fn a_zygote_outlives_the_pool_while_its_sandboxes_run() {
+    let fx = Fixture::new();
+    let (pool, launch) = zygote_pool(&fx, 1, false).await;
+    let w = take(&pool).await;
+    assert!(pool.stats().forked >= 1, "{:?}", pool.stats());
+    pool.shutdown().await;
+    let run = fx
+        .run_in(
+            Some(w),
+            &launch,
+            one("import time\ntime.sleep(0.2)\nprint('still here')"),
+            Vec::new(),
+            Limits::default(),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(run.stdout(), "still here\n");
+    drop(pool);
+    fx.assert_clean().await;
+}
