@@ -1351,18 +1351,11 @@ async fn pool_of(
     client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<Channel>,
     runtime: &str,
 ) -> Option<(u32, u32)> {
-    within(
-        NET,
-        "ListRuntimes",
-        client.list_runtimes(ListRuntimesRequest {}),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .runtimes
-    .iter()
-    .find(|r| r.name == runtime)
-    .map(|r| (r.pool_size, r.pool_idle))
+    list_runtimes(client)
+        .await
+        .iter()
+        .find(|r| r.name == runtime)
+        .map(|r| (r.pool_size, r.pool_idle))
 }
 
 /// Waits until the pool of `runtime` is full; returns its size.
