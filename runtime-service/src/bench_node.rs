@@ -17,9 +17,6 @@ use tokio::process::{Child, Command};
 use crate::bench::{bwrap_argv, find_in_path};
 use crate::bench_service::{header, measure, not_ok_reason, wait_for_pools, PoolCounters, Target};
 
-/// Size of each pool on the node the suite starts with pools: what `evaluation.pool`
-/// sets for every runtime measured (the configuration `scripts/bench-pools` used).
-pub const POOL_SIZE: usize = 2;
 /// Longest wait for a started node to listen (a first start may build runtimes).
 const START_LIMIT: Duration = Duration::from_secs(300);
 /// Longest wait, before a row, for the node's pools to fill.
@@ -209,20 +206,15 @@ impl Drop for LocalNode {
 }
 
 /// The configuration of a started node: loopback, a free port, its own state
-/// directory, pools of [`POOL_SIZE`] for every measured runtime or none (size 0).
+/// directory, and otherwise the defaults, with their pools or with pools off.
 fn node_config(runtimes: &Path, state: &Path, pools: bool) -> String {
     let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-    let size = if pools { POOL_SIZE } else { 0 };
-    let mut config = format!(
+    format!(
         "[server]\nhost = \"127.0.0.1\"\nport = 0\nshutdownGraceSeconds = 3\n\n\
-         [evaluation]\nruntimesDir = {}\nstateDir = {}\n\n[evaluation.pool]\n",
+         [evaluation]\nruntimesDir = {}\nstateDir = {}\npoolDefaults = {pools}\n",
         quoted(runtimes),
         quoted(state)
-    );
-    for lang in [Lang::Java, Lang::Python, Lang::Noop] {
-        config.push_str(&format!("{:?} = {{ size = {size} }}\n", lang.runtime()));
-    }
-    config
+    )
 }
 
 /// Starts `jsheets-runtime serve` (this binary) with [`node_config`] in `dir`; returns
@@ -363,12 +355,21 @@ async fn node_under_test(
             endpoint: endpoint.clone(),
             source,
         })?;
+    let pools: Vec<String> = PoolCounters::read(&channel)
+        .await
+        .map(|c| c.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, p)| p.size > 0)
+        .map(|(runtime, p)| format!("{runtime} {}", p.size))
+        .collect();
     println!(
-        "{name} node: {endpoint} ({})",
-        match (given, pools) {
-            (Some(_), _) => "given".to_string(),
-            (None, true) => format!("started, pools of {POOL_SIZE}"),
-            (None, false) => "started, no pools".to_string(),
+        "{name} node: {endpoint} ({}; {})",
+        if given.is_some() { "given" } else { "started" },
+        if pools.is_empty() {
+            "no pools".to_string()
+        } else {
+            format!("pools: {}", pools.join(", "))
         }
     );
     Ok(NodeUnderTest { endpoint, channel })
@@ -577,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn started_nodes_have_pools_or_none() {
+    fn started_nodes_have_the_default_pools_or_none() {
         let config = node_config(Path::new("/rt \"x\""), Path::new("/st"), true);
         let parsed: toml::Value = toml::from_str(&config).unwrap();
         assert_eq!(
@@ -585,17 +586,10 @@ mod tests {
             Some("/rt \"x\"")
         );
         assert_eq!(parsed["server"]["port"].as_integer(), Some(0));
-        for runtime in ["openjdk-17", "python-3.11", "shell"] {
-            assert_eq!(
-                parsed["evaluation"]["pool"][runtime]["size"].as_integer(),
-                Some(POOL_SIZE as i64)
-            );
-        }
+        assert_eq!(parsed["evaluation"]["poolDefaults"].as_bool(), Some(true));
+        assert!(parsed["evaluation"].get("pool").is_none());
         let config = node_config(Path::new("/rt"), Path::new("/st"), false);
         let parsed: toml::Value = toml::from_str(&config).unwrap();
-        assert_eq!(
-            parsed["evaluation"]["pool"]["python-3.11"]["size"].as_integer(),
-            Some(0)
-        );
+        assert_eq!(parsed["evaluation"]["poolDefaults"].as_bool(), Some(false));
     }
 }
