@@ -207,7 +207,9 @@ fn pool_of(sandboxes: &Arc<Sandboxes>, launch: &Launch, size: usize) -> Result<P
     )
 }
 
-fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
+/// `bwrap --unshare-all` running `program` on `runtime`'s files, mounted where a sandbox
+/// has them: the baseline of a sandbox doing the same.
+pub fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
     let mut argv: Vec<String> = [
         "bwrap",
         "--unshare-all",
@@ -236,7 +238,8 @@ fn bwrap_argv(runtime: &Runtime, program: &[&str]) -> Vec<String> {
     argv
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+/// The first file `name` in a directory of `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_node;
 mod bench_service;
 mod cli;
 mod config;

@@ -23,6 +23,21 @@ use tonic_health::pb::HealthCheckRequest;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// The node's runtimes, from `ListRuntimes`.
+async fn list_runtimes(
+    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<Channel>,
+) -> Vec<proto::jsheets::RuntimeInfo> {
+    within(
+        NET,
+        "ListRuntimes",
+        client.list_runtimes(ListRuntimesRequest {}),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .runtimes
+}
+
 /// The messages exactly as jsheets defined them, without any extension field: what an
 /// unchanged jsheets backend encodes and decodes (it skips fields it does not know).
 mod jsheets_only {
@@ -242,15 +257,7 @@ async fn syntax_errors_and_exceptions_are_reported_and_later_components_run() {
 async fn runtime_choice_stdin_limits_and_completion() {
     let server = Server::start(&[("JSHEETS_RUNTIME_EVALUATION_DEFAULT_RUNTIME", "python-3.11")]);
     let mut client = server.client().await;
-    let runtimes = within(
-        NET,
-        "ListRuntimes",
-        client.list_runtimes(ListRuntimesRequest {}),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .runtimes;
+    let runtimes = list_runtimes(&mut client).await;
     let shell_version = runtimes
         .iter()
         .find(|r| r.name == "shell")
@@ -427,15 +434,7 @@ async fn list_runtimes_shows_installed_runtimes_defaults_and_the_default() {
         ),
     ]);
     let mut client = server.client().await;
-    let mut runtimes = within(
-        NET,
-        "ListRuntimes",
-        client.list_runtimes(ListRuntimesRequest {}),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .runtimes;
+    let mut runtimes = list_runtimes(&mut client).await;
     runtimes.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<&str> = runtimes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
@@ -1310,15 +1309,7 @@ async fn pooled_sandboxes_serve_requests_and_go_away_with_the_node() {
     };
     let deadline = std::time::Instant::now() + SECS(60);
     loop {
-        let runtimes = within(
-            NET,
-            "ListRuntimes",
-            client.list_runtimes(ListRuntimesRequest {}),
-        )
-        .await
-        .unwrap()
-        .into_inner()
-        .runtimes;
+        let runtimes = list_runtimes(&mut client).await;
         let (size, idle) = pool_of(&runtimes);
         assert_eq!(size, 2);
         if idle == 2 {
@@ -1340,6 +1331,11 @@ async fn pooled_sandboxes_serve_requests_and_go_away_with_the_node() {
         assert_eq!(t.stdout(), format!("{i}\n"), "{t:#?}");
         assert_eq!(t.status_name(), "Ok");
     }
+    // Every request counted as a hand-off or a miss; the first found the pool full.
+    let runtimes = list_runtimes(&mut client).await;
+    let python = runtimes.iter().find(|r| r.name == "python-3.11").unwrap();
+    assert_eq!(python.pool_taken + python.pool_misses, 4, "{python:?}");
+    assert!(python.pool_taken >= 1, "{python:?}");
     // Waiting sandboxes exist while the node runs, and none outlives it.
     assert!(!sandbox_processes(server.pid, false).is_empty());
     server.signal(Signal::SIGTERM);
@@ -1355,18 +1351,11 @@ async fn pool_of(
     client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<Channel>,
     runtime: &str,
 ) -> Option<(u32, u32)> {
-    within(
-        NET,
-        "ListRuntimes",
-        client.list_runtimes(ListRuntimesRequest {}),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .runtimes
-    .iter()
-    .find(|r| r.name == runtime)
-    .map(|r| (r.pool_size, r.pool_idle))
+    list_runtimes(client)
+        .await
+        .iter()
+        .find(|r| r.name == runtime)
+        .map(|r| (r.pool_size, r.pool_idle))
 }
 
 /// Waits until the pool of `runtime` is full; returns its size.

@@ -5,16 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use client::{ClientError, EvalRequest};
 
-use super::remote::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
-use crate::bench_service::{measure, Target};
+use super::remote::{concurrency_levels, exit_code, seconds, NodeArgs, CONNECT_TIMEOUT};
+use crate::bench_service::{header, measure, not_ok_reason, PoolCounters, Target};
 use crate::report::EX_USAGE;
-
-/// Largest accepted `--concurrency` level.
-const MAX_CONCURRENCY: usize = 10_000;
 
 #[derive(Debug, Args)]
 pub struct ServiceBenchArgs {
@@ -46,14 +43,7 @@ pub struct ServiceBenchArgs {
 }
 
 fn check(args: &ServiceBenchArgs) -> Result<(Duration, Duration)> {
-    if args.concurrency.is_empty()
-        || args
-            .concurrency
-            .iter()
-            .any(|&c| c == 0 || c > MAX_CONCURRENCY)
-    {
-        bail!("every --concurrency level must be between 1 and {MAX_CONCURRENCY}");
-    }
+    concurrency_levels(&args.concurrency, "concurrency")?;
     Ok((
         seconds(args.duration, "duration")?,
         seconds(args.timeout, "timeout")?,
@@ -90,20 +80,16 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
     };
     if !warm_up.succeeded() {
         eprintln!(
-            "jsheets-runtime: warning: the warm-up evaluation ended with status {}{}",
-            warm_up.status().as_str_name().to_ascii_lowercase(),
-            warm_up
-                .errors
-                .first()
-                .map(|e| format!(
-                    " ({}: {})",
-                    e.kind,
-                    e.message.lines().next().unwrap_or_default()
-                ))
-                .unwrap_or_default()
+            "jsheets-runtime: warning: the warm-up evaluation ended with {}",
+            not_ok_reason(&warm_up)
         );
     }
     let c = &warm_up.completion;
+    // The name the node resolved `--runtime` to: its pool counters go by it.
+    let runtime_name = c
+        .runtime
+        .as_ref()
+        .map_or_else(|| args.runtime.clone(), |r| r.name.clone());
     let runtime = c
         .runtime
         .as_ref()
@@ -124,32 +110,31 @@ pub async fn run(args: ServiceBenchArgs) -> Result<ExitCode> {
     if let Some(b) = &args.baseline {
         println!("baseline (rows marked host): sh -c {b:?}");
     }
-    println!(
-        "{:>7} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6}",
-        "what",
-        "conc",
-        "ok",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "ok/s",
-        "not-ok",
-        "exhausted",
-        "other"
-    );
+    println!("{}", header());
     let mut every_row_ok = true;
-    let service = Target::Service(channel, request);
-    let host = args.baseline.as_deref().map(|b| Target::Host(b.into()));
+    let service = [Target::Service(channel.clone(), request)];
+    let host = args.baseline.as_deref().map(|b| {
+        [Target::Host(Arc::from(vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            b.into(),
+        ]))]
+    });
+    let pause = Duration::from_millis(args.pause);
     for &concurrency in &args.concurrency {
-        let pause = Duration::from_millis(args.pause);
+        // A node that cannot list its pools still gets measured, without hit rates.
+        let before = PoolCounters::read(&channel).await.ok();
         let row = measure(&service, concurrency, duration, deadline, pause).await;
-        row.print("service");
-        every_row_ok &= !row.latencies.is_empty();
+        let after = PoolCounters::read(&channel).await.ok();
+        let hits = before
+            .zip(after)
+            .and_then(|(b, a)| b.hit_rate(&a, &runtime_name, row[0].requests()));
+        row[0].print("service", &runtime_name, hits);
+        every_row_ok &= !row[0].latencies.is_empty();
         if let Some(host) = &host {
             let row = measure(host, concurrency, duration, deadline, pause).await;
-            row.print("host");
-            every_row_ok &= !row.latencies.is_empty();
+            row[0].print("host", "-", None);
+            every_row_ok &= !row[0].latencies.is_empty();
         }
     }
     Ok(if every_row_ok {

@@ -3,6 +3,7 @@
 
 mod access_list;
 mod bench;
+mod bench_node;
 mod bench_service;
 mod config;
 mod eval;
@@ -31,8 +32,9 @@ use runtime::RuntimeCommand;
     about = "Evaluates code snippets in fresh single-use Linux sandboxes"
 )]
 pub struct Cli {
-    /// Configuration file (TOML), read by serve, run, runtime, bench and config; default
-    /// $JSHEETS_RUNTIME_CONFIG, then /etc/jsheets-runtime/config.toml if it exists.
+    /// Configuration file (TOML), read by serve, run, runtime, bench, bench-node and
+    /// config; default $JSHEETS_RUNTIME_CONFIG, then /etc/jsheets-runtime/config.toml if
+    /// it exists.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where installed runtimes live, for every command: overrides
@@ -65,6 +67,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Drive a running node at a given concurrency and print latency percentiles.
     BenchService(bench_service::ServiceBenchArgs),
+    /// Every row of the performance goals in one table: Python, Java, a mixed load and
+    /// cold sandboxes through nodes it starts (or is given), beside baselines.
+    BenchNode(bench_node::NodeBenchArgs),
     /// Many mixed and hostile evaluations against a running node, checking each
     /// outcome and what the node holds before and after.
     Soak(soak::SoakArgs),
@@ -171,6 +176,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         },
         Command::Runtime { command } => match dirs() {
             Ok((runtimes, state)) => runtime::run(&runtimes, &state, command).await,
+            Err(code) => Ok(code),
+        },
+        Command::BenchNode(args) => match dirs() {
+            Ok((runtimes, _)) => bench_node::run(&runtimes, args).await,
             Err(code) => Ok(code),
         },
         Command::Bench(args) => match dirs() {

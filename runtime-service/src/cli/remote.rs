@@ -69,6 +69,18 @@ pub fn seconds(value: f64, what: &str) -> Result<Duration> {
     }
 }
 
+/// Largest accepted `--concurrency` level.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
+/// Checks the concurrency levels given as `--{what}`: at least one, each from 1 to
+/// [`MAX_CONCURRENCY`].
+pub fn concurrency_levels(levels: &[usize], what: &str) -> Result<()> {
+    if levels.is_empty() || levels.iter().any(|&c| c == 0 || c > MAX_CONCURRENCY) {
+        bail!("every --{what} level must be between 1 and {MAX_CONCURRENCY}");
+    }
+    Ok(())
+}
+
 /// Exit code of a failed call: EX_USAGE for a rejected request or bad options,
 /// EX_UNAVAILABLE if the node could not be reached or could not take the
 /// evaluation, EX_SOFTWARE otherwise.

@@ -272,6 +272,7 @@ pub fn runtime_info(
     is_default: bool,
     pool: Option<&Pool>,
 ) -> RuntimeInfo {
+    let stats = pool.map(Pool::stats).unwrap_or_default();
     RuntimeInfo {
         name: runtime.name().into(),
         version: runtime.version().into(),
@@ -280,8 +281,10 @@ pub fn runtime_info(
         default_limits: Some(limits_message(defaults)),
         access_list: access_list.unwrap_or_default().to_owned(),
         is_default,
-        pool_size: pool.map_or(0, |p| p.stats().size as u32),
-        pool_idle: pool.map_or(0, |p| p.idle() as u32),
+        pool_size: stats.size as u32,
+        pool_idle: stats.idle as u32,
+        pool_taken: stats.taken,
+        pool_misses: stats.misses,
     }
 }
 
