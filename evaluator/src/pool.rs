@@ -375,7 +375,9 @@ async fn maintain(shared: std::sync::Weak<Shared>) {
         }
         let idle = s.lock_idle().len();
         let size = s.settings.size;
-        let at_once = if idle * 2 < size {
+        // Forks from a zygote are cheap: as many as are missing, up to one per CPU.
+        let forking = s.settings.zygote && !s.no_zygote.load(Ordering::Relaxed);
+        let at_once = if forking || idle * 2 < size {
             s.options.max_starts.max(1)
         } else {
             1
@@ -474,8 +476,9 @@ async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
     if let Some(bytes) = s.options.waiting_memory_bytes {
         limits.memory_bytes = limits.memory_bytes.min(bytes);
     }
-    limits.cpu_shares = WARMING_CPU_SHARES;
     if s.settings.zygote && !s.no_zygote.load(Ordering::Relaxed) {
+        // A fork costs a few milliseconds and a request may be waiting for it: at
+        // the normal weight.
         match forked(s, &limits).await {
             Ok(Some(w)) => {
                 s.forked.fetch_add(1, Ordering::Relaxed);
@@ -493,6 +496,7 @@ async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
             }
         }
     }
+    limits.cpu_shares = WARMING_CPU_SHARES;
     let (job, preface) = waiting_job(&s.launch, limits)?
         .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)

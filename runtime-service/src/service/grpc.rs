@@ -223,7 +223,6 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         };
         let queue_wait = queued_at.elapsed();
         node.active.fetch_add(1, Ordering::SeqCst);
-        node.pace_pools();
         node.metrics.sandbox_started();
         // Killing on shutdown, stop, or the client going away.
         let kill = cancel.clone();
@@ -284,7 +283,6 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         let (outcome, (mut finals, last_component)) = tokio::join!(run, forward);
         watcher.abort();
         node.active.fetch_sub(1, Ordering::SeqCst);
-        node.pace_pools();
         drop(admitted);
         let outcome = match outcome {
             Ok(o) => o,

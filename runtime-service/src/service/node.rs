@@ -2,7 +2,7 @@
 //! tokens, built from the configuration, and the runtimes it resolves requests to.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -112,14 +112,6 @@ impl Node {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Refills compete with evaluations for the CPUs: none while every slot is busy.
-    pub fn pace_pools(&self) {
-        let busy = self.active.load(Ordering::SeqCst) >= self.config.max_concurrent;
-        for pool in self.pools().values() {
-            pool.set_paused(busy);
-        }
     }
 
     /// Resolves the requested runtime; empty means the configured default.

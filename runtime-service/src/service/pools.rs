@@ -106,14 +106,17 @@ fn cgroup_memory_limit() -> Option<u64> {
 
 /// Sandboxes a default pool of a runtime of `kind` keeps on a machine with `cpus`.
 ///
-/// Evaluation slots default to one per CPU. A warm Python (or shell) sandbox costs
-/// little to start (about 20 ms) and to keep (see [`idle_memory_estimate`]): one per
-/// CPU lets every slot take a warm one at once, at least 2 so that one waits while
-/// the other refills, at most 8. A JVM takes about 700 ms to get warm and holds over
-/// ten times the memory: one per two CPUs, at least 1, at most 4.
+/// Evaluation slots default to one per CPU. A Python sandbox is forked from a zygote
+/// (about 5 ms) and its memory is mostly the zygote's, shared (see
+/// [`idle_memory_estimate`]): two per CPU, at least 4 and at most 16, let every slot
+/// take a warm one at once while as many refill, and absorb a burst. A shell sandbox
+/// starts in about 5 ms: one per CPU, at least 2 so that one waits while the other
+/// refills, at most 8. A JVM takes about 700 ms to get warm and holds over ten times
+/// the memory: one per two CPUs, at least 1, at most 4.
 pub fn default_size(kind: EvaluatorKind, cpus: usize) -> usize {
     match kind {
-        EvaluatorKind::Python | EvaluatorKind::Command => cpus.clamp(2, 8),
+        EvaluatorKind::Python => (2 * cpus).clamp(4, 16),
+        EvaluatorKind::Command => cpus.clamp(2, 8),
         EvaluatorKind::Jshell | EvaluatorKind::Node => (cpus / 2).clamp(1, 4),
     }
 }
@@ -304,12 +307,12 @@ mod tests {
     fn default_sizes_follow_the_cpus() {
         use EvaluatorKind::{Jshell, Python};
         let table = [
-            (1, 2, 1),
-            (2, 2, 1),
-            (4, 4, 2),
-            (8, 8, 4),
-            (16, 8, 4),
-            (64, 8, 4),
+            (1, 4, 1),
+            (2, 4, 1),
+            (4, 8, 2),
+            (8, 16, 4),
+            (16, 16, 4),
+            (64, 16, 4),
         ];
         for (cpus, python, java) in table {
             assert_eq!(default_size(Python, cpus), python, "{cpus} CPUs");
