@@ -1393,7 +1393,7 @@ async fn default_config_pools_the_installed_runtimes_and_serves_from_them() {
     let mut client = server.client().await;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = wait_pool_full(&mut client, "python-3.11").await;
-    assert_eq!(size as usize, cpus.clamp(2, 8));
+    assert_eq!(size as usize, (2 * cpus).clamp(4, 16));
     // Java too (installed and a default); `shell` is no default runtime here.
     let (java, _) = pool_of(&mut client, "openjdk-17").await.unwrap();
     assert_eq!(java as usize, (cpus / 2).clamp(1, 4));

@@ -333,7 +333,7 @@ mod tests {
         let plan = plan(&config, &installed(), machine);
         assert_eq!(
             sizes(&plan),
-            [("shell", 4), ("openjdk-17", 2), ("python-3.11", 4)]
+            [("shell", 4), ("openjdk-17", 2), ("python-3.11", 8)]
         );
         assert_eq!(plan.budget, 4 * GIB);
         assert!(plan
@@ -343,7 +343,7 @@ mod tests {
         // Only what is installed.
         let only_python = [("python-3.11".to_string(), EvaluatorKind::Python)];
         let plan = super::plan(&EvaluationConfig::default(), &only_python, machine);
-        assert_eq!(sizes(&plan), [("python-3.11", 4)]);
+        assert_eq!(sizes(&plan), [("python-3.11", 8)]);
         assert_eq!(plan.pools[0].idle_memory_bytes, 64 * MIB);
     }
 
@@ -398,26 +398,27 @@ mod tests {
 
     #[test]
     fn most_pooled_counts_every_default_as_if_installed() {
-        // openjdk-17 is the default runtime: 1 + python-3.11's 2 on 2 CPUs.
-        assert_eq!(most_pooled(&EvaluationConfig::default(), 2), 3);
+        // openjdk-17 is the default runtime: 1 + python-3.11's 4 on 2 CPUs.
+        assert_eq!(most_pooled(&EvaluationConfig::default(), 2), 5);
         let shell = EvaluationConfig {
             default_runtime: "shell".into(),
             ..EvaluationConfig::default()
         };
-        assert_eq!(most_pooled(&shell, 8), 8 + 4 + 8);
+        // A default runtime of unknown kind counts as the largest pool (Python's).
+        assert_eq!(most_pooled(&shell, 8), 16 + 4 + 16);
     }
 
     #[test]
     fn the_budget_is_a_quarter_of_the_machine_and_cuts_the_largest_first() {
-        // 2 CPUs: openjdk-17 (the default runtime) 1 × 256 MiB, python-3.11 2 × 64 MiB.
+        // 2 CPUs: openjdk-17 (the default runtime) 1 × 256 MiB, python-3.11 4 × 64 MiB.
         let machine = |memory_bytes| Machine {
             cpus: 2,
             memory_bytes,
         };
         let config = EvaluationConfig::default();
         let fits = plan(&config, &installed(), machine(2 * GIB));
-        assert_eq!(sizes(&fits), [("openjdk-17", 1), ("python-3.11", 2)]);
-        assert_eq!(fits.total_bytes(), 384 * MIB);
+        assert_eq!(sizes(&fits), [("openjdk-17", 1), ("python-3.11", 4)]);
+        assert_eq!(fits.total_bytes(), 512 * MIB);
         // 1280 MiB: 320 MiB of budget; Python goes down to one before Java goes...
         let tight = plan(&config, &installed(), machine(1280 * MIB));
         assert_eq!(sizes(&tight), [("openjdk-17", 1), ("python-3.11", 1)]);
