@@ -717,9 +717,18 @@ fn payload_setup(
         setresuid(uid, uid, uid).nstep("setresuid")?;
         nix::sys::prctl::set_no_new_privs().nstep("setting no_new_privs")?;
         if plan.payload == Payload::Return {
-            // An exec would make it dumpable again (init made it not): as after an
-            // exec, its own uid may read its /proc entries.
+            // What an exec would do: dumpable again (init made it not), so that its
+            // own uid may read its /proc entries, and named after its program (it has
+            // init's name since the fork).
             nix::sys::prctl::set_dumpable(true).nstep("making the payload dumpable")?;
+            let name = plan
+                .argv
+                .first()
+                .and_then(|p| Path::new(p).file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let name = CString::new(name).unwrap_or_default();
+            nix::sys::prctl::set_name(&name).nstep("naming the payload")?;
         }
         chdir(&plan.cwd).nstep(format!("chdir {}", plan.cwd.display()))?;
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)

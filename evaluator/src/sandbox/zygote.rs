@@ -52,8 +52,10 @@ use crate::sys;
 
 /// Where the zygote library is in a zygote's root.
 pub const LIBRARY: &str = "/zygote/libjsheets_zygote.so";
-/// A zygote forks at most this many sandboxes, then is replaced (a fresh layout).
-pub const MAX_FORKS: u64 = 1000;
+/// A zygote forks at most this many sandboxes, then is replaced (a fresh layout): about
+/// once a minute at full load on two CPUs; a replacement holds forks up for one
+/// interpreter start.
+pub const MAX_FORKS: u64 = 10_000;
 /// How long a fork may take to say which pid it is.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
