@@ -22,6 +22,8 @@ pub enum BenchError {
     Job(#[from] JobError),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error("starting a zygote")]
+    Zygote(#[source] evaluator::sandbox::WaitError),
 }
 
 /// One measured scenario at one concurrency.
@@ -190,6 +192,40 @@ fn evaluation_work(
             }
             let ok = outcome.is_ok_and(|o| o.status == Status::Ok);
             (ok, Some(took))
+        })
+    })
+}
+
+/// Gets one sandbox of `launch` warm and waiting (its interpreter started, or forked
+/// from `zygote`): timed until it is ready, then destroyed (not timed). What a pool's
+/// refill costs.
+fn ready_work(
+    sandboxes: Arc<Sandboxes>,
+    launch: Launch,
+    zygote: Option<Arc<evaluator::sandbox::zygote::Zygote>>,
+) -> Work {
+    Arc::new(move || {
+        let (sandboxes, launch, zygote) = (sandboxes.clone(), launch.clone(), zygote.clone());
+        Box::pin(async move {
+            let cancel = CancellationToken::new();
+            let t = Instant::now();
+            let waiting = match &zygote {
+                Some(z) => sandboxes.start_forked(z, &cancel).await,
+                None => match evaluator::lang::waiting_job(&launch, Limits::default()) {
+                    Ok(Some((job, preface))) => {
+                        sandboxes.start_waiting(job, preface, &cancel).await
+                    }
+                    _ => return (false, None),
+                },
+            };
+            let took = t.elapsed();
+            match waiting {
+                Ok(w) => {
+                    w.destroy().await;
+                    (true, Some(took))
+                }
+                Err(_) => (false, Some(took)),
+            }
         })
     })
 }
@@ -371,6 +407,32 @@ pub async fn run(
         .await
         .print();
         pool.shutdown().await;
+        // What a refill costs: a sandbox made ready, its interpreter started or forked.
+        measure(
+            "python: ready to wait, interpreter started",
+            c,
+            n,
+            ready_work(sandboxes.clone(), launch.clone(), None),
+        )
+        .await
+        .print();
+        match evaluator::lang::zygote_job(&launch, Limits::default())? {
+            Some((job, preface)) => {
+                let zygote = sandboxes
+                    .start_zygote(job, preface, &CancellationToken::new())
+                    .await
+                    .map_err(BenchError::Zygote)?;
+                measure(
+                    "python: ready to wait, forked from a zygote",
+                    c,
+                    n,
+                    ready_work(sandboxes.clone(), launch.clone(), Some(zygote)),
+                )
+                .await
+                .print();
+            }
+            None => println!("python: no zygote for this runtime"),
+        }
         let pool = pool_of(&sandboxes, &launch, c)?;
         measure(
             "python print(1): pre-started sandbox",
