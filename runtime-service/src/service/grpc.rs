@@ -213,7 +213,11 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
     let span = tracing::info_span!("evaluation", id = %id, runtime = %p.runtime.name(), status = tracing::field::Empty);
     async move {
         let queued_at = std::time::Instant::now();
-        let admitted = match node.admission.admit(p.limits.memory_bytes).await {
+        let admitted = match node
+            .admission
+            .admit(p.runtime.name(), p.limits.memory_bytes)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 node.metrics.rejected();
