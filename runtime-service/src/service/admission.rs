@@ -147,20 +147,6 @@ impl Admission {
         }
     }
 
-    /// Memory budget: three quarters of what the machine has, so that load never
-    /// pushes the node itself out of memory.
-    pub fn machine_budget() -> u64 {
-        let total = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(4 << 20);
-        total * 1024 / 4 * 3
-    }
-
     /// Waits for a slot for an evaluation on `runtime` and `memory_bytes` of the
     /// budget, within the queue's bounds.
     pub async fn admit(
@@ -323,7 +309,10 @@ mod tests {
         queued(&a, 1).await;
         assert!(matches!(
             a.admit("java", 1 << 20).await,
-            Err(AdmissionError::QueueFull { running: 1, queue_size: 1 })
+            Err(AdmissionError::QueueFull {
+                running: 1,
+                queue_size: 1
+            })
         ));
         assert!(matches!(
             waiting.await.unwrap(),

@@ -71,7 +71,9 @@ impl Node {
                 evaluation.max_concurrent,
                 evaluation.queue_size,
                 Duration::from_millis(evaluation.queue_wait_ms),
-                Admission::machine_budget(),
+                // Three quarters of what the node has (its cgroup's limit in a
+                // container), so that load never pushes the node itself out of memory.
+                super::pools::Machine::detect().memory_bytes / 4 * 3,
             ),
             config: evaluation.clone(),
             service_id: config.service.id.clone(),
