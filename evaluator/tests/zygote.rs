@@ -295,3 +295,35 @@ async fn a_zygote_outlives_the_pool_while_its_sandboxes_run() {
     drop(pool);
     fx.assert_clean().await;
 }
+
+/// A request that finds its pool empty gets a sandbox forked for it at once, not a
+/// cold start.
+#[tokio::test]
+async fn an_empty_pool_forks_a_sandbox_for_the_request() {
+    let fx = Fixture::new();
+    let (pool, launch) = zygote_pool(&fx, 1, false).await;
+    while pool.idle() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // No refill from now on: once its one sandbox is taken, the pool stays empty.
+    pool.set_paused(true);
+    let first = take(&pool).await;
+    drop(first);
+    let w = pool.take_soon().await.expect("a sandbox forked for the request");
+    let stats = pool.stats();
+    assert_eq!((stats.misses, stats.on_demand), (1, 1), "{stats:?}");
+    let run = fx
+        .run_in(
+            Some(w),
+            &launch,
+            one("print('forked for me')"),
+            Vec::new(),
+            Limits::default(),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    assert_eq!(run.stdout(), "forked for me\n");
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
