@@ -309,7 +309,10 @@ async fn an_empty_pool_forks_a_sandbox_for_the_request() {
     pool.set_paused(true);
     let first = take(&pool).await;
     drop(first);
-    let w = pool.take_soon().await.expect("a sandbox forked for the request");
+    let w = pool
+        .take_soon()
+        .await
+        .expect("a sandbox forked for the request");
     let stats = pool.stats();
     assert_eq!((stats.misses, stats.on_demand), (1, 1), "{stats:?}");
     let run = fx
