@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::Fixture;
 use evaluator::access::catalog::Catalog;
-use evaluator::pool::{Pool, PoolSettings};
+use evaluator::pool::Pool;
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
@@ -19,18 +19,6 @@ fn one(code: &str) -> Vec<Component> {
         id: "c".into(),
         code: code.into(),
     }]
-}
-
-fn settings(size: usize) -> PoolSettings {
-    PoolSettings {
-        size,
-        idle_limits: Limits {
-            memory_bytes: 512 << 20,
-            ..Limits::default()
-        },
-        max_age: Duration::from_secs(300),
-        zygote: false,
-    }
 }
 
 async fn filled(pool: &Pool, n: usize) {
@@ -58,7 +46,12 @@ async fn pooled_python_is_single_use_and_takes_the_requests_limits() {
     let python = fx.runtime("python-3.11").await;
     let mut launch = python.launch();
     launch.access_list = Some(Arc::new(Catalog::new(None).load("python-default").unwrap()));
-    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(2)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(2, false),
+    )
+    .unwrap();
     filled(&pool, 2).await;
 
     // State written by one request is never seen by the next.
@@ -167,7 +160,12 @@ async fn a_killed_pooled_sandbox_is_replaced_and_an_empty_pool_falls_back_to_col
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
     let launch = python.launch();
-    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(1)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(1, false),
+    )
+    .unwrap();
     filled(&pool, 1).await;
     // Kill every process of the waiting sandbox from outside.
     let before = pool.stats();
@@ -211,7 +209,12 @@ async fn a_killed_pooled_sandbox_is_replaced_and_an_empty_pool_falls_back_to_col
     assert_eq!(run.stdout(), "7\n", "{run:#?}");
 
     // Size 0: never anything to take; requests run cold.
-    let empty = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(0)).unwrap();
+    let empty = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(0, false),
+    )
+    .unwrap();
     // Watched over a few of the pool's ticks: nothing is ever started for it.
     let watched = Instant::now() + Duration::from_millis(300);
     while Instant::now() < watched {
@@ -243,7 +246,12 @@ async fn pooled_java_is_warm_and_checked() {
     let java = fx.runtime("openjdk-17").await;
     let mut launch = java.launch();
     launch.access_list = Some(Arc::new(Catalog::new(None).load("java-default").unwrap()));
-    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(1)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(1, false),
+    )
+    .unwrap();
     filled(&pool, 1).await;
     let started = Instant::now();
     let run = fx
@@ -316,13 +324,23 @@ async fn shutdown_cancels_a_start_in_flight_and_leaves_nothing() {
     let launch = python.launch();
     // Its cgroup is made: the first start is under way (nothing else of the fixture's
     // runs), the helper setting up.
-    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(1)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(1, false),
+    )
+    .unwrap();
     until("the start", || fx.sandboxes.live() > 0).await;
     pool.shutdown().await;
     assert_eq!(fx.sandboxes.live(), 0, "{:?}", pool.stats());
     fx.assert_clean().await;
     // The payload runs as its uid: the interpreter is warming up.
-    let pool = Pool::start(fx.sandboxes.clone(), launch, settings(1)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch,
+        common::pool_settings(1, false),
+    )
+    .unwrap();
     until("the warm-up", || fx.sandbox_processes() > 0).await;
     pool.shutdown().await;
     assert_eq!(fx.sandbox_processes(), 0, "{:?}", pool.stats());

@@ -7,12 +7,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Fixture;
 use evaluator::access::catalog::Catalog;
 use evaluator::lang::Launch;
-use evaluator::pool::{Pool, PoolSettings};
+use evaluator::pool::Pool;
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
@@ -22,18 +22,6 @@ fn one(code: &str) -> Vec<Component> {
         id: "c".into(),
         code: code.into(),
     }]
-}
-
-fn settings(size: usize) -> PoolSettings {
-    PoolSettings {
-        size,
-        idle_limits: Limits {
-            memory_bytes: 512 << 20,
-            ..Limits::default()
-        },
-        max_age: Duration::from_secs(300),
-        zygote: true,
-    }
 }
 
 /// A pool of `size` forked Python sandboxes, with the `python-default` list or none
@@ -46,30 +34,17 @@ async fn zygote_pool(fx: &Fixture, size: usize, list: bool) -> (Pool, Launch) {
     let python = fx.runtime("python-3.11").await;
     let mut launch = python.launch();
     launch.access_list = list.then(|| Arc::new(Catalog::new(None).load("python-default").unwrap()));
-    let pool = Pool::start(fx.sandboxes.clone(), launch.clone(), settings(size)).unwrap();
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(size, true),
+    )
+    .unwrap();
     (pool, launch)
 }
 
-/// Takes a waiting sandbox, waiting for the pool to have one.
-async fn take(pool: &Pool) -> evaluator::sandbox::Waiting {
-    let end = Instant::now() + Duration::from_secs(120);
-    loop {
-        if pool.idle() > 0 {
-            if let Some(w) = pool.take() {
-                return w;
-            }
-        }
-        assert!(
-            Instant::now() < end,
-            "the pool did not fill: {:?}",
-            pool.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn eval(fx: &Fixture, pool: &Pool, launch: &Launch, code: &str) -> common::Run {
-    let w = take(pool).await;
+    let w = common::take_waiting(pool).await;
     fx.run_in(
         Some(w),
         launch,
@@ -239,9 +214,10 @@ async fn a_zygote_forks_waiting_sandboxes() {
     let fx = Fixture::new();
     let python = fx.runtime("python-3.11").await;
     let launch = python.launch();
-    let (job, preface) = evaluator::lang::zygote_job(&launch, settings(1).idle_limits)
-        .unwrap()
-        .expect("Python has a zygote");
+    let (job, preface) =
+        evaluator::lang::zygote_job(&launch, common::pool_settings(1, true).idle_limits)
+            .unwrap()
+            .expect("Python has a zygote");
     let cancel = CancellationToken::new();
     let zygote = fx
         .sandboxes
@@ -277,7 +253,7 @@ async fn a_zygote_forks_waiting_sandboxes() {
 async fn a_zygote_outlives_the_pool_while_its_sandboxes_run() {
     let fx = Fixture::new();
     let (pool, launch) = zygote_pool(&fx, 1, false).await;
-    let w = take(&pool).await;
+    let w = common::take_waiting(&pool).await;
     assert!(pool.stats().forked >= 1, "{:?}", pool.stats());
     pool.shutdown().await;
     let run = fx
@@ -307,7 +283,7 @@ async fn an_empty_pool_forks_a_sandbox_for_the_request() {
     }
     // No refill from now on: once its one sandbox is taken, the pool stays empty.
     pool.set_paused(true);
-    let first = take(&pool).await;
+    let first = common::take_waiting(&pool).await;
     drop(first);
     let w = pool
         .take_soon()

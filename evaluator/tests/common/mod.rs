@@ -65,6 +65,38 @@ pub fn zygote_library() -> Option<PathBuf> {
     lib.is_file().then_some(lib)
 }
 
+/// The settings of a test pool of `size`: 512 MiB while waiting, five minutes old at
+/// most, forking from a zygote or not.
+pub fn pool_settings(size: usize, zygote: bool) -> evaluator::pool::PoolSettings {
+    evaluator::pool::PoolSettings {
+        size,
+        idle_limits: Limits {
+            memory_bytes: 512 << 20,
+            ..Limits::default()
+        },
+        max_age: std::time::Duration::from_secs(300),
+        zygote,
+    }
+}
+
+/// A waiting sandbox from `pool`, once it has one (two minutes at most).
+pub async fn take_waiting(pool: &evaluator::pool::Pool) -> evaluator::sandbox::Waiting {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if pool.idle() > 0 {
+            if let Some(w) = pool.take() {
+                return w;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the pool did not fill: {:?}",
+            pool.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub fn recipes_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes")
 }
