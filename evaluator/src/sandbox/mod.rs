@@ -138,6 +138,8 @@ pub enum WaitError {
     NotReady(String),
     #[error("no zygote library is configured")]
     NoZygoteLibrary,
+    #[error("a zygote runs on a runtime's files, not on the host's")]
+    ZygoteOnHostFiles,
 }
 
 /// Host-side settings shared by every sandbox.

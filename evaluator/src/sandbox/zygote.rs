@@ -119,7 +119,7 @@ impl Sandboxes {
         }
         let mut own = job.clone();
         let Filesystem::Runtime(mounts) = &mut own.filesystem else {
-            return Err(WaitError::HostNetwork);
+            return Err(WaitError::ZygoteOnHostFiles);
         };
         mounts.push((library, PathBuf::from(LIBRARY)));
         // Root in its sandbox; every child drops to a uid of its own.

@@ -76,13 +76,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut st = self.slots.lock();
-        st.used -= 1;
-        if let Some(n) = st.running.get_mut(&self.runtime) {
-            *n -= 1;
-            if *n == 0 {
-                st.running.remove(&self.runtime);
-            }
-        }
+        st.give_back(&self.runtime);
         self.slots.dispatch(&mut st);
     }
 }
@@ -91,6 +85,16 @@ impl SlotState {
     fn take(&mut self, runtime: &str) {
         self.used += 1;
         *self.running.entry(runtime.to_string()).or_default() += 1;
+    }
+
+    fn give_back(&mut self, runtime: &str) {
+        self.used -= 1;
+        if let Some(n) = self.running.get_mut(runtime) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(runtime);
+            }
+        }
     }
 }
 
@@ -115,13 +119,7 @@ impl Slots {
             st.take(&w.runtime);
             if w.given.send(()).is_err() {
                 // Gone (its request ended): the slot goes to the next one.
-                st.used -= 1;
-                if let Some(n) = st.running.get_mut(&w.runtime) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.running.remove(&w.runtime);
-                    }
-                }
+                st.give_back(&w.runtime);
             }
         }
     }
