@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Bounds, Step, Translator};
 use crate::lang::{self, JobError};
+use crate::sandbox::files::Files;
 use crate::sandbox::{DriverFacts, Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
 // The old paths of the snippet's types and of job building, kept until runtime-service
@@ -27,6 +28,15 @@ pub enum EvaluateError {
     Job(#[from] JobError),
 }
 
+/// What a request hands its sandbox besides code and stdin.
+#[derive(Debug, Clone, Default)]
+pub struct RequestData {
+    /// Files put in `/work` before the code runs, and those taken back after.
+    pub files: Files,
+    /// Read-only datasets: the operator's directory and its name under `/data`.
+    pub datasets: Vec<(std::path::PathBuf, String)>,
+}
+
 /// Runs `components` in a fresh sandbox of `launch`, streaming [`Output`]s.
 pub async fn evaluate(
     sandboxes: &Sandboxes,
@@ -38,13 +48,23 @@ pub async fn evaluate(
     cancel: CancellationToken,
 ) -> Result<Outcome, EvaluateError> {
     evaluate_in(
-        sandboxes, None, launch, components, stdin, limits, out, cancel,
+        sandboxes,
+        None,
+        launch,
+        components,
+        stdin,
+        limits,
+        RequestData::default(),
+        out,
+        cancel,
     )
     .await
 }
 
 /// [`evaluate`] in `waiting` (a sandbox of `launch` started ahead by
-/// [`lang::waiting_job`]) if given, else in a fresh cold one.
+/// [`lang::waiting_job`]) if given, else in a fresh cold one, with `data`. Datasets
+/// are mounted as a sandbox is built, so a request with datasets never takes a
+/// sandbox started ahead (it is destroyed, and a fresh one built).
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate_in(
     sandboxes: &Sandboxes,
@@ -53,9 +73,11 @@ pub async fn evaluate_in(
     components: &[Component],
     stdin: Vec<u8>,
     limits: Limits,
+    data: RequestData,
     out: mpsc::Sender<Output>,
     cancel: CancellationToken,
 ) -> Result<Outcome, EvaluateError> {
+    let waiting = waiting.filter(|_| data.datasets.is_empty());
     if components.is_empty() {
         return Err(JobError::Empty.into());
     }
@@ -65,9 +87,14 @@ pub async fn evaluate_in(
     let run = match waiting {
         Some(w) => {
             let (input, stdin) = lang::waiting_input(launch, components, stdin)?;
-            Run::Waiting(Box::new((w, input, stdin, limits)))
+            Run::Waiting(Box::new((w, input, stdin, limits, data.files)))
         }
-        None => Run::Cold(Box::new(lang::job(launch, components, stdin, limits)?)),
+        None => {
+            let mut job = lang::job(launch, components, stdin, limits)?;
+            job.files = data.files;
+            job.datasets = data.datasets;
+            Run::Cold(Box::new(job))
+        }
     };
     // A driver that asks before it loads code (`lang::verdicts`) gets its verdicts on
     // its stdin.
@@ -124,9 +151,11 @@ pub async fn evaluate_in(
                     .await
             }
             Run::Waiting(waiting) => {
-                let (w, input, stdin, limits) = *waiting;
+                let (w, input, stdin, limits, files) = *waiting;
                 sandboxes
-                    .run_waiting(w, input, stdin, limits, framing, verdict_rx, tx, stop)
+                    .run_waiting(
+                        w, input, stdin, limits, framing, verdict_rx, tx, stop, files,
+                    )
                     .await
             }
         }
@@ -150,5 +179,5 @@ pub async fn evaluate_in(
 
 enum Run {
     Cold(Box<Job>),
-    Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits)>),
+    Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits, Files)>),
 }

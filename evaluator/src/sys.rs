@@ -222,6 +222,14 @@ pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
+/// Takes ownership of an fd that `recvmsg` just installed from an `SCM_RIGHTS`
+/// message.
+pub fn received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed this fd for the recvmsg call that returned it; no
+    // other owner knows its number yet.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// Closes every fd from `from` up: the sandbox helper keeps nothing it did not get by
 /// contract (a terminal its parent leaked, above all).
 pub fn close_from(from: u32) -> io::Result<()> {

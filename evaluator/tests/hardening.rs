@@ -793,6 +793,7 @@ fn spawn_shell(
             &one(&script),
             Vec::new(),
             Limits::default(),
+            Default::default(),
             tx,
             cancel,
         )

@@ -181,6 +181,7 @@ fn evaluation_work(
                 &components,
                 Vec::new(),
                 Limits::default(),
+                Default::default(),
                 tx,
                 CancellationToken::new(),
             )

@@ -202,6 +202,8 @@ impl<'a> SandboxBuilder<'a> {
                 stack_bytes: 8 << 20,
             },
             run_as: Some(self.uid),
+            datasets: Vec::new(),
+            files: Default::default(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let collect = tokio::spawn(async move {

@@ -187,6 +187,8 @@ pub fn job(
         isolate_network: true,
         limits,
         run_as: None,
+        datasets: Vec::new(),
+        files: Default::default(),
     })
 }
 

@@ -108,6 +108,73 @@ pub fn send<T: Serialize>(fd: &OwnedFd, msg: &T) -> Result<(), ControlError> {
     write_all(fd, &encode(msg)?)
 }
 
+/// Sends one message with `fd` attached (`SCM_RIGHTS`) on a blocking socket.
+pub fn send_with_fd<T: Serialize>(
+    socket: &OwnedFd,
+    msg: &T,
+    fd: &impl std::os::fd::AsRawFd,
+) -> Result<(), ControlError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let line = encode(msg)?;
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    // The descriptor travels with the first bytes; the rest of a short write follows.
+    let sent = loop {
+        match sendmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            &[std::io::IoSlice::new(&line)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(ControlError::Io(e.into())),
+            Ok(n) => break n,
+        }
+    };
+    write_all(socket, &line[sent..])
+}
+
+/// Receives bytes into `buf` from a socket and any descriptors sent with them
+/// (close-on-exec). `Ok(0)` is the end of the stream.
+fn recv_with_fds(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            fds.extend(received.into_iter().map(crate::sys::received_fd));
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Reads what the supervisor's async control socket has, with any descriptors sent
+/// along; `Ok(0)` is the end of the stream.
+pub async fn recv_async(
+    socket: &tokio::net::UnixStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use std::os::fd::AsRawFd;
+    loop {
+        socket.readable().await?;
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            recv_with_fds(socket.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Sends the plan and the input it announces on the supervisor's async socket.
 pub async fn send_plan(
     socket: &mut tokio::net::UnixStream,
@@ -193,10 +260,49 @@ pub fn read_line_by(fd: &OwnedFd, max: usize, deadline: Instant) -> Result<Vec<u
     }
 }
 
-/// Reads one [`Report`] like [`read_line_by`].
-pub fn read_report_by(fd: &OwnedFd, max: usize, deadline: Instant) -> Result<Report, ControlError> {
-    let line = read_line_by(fd, max, deadline)?;
-    serde_json::from_slice(&line).map_err(ControlError::Garbage)
+/// Reads one [`Report`] from a blocking socket by `deadline`, a byte at a time like
+/// [`read_line_by`], with the descriptors sent along with it.
+pub fn read_report_with_fds_by(
+    fd: &OwnedFd,
+    max: usize,
+    deadline: Instant,
+) -> Result<(Report, Vec<OwnedFd>), ControlError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsRawFd;
+    let mut decoder = Decoder::new(max);
+    let mut fds = Vec::new();
+    loop {
+        if let Some(line) = decoder.next_line()? {
+            let report = serde_json::from_slice(&line).map_err(ControlError::Garbage)?;
+            return Ok((report, fds));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ControlError::TimedOut);
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut pfd, ms) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(ControlError::Io(e.into())),
+        }
+        let mut byte = [0u8; 1];
+        match recv_with_fds(fd.as_raw_fd(), &mut byte) {
+            Ok((0, _)) => return Err(ControlError::Closed),
+            Ok((_, received)) => {
+                decoder.feed(&byte);
+                fds.extend(received);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(ControlError::Io(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,7 +404,9 @@ mod tests {
         send(&a, &Report::Started).unwrap();
         send(&a, &Report::Signaled { signal: 9 }).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(read_report_by(&b, 1024, deadline).unwrap(), Report::Started);
+        let (report, fds) = read_report_with_fds_by(&b, 1024, deadline).unwrap();
+        assert_eq!(report, Report::Started);
+        assert!(fds.is_empty());
         let mut receiver = Receiver::new(1024);
         assert_eq!(
             receiver.recv::<Report>(&b).unwrap(),
@@ -309,6 +417,44 @@ mod tests {
             receiver.recv::<Report>(&b),
             Err(ControlError::Closed)
         ));
+    }
+
+    #[test]
+    fn a_descriptor_travels_with_its_report_on_either_end() {
+        use std::io::{Read, Seek, Write};
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"through the socket").unwrap();
+        let (a, b) = pair();
+        send(&a, &Report::Started).unwrap();
+        send_with_fd(&a, &Report::Work, &file).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (first, none) = read_report_with_fds_by(&b, 1024, deadline).unwrap();
+        assert_eq!((first, none.len()), (Report::Started, 0));
+        let (second, mut fds) = read_report_with_fds_by(&b, 1024, deadline).unwrap();
+        assert_eq!((second, fds.len()), (Report::Work, 1));
+        let mut got = std::fs::File::from(fds.pop().unwrap());
+        got.rewind().unwrap();
+        let mut text = String::new();
+        got.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "through the socket");
+
+        // The async end reads the same.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            send_with_fd(&a, &Report::Work, &file).unwrap();
+            let std_b = std::os::unix::net::UnixStream::from(b);
+            std_b.set_nonblocking(true).unwrap();
+            let socket = tokio::net::UnixStream::from_std(std_b).unwrap();
+            let mut buf = [0u8; 256];
+            let (n, fds) = recv_async(&socket, &mut buf).await.unwrap();
+            let mut decoder = Decoder::new(1024);
+            decoder.feed(&buf[..n]);
+            assert_eq!(decoder.next::<Report>().unwrap(), Some(Report::Work));
+            assert_eq!(fds.len(), 1);
+        });
     }
 
     #[test]

@@ -41,7 +41,7 @@ use nix::unistd::{
 
 use super::control::{self, ControlError, Receiver};
 use super::plan::{
-    Payload, Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD,
+    FilesPlaced, Payload, Placement, Plan, Report, RootPlan, HELPER_CONTROL_FD, HELPER_EVENTS_FD,
     HELPER_INPUT_FD, MAX_CONTROL_MESSAGE, MAX_INPUT, PAYLOAD_EVENTS_FD, PAYLOAD_INPUT_FD,
 };
 use super::seccomp;
@@ -475,6 +475,7 @@ fn init(
 ) -> Result<Become, StepError> {
     build_root(plan)?;
     sethostname(&plan.hostname).nstep("setting the hostname")?;
+    pass_out_work(plan, control)?;
     if plan.isolate_network {
         sys::loopback_up().step("bringing loopback up")?;
     }
@@ -599,6 +600,40 @@ fn init(
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     report(control, &status);
     Ok(Become::Exit(0))
+}
+
+/// Opens the sandbox's `/work` here, inside its mount namespace, and passes the
+/// descriptor out, so that the supervisor never names it by a path; with files to
+/// come, waits until they are in.
+fn pass_out_work(plan: &Plan, control: &OwnedFd) -> Result<(), StepError> {
+    if !matches!(plan.root, RootPlan::Runtime { .. }) {
+        return Ok(());
+    }
+    use nix::fcntl::{open, OFlag};
+    let work = open(
+        "/work",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .nstep("opening /work")?;
+    control::send_with_fd(control, &Report::Work, &work).map_err(|e| StepError {
+        step: "passing out /work".into(),
+        errno: libc::EIO,
+        detail: detail(&e),
+    })?;
+    drop(work);
+    if plan.await_files {
+        let mut reader = Receiver::new(MAX_CONTROL_MESSAGE);
+        let placed: FilesPlaced = receive(control, &mut reader, "the files' placement")?;
+        if !placed.placed {
+            return Err(StepError {
+                step: "waiting for the request's files".into(),
+                errno: libc::EIO,
+                detail: "the supervisor could not place them".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the payload, reaping orphans meanwhile. If the supervisor goes away,
@@ -771,7 +806,12 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
             let empty = open_dir(&empty, Path::new("/proc"))?;
             for m in &mounts {
                 let target = inside(root, &m.target)?;
-                overlay_readonly(&m.source, &target, &m.target, &empty)?;
+                overlay_readonly(&m.source, &target, &m.target, &empty, MsFlags::empty())?;
+            }
+            // Data only: nothing on them runs, whatever its mode bits say.
+            for m in &plan.datasets {
+                let target = inside(root, &m.target)?;
+                overlay_readonly(&m.source, &target, &m.target, &empty, MsFlags::MS_NOEXEC)?;
             }
             drop(empty);
             tmpfs(
@@ -918,10 +958,11 @@ fn overlay_readonly(
     target: &Path,
     shown: &Path,
     empty: &OwnedFd,
+    extra: MsFlags,
 ) -> Result<(), StepError> {
     let meta = fs::metadata(source).step(format!("reading mount source {}", source.display()))?;
     if !meta.is_dir() {
-        return bind_readonly(source, target, shown);
+        return bind_readonly(source, target, shown, extra);
     }
     if !target.exists() {
         fs::create_dir_all(target).step(format!("creating mount point {}", shown.display()))?;
@@ -932,7 +973,7 @@ fn overlay_readonly(
         layer.as_raw_fd(),
         empty.as_raw_fd()
     );
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
     match mount(
         Some("overlay"),
         target,
@@ -941,12 +982,19 @@ fn overlay_readonly(
         Some(options.as_str()),
     ) {
         Ok(()) => Ok(()),
-        Err(nix::Error::EINVAL) | Err(nix::Error::ENODEV) => bind_readonly(source, target, shown),
+        Err(nix::Error::EINVAL) | Err(nix::Error::ENODEV) => {
+            bind_readonly(source, target, shown, extra)
+        }
         Err(e) => Err(e).nstep(format!("mounting {}", shown.display())),
     }
 }
 
-fn bind_readonly(source: &Path, target: &Path, shown: &Path) -> Result<(), StepError> {
+fn bind_readonly(
+    source: &Path,
+    target: &Path,
+    shown: &Path,
+    extra: MsFlags,
+) -> Result<(), StepError> {
     let none: Option<&str> = None;
     let meta = fs::metadata(source).step(format!("reading mount source {}", source.display()))?;
     if meta.is_dir() {
@@ -969,7 +1017,8 @@ fn bind_readonly(source: &Path, target: &Path, shown: &Path) -> Result<(), StepE
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
             | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV,
+            | MsFlags::MS_NODEV
+            | extra,
         none,
     )
     .nstep(format!("making {} read-only", shown.display()))

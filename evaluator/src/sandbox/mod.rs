@@ -17,6 +17,7 @@
 pub mod cgroup;
 mod control;
 mod favor;
+pub mod files;
 pub mod framing;
 mod helper;
 mod limits;
@@ -110,6 +111,10 @@ pub enum SetupError {
     NoStatus,
     #[error("the waiting sandbox died before its request")]
     WaitingDied,
+    #[error("the sandbox passed out no /work")]
+    NoWork,
+    #[error(transparent)]
+    PlaceFiles(files::FilesError),
     /// The request asks for more processes than the waiting sandbox's RLIMIT_NPROC
     /// was set for (see [`payload_nproc`]): under a higher limit the rlimit could
     /// refuse forks before pids.max does.
@@ -267,6 +272,11 @@ pub struct Job {
     /// Fixed uid (and gid) instead of the next one of the pool; runtime builds use one
     /// uid that owns the tree being built. Never taken from a request.
     pub run_as: Option<u32>,
+    /// Read-only datasets: host directory (the operator's, never a request's) and the
+    /// name it has under `/data`.
+    pub datasets: Vec<(PathBuf, String)>,
+    /// Files put in `/work` before the payload starts, and taken back after it ends.
+    pub files: files::Files,
 }
 
 impl Job {
@@ -283,6 +293,8 @@ impl Job {
             isolate_network: true,
             limits: Limits::default(),
             run_as: None,
+            datasets: Vec::new(),
+            files: files::Files::default(),
         }
     }
 }
@@ -354,6 +366,8 @@ pub struct Outcome {
     pub stderr_truncated: bool,
     /// For `SetupFailed`: the step and the OS error.
     pub error: Option<String>,
+    /// The files asked for back (`Job::files`), in path order, refusals included.
+    pub files: Vec<files::ReturnedFile>,
 }
 
 /// Creates and supervises sandboxes. Clones share the same state.
@@ -386,6 +400,10 @@ pub struct Waiting {
     prepared: Prepared,
     job: Job,
     since: Instant,
+    /// Its `/work`, passed out by its init.
+    work: Option<std::os::fd::OwnedFd>,
+    /// The uid its payload runs as (who owns the files put in).
+    uid: u32,
 }
 
 impl Waiting {
@@ -555,8 +573,10 @@ impl Sandboxes {
         Supervision {
             job,
             framing,
+            owner: plan.uid,
             plan: Some(plan),
             prepared,
+            work: None,
             deferred_input: None,
             more_stdin,
             events,
@@ -649,11 +669,14 @@ impl Sandboxes {
         more_stdin: Option<mpsc::Receiver<Vec<u8>>>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
+        files: files::Files,
     ) -> Finished {
         let start = Instant::now();
         let Waiting {
             mut prepared,
             mut job,
+            work,
+            uid,
             ..
         } = waiting;
         if !prepared.is_alive() {
@@ -673,11 +696,14 @@ impl Sandboxes {
         }
         job.limits = limits;
         job.stdin = stdin;
+        job.files = files;
         Supervision {
             job,
             framing,
             plan: None,
             prepared,
+            work,
+            owner: uid,
             deferred_input: Some(input),
             more_stdin,
             events,
@@ -748,16 +774,28 @@ async fn warm(
             let _ = std::io::Write::write_all(&mut pipe, &preface);
         });
     }
-    // Offered only once running: the payload's exec is reported on the control
-    // socket (a setup failure there ends it now)...
+    // Offered only once running: init passes out `/work`, then the payload's exec is
+    // reported on the control socket (a setup failure there ends it now)...
     let control = prepared.control.try_clone().map_err(SetupError::Watch)?;
     let deadline = Instant::now() + WARM_UP_TIMEOUT;
+    let uid = plan.uid;
     // Cancelled, `prepared` goes before the return: the sandbox is killed and its
     // cgroup removed before the caller hears of it (the blocking read ends with the
     // sandbox's end of the socket).
-    let report = tokio::select! {
+    let (report, work) = tokio::select! {
         r = tokio::task::spawn_blocking(move || {
-            control::read_report_by(&control, plan::MAX_CONTROL_MESSAGE, deadline)
+            let mut work = None;
+            loop {
+                let (report, fds) = control::read_report_with_fds_by(
+                    &control,
+                    plan::MAX_CONTROL_MESSAGE,
+                    deadline,
+                )?;
+                match report {
+                    Report::Work => work = work.or(fds.into_iter().next()),
+                    other => return Ok((other, work)),
+                }
+            }
         }) => r,
         _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
     }
@@ -803,6 +841,8 @@ async fn warm(
         prepared,
         job,
         since: Instant::now(),
+        work,
+        uid,
     })
 }
 

@@ -56,6 +56,21 @@ pub struct Plan {
     pub has_events: bool,
     #[serde(default)]
     pub payload: Payload,
+    /// Read-only datasets (host directory, `/data/<name>` inside), mounted nosuid,
+    /// nodev and noexec.
+    #[serde(default)]
+    pub datasets: Vec<BindPlan>,
+    /// Init waits for [`FilesPlaced`] after it passed out `/work` ([`Report::Work`]),
+    /// before the payload may start: the request's files go in first.
+    #[serde(default)]
+    pub await_files: bool,
+}
+
+/// The supervisor's word that a request's files are in `/work` (see
+/// [`Plan::await_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesPlaced {
+    pub placed: bool,
 }
 
 /// What the payload becomes once its sandbox is built.
@@ -223,6 +238,9 @@ pub enum Report {
         errno: i32,
         detail: String,
     },
+    /// Init's `/work`, opened inside the sandbox, travels with this report
+    /// (`SCM_RIGHTS`): the supervisor puts files in and reads them back through it.
+    Work,
     /// The payload was exec'd.
     Started,
     /// The payload ended.

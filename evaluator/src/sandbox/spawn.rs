@@ -27,6 +27,10 @@ pub enum PlanError {
     Target(PathBuf),
     #[error("mount source {} does not exist", .0.display())]
     MountSource(PathBuf),
+    #[error("dataset name {0:?} is not one plain path component")]
+    DatasetName(String),
+    #[error("datasets and files need a sandbox of a runtime's files")]
+    FilesOnHost,
 }
 
 /// Numbers sandbox cgroups (`sb-<pid>-<n>`) for the whole process: two `Sandboxes`
@@ -301,6 +305,28 @@ fn plan_for(job: &Job, uid: u32, root_dir: &Path) -> Result<Plan, PlanError> {
             (RootPlan::HostReadOnly, writable.clone(), hidden.clone())
         }
     };
+    let mut datasets = Vec::new();
+    for (source, name) in &job.datasets {
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\0'])
+            && name.len() <= 255;
+        if !plain {
+            return Err(PlanError::DatasetName(name.clone()));
+        }
+        if !source.is_absolute() || !source.is_dir() {
+            return Err(PlanError::MountSource(source.clone()));
+        }
+        datasets.push(BindPlan {
+            source: source.clone(),
+            target: Path::new("/data").join(name),
+        });
+    }
+    let on_host = matches!(job.filesystem, Filesystem::HostReadOnly { .. });
+    if on_host && (!datasets.is_empty() || job.files != Default::default()) {
+        return Err(PlanError::FilesOnHost);
+    }
     let l = &job.limits;
     Ok(Plan {
         root_dir: root_dir.to_path_buf(),
@@ -322,6 +348,8 @@ fn plan_for(job: &Job, uid: u32, root_dir: &Path) -> Result<Plan, PlanError> {
         deferred_input: false,
         has_events: job.events,
         payload: plan::Payload::Exec,
+        datasets,
+        await_files: !job.files.put.is_empty(),
     })
 }
 

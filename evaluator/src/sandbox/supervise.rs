@@ -13,13 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::cgroup::SandboxCgroup;
 use super::control::{self, ControlError, Decoder};
+use super::files::{self, ReturnedFile};
 use super::framing::{Frame, Framing, LineReader};
 use super::limits::CPU_POLL;
+use super::plan::FilesPlaced;
 use super::plan::{Plan, Report, MAX_CONTROL_MESSAGE};
 use super::spawn::HelperProcess;
 use super::spawn::Prepared;
 use super::status::{self, DriverFacts, KillReason, SandboxFacts};
 use super::{Event, Filesystem, Job, Outcome, SetupError};
+use std::os::fd::OwnedFd;
 
 /// How long the streams may stay open after a kill.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -36,6 +39,7 @@ pub struct Finished {
     stderr_bytes: u64,
     stdout_truncated: bool,
     stderr_truncated: bool,
+    files: Vec<ReturnedFile>,
 }
 
 impl Finished {
@@ -53,6 +57,7 @@ impl Finished {
             stderr_bytes: 0,
             stdout_truncated: false,
             stderr_truncated: false,
+            files: Vec::new(),
         }
     }
 
@@ -73,6 +78,7 @@ impl Finished {
             stdout_truncated: self.stdout_truncated,
             stderr_truncated: self.stderr_truncated,
             error,
+            files: self.files,
         }
     }
 }
@@ -85,6 +91,10 @@ pub(super) struct Supervision {
     /// The plan to send; `None` for a sandbox started ahead, which has it already.
     pub plan: Option<Plan>,
     pub prepared: Prepared,
+    /// `/work` of a sandbox started ahead (a cold one's comes in its init's report).
+    pub work: Option<OwnedFd>,
+    /// The payload's uid, who owns the files put in.
+    pub owner: u32,
     /// The input of a sandbox started ahead, written to its pipe.
     pub deferred_input: Option<Vec<u8>>,
     /// Stdin after `job.stdin`, until the sender goes away.
@@ -118,6 +128,8 @@ impl Supervision {
             framing,
             plan,
             prepared,
+            work,
+            owner,
             deferred_input,
             mut more_stdin,
             events,
@@ -138,6 +150,21 @@ impl Supervision {
         } else {
             Duration::ZERO
         };
+        // A sandbox started ahead gets the request's files before its input: its
+        // payload waits for that input, so nothing of the request runs yet.
+        if deferred_input.is_some() && !job.files.put.is_empty() {
+            let Some(dir) = work.as_ref().and_then(|w| w.try_clone().ok()) else {
+                return Finished::failed(start, SetupError::NoWork);
+            };
+            let put = job.files.put.clone();
+            let placed =
+                tokio::task::spawn_blocking(move || files::place(&dir, &put, owner, owner)).await;
+            match placed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Finished::failed(start, SetupError::PlaceFiles(e)),
+                Err(e) => return Finished::failed(start, SetupError::Watch(e.into())),
+            }
+        }
         match deferred_input {
             Some(input) => {
                 let pipe = std::fs::File::from(input_pipe);
@@ -206,6 +233,8 @@ impl Supervision {
             start,
             cpu_base,
             teardowns,
+            work,
+            owner,
         }
         .run()
         .await
@@ -224,6 +253,8 @@ struct Watch {
     start: Instant,
     cpu_base: Duration,
     teardowns: Arc<AtomicUsize>,
+    work: Option<OwnedFd>,
+    owner: u32,
 }
 
 impl Watch {
@@ -239,6 +270,8 @@ impl Watch {
             start,
             cpu_base,
             teardowns,
+            mut work,
+            owner,
         } = self;
         let limits = &job.limits;
         let deadline = tokio::time::Instant::from_std(start + limits.wall_time);
@@ -261,6 +294,7 @@ impl Watch {
         let mut buf_ctl = vec![0u8; 4096];
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut receiver_gone = false;
+        let mut pending_fd: Option<OwnedFd> = None;
 
         let may_end_early = matches!(job.filesystem, Filesystem::Runtime(_));
         loop {
@@ -330,12 +364,32 @@ impl Watch {
                     }
                     None => streams.events = None,
                 },
-                r = read_opt(&mut streams.control, &mut buf_ctl) => match r {
-                    Some(chunk) => {
-                        reports.feed(chunk);
+                r = recv_opt(&streams.control, &mut buf_ctl) => match r {
+                    Some((n, fds)) => {
+                        reports.feed(&buf_ctl[..n]);
+                        // Only init sends a descriptor, once, with its `work` report.
+                        pending_fd = pending_fd.or(fds.into_iter().next());
                         loop {
                             match reports.next::<Report>() {
                                 Ok(None) => break,
+                                Ok(Some(Report::Work)) => {
+                                    if work.is_none() {
+                                        work = pending_fd.take();
+                                    }
+                                    if !job.files.put.is_empty() {
+                                        let placed = place_files(&work, &job, owner).await;
+                                        let said = FilesPlaced { placed: placed.is_ok() };
+                                        if let Err(e) = placed {
+                                            setup_error = Some(e);
+                                            kill = kill.or(Some(KillReason::Cancelled));
+                                        }
+                                        if let Some(control) = streams.control.as_mut() {
+                                            if let Ok(line) = control::encode(&said) {
+                                                let _ = control.write_all(&line).await;
+                                            }
+                                        }
+                                    }
+                                }
                                 Ok(Some(Report::Started)) => setup_time = start.elapsed(),
                                 Ok(Some(Report::SetupFailed { step, errno, detail })) => {
                                     setup_error = Some(SetupError::Step { step, errno, detail });
@@ -417,6 +471,27 @@ impl Watch {
             });
         }
         usage.cpu_time = usage.cpu_time.saturating_sub(cpu_base);
+        // Read once nothing of the payload runs any more (init killed what it left
+        // behind when it ended; a limit or cancel killed the cgroup).
+        let returned = match (&job.files.get, work) {
+            (Some(wanted), Some(dir)) if setup_error.is_none() => {
+                let wanted = wanted.clone();
+                tokio::task::spawn_blocking(move || files::collect(&dir, &wanted))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .unwrap_or_else(|e| {
+                        vec![ReturnedFile {
+                            path: String::new(),
+                            size: 0,
+                            content: Vec::new(),
+                            truncated: false,
+                            error: Some(e),
+                        }]
+                    })
+            }
+            _ => Vec::new(),
+        };
         let (exit_code, signal) = match report {
             Some(Report::Exited { code }) => (Some(code), None),
             Some(Report::Signaled { signal }) => (None, Some(signal)),
@@ -440,8 +515,22 @@ impl Watch {
             stderr_bytes: err.bytes,
             stdout_truncated: out.truncated,
             stderr_truncated: err.truncated,
+            files: returned,
         }
     }
+}
+
+/// Puts the job's files in `work` off the async workers.
+async fn place_files(work: &Option<OwnedFd>, job: &Job, owner: u32) -> Result<(), SetupError> {
+    let dir = work
+        .as_ref()
+        .and_then(|w| w.try_clone().ok())
+        .ok_or(SetupError::NoWork)?;
+    let put = job.files.put.clone();
+    tokio::task::spawn_blocking(move || files::place(&dir, &put, owner, owner))
+        .await
+        .map_err(|e| SetupError::Watch(e.into()))?
+        .map_err(SetupError::PlaceFiles)
 }
 
 /// Runs `f` on `cg` on a blocking thread and gives `cg` back: killing and waiting for
@@ -502,6 +591,19 @@ async fn read_opt<'a, R: tokio::io::AsyncRead + Unpin>(
         Some(r) => match r.read(buf).await {
             Ok(0) | Err(_) => None,
             Ok(n) => Some(&buf[..n]),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(
+    socket: &Option<tokio::net::UnixStream>,
+    buf: &mut [u8],
+) -> Option<(usize, Vec<OwnedFd>)> {
+    match socket {
+        Some(s) => match control::recv_async(s, buf).await {
+            Ok((0, _)) | Err(_) => None,
+            Ok(r) => Some(r),
         },
         None => std::future::pending().await,
     }

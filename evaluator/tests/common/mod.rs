@@ -207,6 +207,30 @@ impl Fixture {
         limits: Limits,
         cancel: CancellationToken,
     ) -> Run {
+        self.run_with(
+            waiting,
+            launch,
+            components,
+            stdin,
+            limits,
+            Default::default(),
+            cancel,
+        )
+        .await
+    }
+
+    /// [`Fixture::run_in`] with files and datasets.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        waiting: Option<evaluator::sandbox::Waiting>,
+        launch: &Launch,
+        components: Vec<Component>,
+        stdin: Vec<u8>,
+        limits: Limits,
+        data: evaluate::RequestData,
+        cancel: CancellationToken,
+    ) -> Run {
         let mut limits = limits;
         limits.wall_time *= time_scale();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -224,6 +248,7 @@ impl Fixture {
             &components,
             stdin,
             limits,
+            data,
             tx,
             cancel,
         )

@@ -281,6 +281,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             &p.components,
             p.stdin,
             p.limits.clone(),
+            Default::default(),
             out_tx,
             cancel.clone(),
         );
