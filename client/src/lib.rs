@@ -434,6 +434,7 @@ impl EvalRequest {
             // One evaluation per stream: the node completes the stream right
             // after the final response.
             keep_stream_open: false,
+            ..StartEvaluationRequest::default()
         }
     }
 }
