@@ -87,7 +87,13 @@ pub async fn evaluate_in(
     let run = match waiting {
         Some(w) => {
             let (input, stdin) = lang::waiting_input(launch, components, stdin)?;
-            Run::Waiting(Box::new((w, input, stdin, limits, data.files)))
+            Run::Waiting(Box::new(Handoff {
+                waiting: w,
+                input,
+                stdin,
+                limits,
+                files: data.files,
+            }))
         }
         None => {
             let mut job = lang::job(launch, components, stdin, limits)?;
@@ -151,7 +157,13 @@ pub async fn evaluate_in(
                     .await
             }
             Run::Waiting(waiting) => {
-                let (w, input, stdin, limits, files) = *waiting;
+                let Handoff {
+                    waiting: w,
+                    input,
+                    stdin,
+                    limits,
+                    files,
+                } = *waiting;
                 sandboxes
                     .run_waiting(
                         w, input, stdin, limits, framing, verdict_rx, tx, stop, files,
@@ -179,5 +191,14 @@ pub async fn evaluate_in(
 
 enum Run {
     Cold(Box<Job>),
-    Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits, Files)>),
+    Waiting(Box<Handoff>),
+}
+
+/// What a sandbox started ahead gets at hand-off.
+struct Handoff {
+    waiting: Waiting,
+    input: Vec<u8>,
+    stdin: Vec<u8>,
+    limits: Limits,
+    files: Files,
 }

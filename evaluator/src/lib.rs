@@ -1,6 +1,7 @@
 //! Fresh single-use sandboxes, self-contained runtimes and language evaluators.
 
 pub mod access;
+pub mod batch;
 pub mod classfile;
 pub mod error;
 pub mod evaluate;

@@ -87,22 +87,33 @@ open("out/deep/rows.txt", "w").write(str(len(rows)))
 open("out/skip.log", "w").write("not asked for")
 "#;
 
-/// The same request in a fresh sandbox and in one started ahead.
+/// The same request in a fresh sandbox, in one started ahead and in one forked from a
+/// zygote.
 #[tokio::test]
 async fn files_go_in_before_the_code_and_come_back_after_it() {
     let fx = Fixture::new();
     let launch = python(&fx).await;
-    let pool = Pool::start(
+    assert!(
+        common::zygote_library().is_some(),
+        "cargo build -p zygote-lib"
+    );
+    let started = Pool::start(
         fx.sandboxes.clone(),
         launch.clone(),
         common::pool_settings(1, false),
     )
     .unwrap();
-    for started_ahead in [false, true] {
-        let waiting = if started_ahead {
-            Some(common::take_waiting(&pool).await)
-        } else {
-            None
+    let forked = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(1, true),
+    )
+    .unwrap();
+    for ahead in [None, Some(&started), Some(&forked)] {
+        let started_ahead = ahead.is_some();
+        let waiting = match ahead {
+            Some(pool) => Some(common::take_waiting(pool).await),
+            None => None,
         };
         let data = RequestData {
             files: Files {
@@ -131,7 +142,9 @@ async fn files_go_in_before_the_code_and_come_back_after_it() {
         );
         assert!(files.iter().all(|f| f.path != "out/skip.log"), "{files:?}");
     }
-    drop(pool);
+    assert!(forked.stats().forked > 0, "{:?}", forked.stats());
+    started.shutdown().await;
+    forked.shutdown().await;
     fx.assert_clean().await;
 }
 
@@ -298,8 +311,10 @@ for d in range(100):
         open(f"many/{d}/{i}", "w").close()
 print("made")
 "#;
-    let mut limits = Limits::default();
-    limits.wall_time = std::time::Duration::from_secs(60);
+    let limits = Limits {
+        wall_time: std::time::Duration::from_secs(60),
+        ..Limits::default()
+    };
     let r = fx
         .run_with(
             None,
@@ -331,8 +346,10 @@ async fn a_stopped_run_returns_its_files_and_no_name_leaves_work() {
         },
         datasets: Vec::new(),
     };
-    let mut limits = Limits::default();
-    limits.wall_time = std::time::Duration::from_secs(2);
+    let limits = Limits {
+        wall_time: std::time::Duration::from_secs(2),
+        ..Limits::default()
+    };
     let r = fx
         .run_with(
             None,

@@ -139,7 +139,8 @@ pub fn send_with_fd<T: Serialize>(
 /// (close-on-exec). `Ok(0)` is the end of the stream.
 fn recv_with_fds(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    // Room for credentials too: a forked helper's socket asks for them (its pid).
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4], nix::sys::socket::UnixCredentials);
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         fd,

@@ -1,0 +1,181 @@
+//! One program, many inputs (root required): each run in a fresh sandbox of its own,
+//! several at once; a run that times out, runs out of memory or crashes ends alone,
+//! the others still report, matches are checked, and nothing is left behind.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::Fixture;
+use evaluator::batch::{run_inputs, Input, MatchMode, Program, RunReport};
+use evaluator::pool::Pool;
+use evaluator::sandbox::files::{Files, InputFile, Oversize, Wanted};
+use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::Component;
+use tokio_util::sync::CancellationToken;
+
+/// Reads a command from stdin and does it; leaves traces where a later run would see
+/// them if runs shared anything.
+const PROGRAM: &str = r#"
+import os, sys, time
+what = sys.stdin.read().strip()
+seen = sorted(os.listdir("/tmp")) + sorted(n for n in os.listdir("/work") if n != "in.txt")
+open("/tmp/trace", "w").write(what)
+open("/work/trace", "w").write(what)
+if what == "sleep":
+    time.sleep(60)
+elif what == "hog":
+    blocks = []
+    while True:
+        blocks.append(bytearray(16 << 20))
+elif what == "crash":
+    os.abort()
+elif what == "file":
+    print(open("in.txt").read().strip(), seen)
+else:
+    print(int(what) * 2, seen)
+"#;
+
+fn input(stdin: &str, expected: Option<&str>) -> Input {
+    Input {
+        stdin: stdin.as_bytes().to_vec(),
+        files: Vec::new(),
+        expected: expected.map(|e| e.as_bytes().to_vec()),
+    }
+}
+
+#[tokio::test]
+async fn every_input_runs_alone_and_reports_whatever_the_others_do() {
+    let fx = Fixture::new();
+    let mut launch = fx.runtime("python-3.11").await.launch();
+    launch.access_list = None;
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(2, common::zygote_library().is_some()),
+    )
+    .unwrap();
+    let components = vec![Component {
+        id: "c".into(),
+        code: PROGRAM.into(),
+    }];
+    let limits = Limits {
+        wall_time: Duration::from_secs(3) * common::time_scale(),
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let mut inputs = vec![
+        input("1", Some("2 []\n")),
+        input("sleep", None),
+        input("2", Some("4 []  \n\n")),
+        input("hog", None),
+        input("3", Some("7 []\n")),
+        input("crash", None),
+    ];
+    inputs.push(Input {
+        stdin: b"file".to_vec(),
+        files: vec![InputFile {
+            path: "in.txt".into(),
+            content: b"from the input".to_vec(),
+            executable: false,
+        }],
+        expected: Some(b"from the input []\n".to_vec()),
+    });
+    for i in 0..8 {
+        inputs.push(input(&i.to_string(), Some(&format!("{} []\n", i * 2))));
+    }
+    let count = inputs.len();
+    let program = Program {
+        launch: &launch,
+        components: &components,
+        limits,
+        data: evaluator::evaluate::RequestData {
+            files: Files {
+                put: Vec::new(),
+                get: Some(Wanted {
+                    patterns: vec!["trace".into()],
+                    max_file_bytes: 1024,
+                    max_total_bytes: 1024,
+                    max_files: 10,
+                    oversize: Oversize::Truncate,
+                }),
+            },
+            datasets: Vec::new(),
+        },
+        mode: MatchMode::IgnoreTrailingWhitespace,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RunReport>(4);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(r) = rx.recv().await {
+            v.push(r);
+        }
+        v
+    });
+    let pool_ref = &pool;
+    run_inputs(
+        &fx.sandboxes,
+        &program,
+        inputs,
+        2,
+        || async move { pool_ref.take_soon().await },
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut reports = collect.await.unwrap();
+    reports.sort_by_key(|r| r.index);
+    assert_eq!(reports.len(), count);
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| r.index)
+            .collect::<HashSet<_>>()
+            .len(),
+        count
+    );
+    let status = |i: usize| reports[i].outcome.status;
+    assert_eq!(status(1), Status::WallTimeout);
+    assert_eq!(status(3), Status::MemoryLimit);
+    assert_eq!(status(5), Status::Signaled);
+    for i in [0, 2, 4, 6] {
+        assert_eq!(status(i), Status::Ok, "{:?}", reports[i]);
+    }
+    assert_eq!(reports[0].matched, Some(true));
+    assert_eq!(
+        reports[2].matched,
+        Some(true),
+        "trailing whitespace ignored"
+    );
+    assert_eq!(reports[4].matched, Some(false), "6 is not 7");
+    assert_eq!(reports[6].matched, Some(true), "{:?}", reports[6]);
+    assert_eq!(reports[1].matched, None);
+    for r in &reports[7..] {
+        assert_eq!(r.outcome.status, Status::Ok);
+        assert_eq!(r.matched, Some(true), "{r:?}");
+    }
+    // Each run's own file came back, and it saw no trace of any other run.
+    for r in &reports {
+        let trace = r.outcome.files.iter().find(|f| f.path == "trace").unwrap();
+        assert_eq!(trace.content, &pool_free_stdin(r)[..], "run {}", r.index);
+    }
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+/// What run `r` wrote as its trace: its own stdin.
+fn pool_free_stdin(r: &RunReport) -> Vec<u8> {
+    match r.index {
+        1 => b"sleep".to_vec(),
+        3 => b"hog".to_vec(),
+        5 => b"crash".to_vec(),
+        6 => b"file".to_vec(),
+        0 => b"1".to_vec(),
+        2 => b"2".to_vec(),
+        4 => b"3".to_vec(),
+        i => (i - 7).to_string().into_bytes(),
+    }
+}
