@@ -177,7 +177,10 @@ pub async fn evaluate_in(
     Ok(outcome)
 }
 
+/// A sandbox started ahead, with the rest of its input, its stdin, limits and files.
+type Handoff = (Waiting, Vec<u8>, Vec<u8>, Limits, Files);
+
 enum Run {
     Cold(Box<Job>),
-    Waiting(Box<(Waiting, Vec<u8>, Vec<u8>, Limits, Files)>),
+    Waiting(Box<Handoff>),
 }
