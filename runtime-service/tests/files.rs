@@ -427,3 +427,35 @@ async fn eval_puts_files_and_writes_what_comes_back_in_the_output_dir() {
     assert!(!out.join("sub/.keep").exists());
     nothing_left(&server).await;
 }
+
+#[test]
+fn run_puts_files_mounts_a_local_dataset_and_writes_what_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("go.sh");
+    std::fs::write(&script, b"#!/bin/sh\necho go-$1\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("d.txt"), b"dataset\n").unwrap();
+    let out = tmp.path().join("out");
+    let outcome = Command::new(BIN)
+        .args(["run", "-r", "shell"])
+        .args(["--file", script.to_str().unwrap()])
+        .args(["--dataset", &format!("d={}", data.display())])
+        .args(["--get", "*.txt", "--output-dir", out.to_str().unwrap()])
+        .args([
+            "-e",
+            "cd /work && ./go.sh 1 > a.txt && cat /data/d/d.txt > b.txt",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("JSHEETS_RUNTIME_RUNTIMES_DIR", runtimes_dir())
+        .env("JSHEETS_RUNTIME_STATE_DIR", tmp.path().join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    assert!(outcome.status.success(), "{stderr}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"go-1\n");
+    assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"dataset\n");
+    assert!(stderr.contains("(5 bytes)"), "{stderr}");
+}
