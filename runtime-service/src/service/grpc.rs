@@ -178,7 +178,7 @@ struct Prepared {
     data: RequestData,
 }
 
-fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, ServiceError> {
+fn prepare(node: &Node, mut start: StartEvaluationRequest) -> Result<Prepared, ServiceError> {
     if node.draining.is_cancelled() {
         return Err(ServiceError::Draining);
     }
@@ -192,7 +192,7 @@ fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, Servi
     }
     let runtime = node.runtime(&start.runtime)?;
     let limits = wire::limits(start.limits.as_ref(), &node.config)?;
-    let files = wire::files(&start, &node.config)?;
+    let files = wire::files(&mut start, &node.config)?;
     let datasets = wire::datasets(&start.datasets, &node.config.datasets)?;
     let access_list = node.access_lists().get(runtime.name()).cloned();
     Ok(Prepared {

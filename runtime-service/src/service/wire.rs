@@ -127,9 +127,10 @@ pub const MAX_GET_PATTERNS: usize = 64;
 
 /// The request's files to put in `/work` and to take back, checked against the node's
 /// bounds: names, duplicates, a name that is also another's directory, count and
-/// bytes; patterns; caps over the node's defaults, each at most its maximum.
+/// bytes; patterns; caps over the node's defaults, each at most its maximum. The files'
+/// content is moved out of `start`, not copied.
 pub fn files(
-    start: &StartEvaluationRequest,
+    start: &mut StartEvaluationRequest,
     config: &EvaluationConfig,
 ) -> Result<Files, ServiceError> {
     let invalid = |m: String| Err(ServiceError::InvalidArgument(m));
@@ -219,12 +220,11 @@ pub fn files(
             Oversize::Truncate
         },
     });
-    let put = start
-        .files
-        .iter()
+    let put = std::mem::take(&mut start.files)
+        .into_iter()
         .map(|f| InputFile {
-            path: f.path.clone(),
-            content: f.content.clone(),
+            path: f.path,
+            content: f.content,
             executable: f.executable,
         })
         .collect();
@@ -606,7 +606,7 @@ mod tests {
     }
 
     fn refusal(start: &StartEvaluationRequest, config: &EvaluationConfig) -> String {
-        match files(start, config) {
+        match files(&mut start.clone(), config) {
             Err(ServiceError::InvalidArgument(m)) => m,
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
         }
@@ -619,7 +619,11 @@ mod tests {
             max_input_file_bytes: 10,
             ..Default::default()
         };
-        let ok = files(&start_with(&[("a/b", 2), ("a/c", 2), ("d", 0)]), &config).unwrap();
+        let ok = files(
+            &mut start_with(&[("a/b", 2), ("a/c", 2), ("d", 0)]),
+            &config,
+        )
+        .unwrap();
         assert_eq!(ok.put.len(), 3);
         assert!(ok.get.is_none());
         assert_eq!(
@@ -659,7 +663,7 @@ mod tests {
             get_files: vec!["out/*.txt".into(), "**/*.csv".into()],
             ..Default::default()
         };
-        let wanted = files(&start, &config).unwrap().get.unwrap();
+        let wanted = files(&mut start.clone(), &config).unwrap().get.unwrap();
         assert_eq!(wanted.max_file_bytes, config.default_returned_file_bytes);
         assert_eq!(wanted.max_total_bytes, config.default_returned_total_bytes);
         assert_eq!(wanted.max_files, 1000);
@@ -669,7 +673,7 @@ mod tests {
             max_total_bytes: 0,
             refuse_oversized: true,
         });
-        let wanted = files(&start, &config).unwrap().get.unwrap();
+        let wanted = files(&mut start.clone(), &config).unwrap().get.unwrap();
         assert_eq!(wanted.max_file_bytes, 5);
         assert_eq!(wanted.oversize, Oversize::Refuse);
         start.file_caps = Some(FileCaps {
