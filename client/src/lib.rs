@@ -11,6 +11,10 @@
 //!   ([`Evaluated`]);
 //! - [`list_runtimes`] calls `ListRuntimes`.
 //!
+//! A request may put files in the sandbox's `/work`, ask for files back (returned
+//! reassembled from the node's chunks in [`Evaluated::files`], within a bound of what
+//! this side holds) and name datasets of the node.
+//!
 //! Every call takes a deadline and is bounded by it, so a dead or stuck node
 //! never hangs the caller: the call fails with [`ClientError::Timeout`] and the
 //! stream is cancelled (which stops the evaluation on the node).
@@ -22,7 +26,7 @@ use std::time::Duration;
 use proto::jsheets::snippet_runtime_client::SnippetRuntimeClient;
 use proto::jsheets::{
     completion, evaluate_request, snippet, snippet_sources, Completion, EvaluateRequest,
-    EvaluateResponse, EvaluatedSnippet, EvaluationError, EvaluationResult, Limits,
+    EvaluateResponse, EvaluatedSnippet, EvaluationError, EvaluationResult, File, FileCaps, Limits,
     ListRuntimesRequest, RuntimeInfo, SnippetSources, StartEvaluationRequest,
     StopEvaluationRequest,
 };
@@ -384,6 +388,14 @@ pub struct EvalRequest {
     pub limits: Option<Limits>,
     /// Bytes given on standard input, followed by end-of-file.
     pub stdin: Vec<u8>,
+    /// Files put in `/work` before the code runs (names relative to `/work`).
+    pub files: Vec<File>,
+    /// Paths or glob patterns (relative to `/work`) of files to return.
+    pub get_files: Vec<String>,
+    /// Caps of returned files; `None`, or a field left at 0, means the node's default.
+    pub file_caps: Option<FileCaps>,
+    /// Datasets of the node to mount read-only at `/data/<name>`.
+    pub datasets: Vec<String>,
 }
 
 impl EvalRequest {
@@ -399,6 +411,50 @@ impl EvalRequest {
     pub fn component(mut self, id: impl Into<String>, code: impl Into<String>) -> Self {
         self.components.push((id.into(), code.into()));
         self
+    }
+
+    /// Appends a file to put in `/work` (mode 0755 if `executable`, else 0644).
+    pub fn file(
+        mut self,
+        path: impl Into<String>,
+        content: impl Into<Vec<u8>>,
+        executable: bool,
+    ) -> Self {
+        self.files.push(File {
+            path: path.into(),
+            content: content.into(),
+            executable,
+        });
+        self
+    }
+
+    /// Asks for the files matching `pattern` (relative to `/work`) back.
+    pub fn get(mut self, pattern: impl Into<String>) -> Self {
+        self.get_files.push(pattern.into());
+        self
+    }
+
+    /// Sets the caps of returned files.
+    pub fn file_caps(mut self, caps: FileCaps) -> Self {
+        self.file_caps = Some(caps);
+        self
+    }
+
+    /// Appends a dataset of the node to mount.
+    pub fn dataset(mut self, name: impl Into<String>) -> Self {
+        self.datasets.push(name.into());
+        self
+    }
+
+    /// The most file content this client holds for this request: its total cap (or,
+    /// at 0, [`RETURNED_BYTES_LIMIT`]) plus one chunk of slack.
+    fn returned_bytes_limit(&self) -> u64 {
+        let total = self
+            .file_caps
+            .map(|c| c.max_total_bytes)
+            .filter(|&t| t > 0)
+            .unwrap_or(RETURNED_BYTES_LIMIT);
+        total.saturating_add(1 << 20)
     }
 
     /// The `start` message of this evaluation: one `SnippetSources` whose code
@@ -434,6 +490,10 @@ impl EvalRequest {
             // One evaluation per stream: the node completes the stream right
             // after the final response.
             keep_stream_open: false,
+            files: self.files.clone(),
+            get_files: self.get_files.clone(),
+            file_caps: self.file_caps,
+            datasets: self.datasets.clone(),
             ..StartEvaluationRequest::default()
         }
     }
@@ -453,10 +513,33 @@ fn stop_message() -> EvaluateRequest {
     }
 }
 
+/// Returned file content held for a request that names no total cap: the node's
+/// default maximum (`evaluation.maxReturnedTotalBytes`). A request asking for more
+/// must name its cap ([`EvalRequest::file_caps`]).
+pub const RETURNED_BYTES_LIMIT: u64 = 64 << 20;
+/// Most returned files held for one request.
+pub const RETURNED_FILES_LIMIT: usize = 100_000;
+
+/// A file returned from the sandbox's `/work`, reassembled from its chunks. Its path
+/// comes from the node: check it before using it as a path (the CLI's writer does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedFile {
+    /// Relative to `/work`, as the node says.
+    pub path: String,
+    /// Its size in the sandbox.
+    pub size: u64,
+    pub content: Vec<u8>,
+    /// Only the first `content.len()` bytes were returned.
+    pub truncated: bool,
+    /// Why the node did not return it (then `content` is empty).
+    pub error: Option<String>,
+}
+
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluated {
     /// Every response, in order of arrival; the last one carries the completion.
+    /// Their `files` entries are left out (they are in [`Evaluated::files`]).
     pub responses: Vec<EvaluateResponse>,
     /// How the evaluation ended, from the final response.
     pub completion: Completion,
@@ -466,6 +549,8 @@ pub struct Evaluated {
     /// Errors of all responses (diagnostics, exceptions, `sandbox`,
     /// `internal`, ...), in order.
     pub errors: Vec<EvaluationError>,
+    /// The files asked for, in the order the node sent them, refusals included.
+    pub files: Vec<ReturnedFile>,
 }
 
 impl Evaluated {
@@ -488,20 +573,37 @@ pub fn is_live_output(response: &EvaluateResponse) -> bool {
 }
 
 /// Gathers the responses of one evaluation and checks their order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Collector {
     responses: Vec<EvaluateResponse>,
     completion: Option<Completion>,
     results: Vec<EvaluationResult>,
     errors: Vec<EvaluationError>,
+    files: Files,
 }
 
 impl Collector {
-    fn push(&mut self, response: EvaluateResponse) -> Result<(), ClientError> {
+    fn new(returned_bytes_limit: u64) -> Self {
+        Collector {
+            responses: Vec::new(),
+            completion: None,
+            results: Vec::new(),
+            errors: Vec::new(),
+            files: Files {
+                limit: returned_bytes_limit,
+                ..Files::default()
+            },
+        }
+    }
+
+    fn push(&mut self, mut response: EvaluateResponse) -> Result<(), ClientError> {
         if self.completion.is_some() {
             return Err(ClientError::Protocol(
                 "a response arrived after the final one (the one with the completion)".into(),
             ));
+        }
+        for chunk in std::mem::take(&mut response.files) {
+            self.files.push(chunk)?;
         }
         if let Some(c) = &response.completion {
             self.completion = Some(c.clone());
@@ -524,7 +626,86 @@ impl Collector {
             completion,
             results: self.results,
             errors: self.errors,
+            files: self.files.finish()?,
         })
+    }
+}
+
+/// Returned files reassembled from their chunks: each file's chunks at contiguous
+/// offsets from 0, up to the one marked `last`; no file twice; no more content than
+/// `limit` and no more than [`RETURNED_FILES_LIMIT`] files, whatever the node sends.
+#[derive(Debug, Default)]
+struct Files {
+    done: Vec<ReturnedFile>,
+    /// Files whose last chunk has not come yet, by path.
+    open: std::collections::HashMap<String, ReturnedFile>,
+    /// Paths seen, finished or not.
+    seen: std::collections::HashSet<String>,
+    held: u64,
+    limit: u64,
+}
+
+impl Files {
+    fn push(&mut self, chunk: proto::jsheets::ReturnedFile) -> Result<(), ClientError> {
+        let bad = |what: String| Err(ClientError::Protocol(what));
+        let path = chunk.path;
+        self.held = self.held.saturating_add(chunk.content.len() as u64);
+        if self.held > self.limit {
+            return bad(format!(
+                "the node returned more than {} bytes of files (at {path:?})",
+                self.limit
+            ));
+        }
+        let mut file = match self.open.remove(&path) {
+            Some(file) => file,
+            None if self.seen.contains(&path) => {
+                return bad(format!("file {path:?} was returned twice"));
+            }
+            None => {
+                if self.seen.len() >= RETURNED_FILES_LIMIT {
+                    return bad(format!(
+                        "the node returned more than {RETURNED_FILES_LIMIT} files"
+                    ));
+                }
+                self.seen.insert(path.clone());
+                ReturnedFile {
+                    path: path.clone(),
+                    size: chunk.size,
+                    content: Vec::new(),
+                    truncated: chunk.truncated,
+                    error: None,
+                }
+            }
+        };
+        let expected = file.content.len() as u64;
+        if chunk.offset != expected {
+            return bad(format!(
+                "a chunk of file {path:?} at offset {}, expected {expected} (a gap or chunks out of order)",
+                chunk.offset
+            ));
+        }
+        file.content.extend_from_slice(&chunk.content);
+        file.truncated |= chunk.truncated;
+        if !chunk.error.is_empty() {
+            file.error = Some(chunk.error);
+        }
+        if chunk.last {
+            self.done.push(file);
+        } else {
+            self.open.insert(path, file);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<ReturnedFile>, ClientError> {
+        let mut open: Vec<&String> = self.open.keys().collect();
+        open.sort();
+        match open.first() {
+            Some(path) => Err(ClientError::Protocol(format!(
+                "file {path:?} ended without its last chunk"
+            ))),
+            None => Ok(self.done),
+        }
     }
 }
 
@@ -595,7 +776,7 @@ where
     let mut client = client(channel);
     bounded(deadline, async move {
         let mut responses = client.evaluate(request).await?.into_inner();
-        let mut collector = Collector::default();
+        let mut collector = Collector::new(req.returned_bytes_limit());
         loop {
             tokio::select! {
                 fired = stop_fired(&mut stop), if stop.is_some() => {

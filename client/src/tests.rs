@@ -33,6 +33,7 @@ fn start_message_keeps_component_ids_and_order() {
             ..Limits::default()
         }),
         stdin: b"input\n".to_vec(),
+        ..EvalRequest::default()
     };
     let Some(evaluate_request::Message::Start(start)) = start_message(&req).message else {
         panic!("not a start message");
@@ -249,7 +250,7 @@ fn final_response(status: completion::Status) -> EvaluateResponse {
 
 #[test]
 fn collector_keeps_final_results_and_all_errors() {
-    let mut c = Collector::default();
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
     c.push(live("e1", Kind::Info, "out\n")).unwrap();
     let mut with_error = live("e1", Kind::Error, "err\n");
     with_error.error.push(error("e1", "internal"));
@@ -266,19 +267,121 @@ fn collector_keeps_final_results_and_all_errors() {
 
 #[test]
 fn collector_protocol_errors() {
-    let mut c = Collector::default();
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
     c.push(live("e1", Kind::Info, "out")).unwrap();
     assert!(matches!(c.finish(), Err(ClientError::Protocol(_))));
     assert!(matches!(
-        Collector::default().finish(),
+        Collector::new(RETURNED_BYTES_LIMIT).finish(),
         Err(ClientError::Protocol(_))
     ));
-    let mut c = Collector::default();
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
     c.push(final_response(completion::Status::Ok)).unwrap();
     assert!(matches!(
         c.push(live("e1", Kind::Info, "late")),
         Err(ClientError::Protocol(_))
     ));
+}
+
+#[test]
+fn builder_carries_files_patterns_caps_and_datasets() {
+    let req = EvalRequest::new("shell")
+        .component("e1", "true")
+        .file("in/run.sh", b"echo hi\n".to_vec(), true)
+        .get("out/*.txt")
+        .file_caps(proto::jsheets::FileCaps {
+            max_file_bytes: 10,
+            max_total_bytes: 100,
+            refuse_oversized: true,
+        })
+        .dataset("prices");
+    let start = req.to_start();
+    assert_eq!(start.files.len(), 1);
+    assert_eq!(start.files[0].path, "in/run.sh");
+    assert!(start.files[0].executable);
+    assert_eq!(start.get_files, ["out/*.txt"]);
+    assert_eq!(start.file_caps.unwrap().max_total_bytes, 100);
+    assert_eq!(start.datasets, ["prices"]);
+    assert_eq!(req.returned_bytes_limit(), 100 + (1 << 20));
+    assert_eq!(
+        EvalRequest::new("").returned_bytes_limit(),
+        RETURNED_BYTES_LIMIT + (1 << 20)
+    );
+}
+
+fn chunk(path: &str, offset: u64, content: &[u8], last: bool) -> proto::jsheets::ReturnedFile {
+    proto::jsheets::ReturnedFile {
+        path: path.into(),
+        size: 6,
+        content: content.to_vec(),
+        offset,
+        truncated: false,
+        error: String::new(),
+        last,
+    }
+}
+
+fn files_response(chunks: Vec<proto::jsheets::ReturnedFile>) -> EvaluateResponse {
+    EvaluateResponse {
+        files: chunks,
+        ..EvaluateResponse::default()
+    }
+}
+
+#[test]
+fn collector_reassembles_returned_files_and_keeps_them_out_of_responses() {
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    c.push(live("e1", Kind::Info, "out\n")).unwrap();
+    c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
+        .unwrap();
+    let mut refused = chunk("b", 0, b"", true);
+    refused.error = "over its cap".into();
+    let mut last = final_response(completion::Status::Ok);
+    last.files = vec![chunk("a", 3, b"def", true), refused];
+    c.push(last).unwrap();
+    let e = c.finish().unwrap();
+    assert_eq!(e.files.len(), 2);
+    assert_eq!(e.files[0].path, "a");
+    assert_eq!(e.files[0].content, b"abcdef");
+    assert_eq!(e.files[1].error.as_deref(), Some("over its cap"));
+    assert!(e.responses.iter().all(|r| r.files.is_empty()));
+}
+
+#[test]
+fn collector_refuses_gaps_repeats_unfinished_files_and_too_much() {
+    let protocol = |r: Result<(), ClientError>| match r {
+        Err(ClientError::Protocol(m)) => m,
+        other => panic!("expected a protocol error, got {other:?}"),
+    };
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
+        .unwrap();
+    assert_eq!(
+        protocol(c.push(files_response(vec![chunk("a", 4, b"ef", true)]))),
+        "a chunk of file \"a\" at offset 4, expected 3 (a gap or chunks out of order)"
+    );
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    c.push(files_response(vec![chunk("a", 0, b"abc", true)]))
+        .unwrap();
+    assert_eq!(
+        protocol(c.push(files_response(vec![chunk("a", 0, b"abc", true)]))),
+        "file \"a\" was returned twice"
+    );
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
+        .unwrap();
+    c.push(final_response(completion::Status::Ok)).unwrap();
+    match c.finish() {
+        Err(ClientError::Protocol(m)) => assert_eq!(m, "file \"a\" ended without its last chunk"),
+        other => panic!("{other:?}"),
+    }
+    let mut c = Collector::new(5);
+    assert_eq!(
+        protocol(c.push(files_response(vec![
+            chunk("a", 0, b"abc", true),
+            chunk("b", 0, b"abc", true)
+        ]))),
+        "the node returned more than 5 bytes of files (at \"b\")"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use proto::jsheets::completion::Status;
 use proto::jsheets::evaluation_result::Kind;
 use proto::jsheets::{Completion, EvaluateResponse, EvaluationError, EvaluationResult, Limits};
 
+use super::files::{write_returned, FileArgs};
 use super::remote::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT, MAX_SECS};
 use crate::report::{EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE};
 
@@ -60,6 +61,12 @@ pub struct EvalArgs {
     /// Where the nodes register in ZooKeeper.
     #[arg(long, value_name = "PATH", default_value = "/jsheets/services/runtime")]
     pub zookeeper_base_path: String,
+    #[command(flatten)]
+    pub put_get: FileArgs,
+    /// A dataset of the node (its `evaluation.datasets`), mounted read-only at
+    /// /data/NAME; repeatable.
+    #[arg(long = "dataset", value_name = "NAME")]
+    pub datasets: Vec<String>,
 }
 
 /// A checked `eval` command line.
@@ -107,6 +114,15 @@ fn prepare(args: &EvalArgs) -> Result<Prepared> {
     if limits != Limits::default() {
         request.limits = Some(limits);
     }
+    for f in args.put_get.inputs()? {
+        request = request.file(f.remote, f.content, f.executable);
+    }
+    for p in &args.put_get.get {
+        request = request.get(p.clone());
+    }
+    for d in &args.datasets {
+        request = request.dataset(d.clone());
+    }
     let deadline = match args.timeout {
         Some(t) => seconds(t, "timeout")?,
         None => {
@@ -152,7 +168,7 @@ pub async fn run(args: EvalArgs) -> Result<ExitCode> {
             .await;
     interrupts.abort();
     match outcome {
-        Ok(evaluated) => Ok(print_outcome(&request, &evaluated, &mut printer)),
+        Ok(evaluated) => finish(&args, &request, &evaluated, &mut printer),
         Err(e) => Ok(report_error(endpoint, &e)),
     }
 }
@@ -183,9 +199,23 @@ async fn run_on_fleet(
         .evaluate(&request, deadline, |r| printer.live(r))
         .await
     {
-        Ok(evaluated) => Ok(print_outcome(&request, &evaluated, &mut printer)),
+        Ok(evaluated) => finish(args, &request, &evaluated, &mut printer),
         Err(e) => Ok(report_error(&what, &e)),
     }
+}
+
+/// Prints the outcome and writes the returned files; the exit code is the outcome's.
+fn finish(
+    args: &EvalArgs,
+    request: &EvalRequest,
+    evaluated: &Evaluated,
+    printer: &mut LivePrinter,
+) -> Result<ExitCode> {
+    let code = print_outcome(request, evaluated, printer);
+    if !request.get_files.is_empty() {
+        write_returned(&args.put_get.output_dir, &evaluated.files)?;
+    }
+    Ok(code)
 }
 
 /// Prints a failed call and chooses the exit code.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use evaluator::access::AccessList;
+use evaluator::evaluate::RequestData;
 use evaluator::runtime::{Registry, Runtime};
 use evaluator::sandbox::{Limits, Outcome, Sandboxes};
 use evaluator::snippet::{Component, Output};
@@ -36,6 +37,7 @@ pub async fn evaluate_printing(
     components: Vec<Component>,
     stdin: Vec<u8>,
     limits: Limits,
+    data: RequestData,
 ) -> Result<(Outcome, bool)> {
     let mut launch = runtime.launch();
     launch.access_list = access_list;
@@ -104,9 +106,18 @@ pub async fn evaluate_printing(
         err.finish();
         failed
     });
-    let outcome =
-        evaluator::evaluate::evaluate(sandboxes, &launch, &components, stdin, limits, tx, cancel)
-            .await?;
+    let outcome = evaluator::evaluate::evaluate_in(
+        sandboxes,
+        None,
+        &launch,
+        &components,
+        stdin,
+        limits,
+        data,
+        tx,
+        cancel,
+    )
+    .await?;
     watcher.abort();
     let failed = printer.await.unwrap_or(true);
     Ok((outcome, failed))

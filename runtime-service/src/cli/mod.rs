@@ -7,6 +7,7 @@ mod bench_node;
 mod bench_service;
 mod config;
 mod eval;
+mod files;
 mod local;
 mod remote;
 mod run;

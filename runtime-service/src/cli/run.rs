@@ -10,10 +10,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
+use evaluator::evaluate::RequestData;
 use evaluator::runtime::Runtime;
+use evaluator::sandbox::files::{Files, InputFile, Oversize, Wanted};
 use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::Component;
 
+use super::files::{from_evaluator, local_dataset, write_returned, FileArgs};
 use super::local::{evaluate_printing, load_registry, print_outcome};
 use crate::config::DEFAULT_ACCESS_LISTS_DIR;
 use crate::report::{EX_SOFTWARE, EX_USAGE};
@@ -28,7 +31,8 @@ pub struct RunArgs {
     #[arg(long = "code", short = 'e')]
     pub code: Vec<String>,
     /// Files whose contents are further components, in order.
-    pub files: Vec<PathBuf>,
+    #[arg(value_name = "FILE")]
+    pub sources: Vec<PathBuf>,
     /// File fed to the snippet's standard input.
     #[arg(long)]
     pub stdin: Option<PathBuf>,
@@ -38,6 +42,12 @@ pub struct RunArgs {
     pub access_list: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// A host directory mounted read-only (nosuid, nodev, noexec) at /data/NAME:
+    /// NAME=DIR; repeatable.
+    #[arg(long = "dataset", value_name = "NAME=DIR")]
+    pub datasets: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -102,7 +112,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result
             code: code.clone(),
         })
         .collect();
-    for file in &args.files {
+    for file in &args.sources {
         let code =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         components.push(Component {
@@ -117,6 +127,13 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result
     let stdin = match &args.stdin {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => Vec::new(),
+    };
+    let data = match request_data(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("jsheets-runtime: {e:#}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
     };
     let registry = load_registry(runtimes_dir);
     let runtime = match registry.resolve(&args.runtime) {
@@ -134,13 +151,57 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result
         }
     };
     let sandboxes = sandboxes(state_dir)?;
-    let (outcome, failed) =
-        evaluate_printing(&sandboxes, &runtime, access_list, components, stdin, limits).await?;
+    let (mut outcome, failed) = evaluate_printing(
+        &sandboxes,
+        &runtime,
+        access_list,
+        components,
+        stdin,
+        limits,
+        data,
+    )
+    .await?;
     print_outcome(&runtime, &outcome);
+    if !args.files.get.is_empty() {
+        let returned = from_evaluator(std::mem::take(&mut outcome.files));
+        write_returned(&args.files.output_dir, &returned)?;
+    }
     Ok(match outcome.status {
         Status::Ok if !failed => ExitCode::SUCCESS,
         Status::SetupFailed => ExitCode::from(EX_SOFTWARE),
         _ => ExitCode::FAILURE,
+    })
+}
+
+/// The files and datasets of `run`: returned files capped as a node's maxima cap them
+/// by default (16 MiB a file, 64 MiB in all, 1000 files).
+fn request_data(args: &RunArgs) -> Result<RequestData> {
+    let node = crate::config::EvaluationConfig::default();
+    let put = args
+        .files
+        .inputs()?
+        .into_iter()
+        .map(|f| InputFile {
+            path: f.remote,
+            content: f.content,
+            executable: f.executable,
+        })
+        .collect();
+    let get = (!args.files.get.is_empty()).then(|| Wanted {
+        patterns: args.files.get.clone(),
+        max_file_bytes: node.max_returned_file_bytes,
+        max_total_bytes: node.max_returned_total_bytes,
+        max_files: node.max_returned_files as usize,
+        oversize: Oversize::Truncate,
+    });
+    let datasets = args
+        .datasets
+        .iter()
+        .map(|d| local_dataset(d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RequestData {
+        files: Files { put, get },
+        datasets,
     })
 }
 

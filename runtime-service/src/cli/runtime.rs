@@ -133,6 +133,7 @@ pub async fn run(
                 }],
                 Vec::new(),
                 Limits::default(),
+                Default::default(),
             )
             .await?;
             print_outcome(&r, &outcome);

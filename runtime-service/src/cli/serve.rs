@@ -15,7 +15,7 @@ use evaluator::runtime::Registry;
 use crate::config::MonitoringBackend;
 use crate::metrics::{self, Gauges, PoolGauge};
 use crate::registration::{NodeDetails, Registration, RuntimeOffer, ServiceInstance, Target};
-use evaluator::sandbox::Sandboxes;
+use evaluator::sandbox::{files, Sandboxes};
 use proto::jsheets::snippet_runtime_server::SnippetRuntimeServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -99,10 +99,17 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         builder = builder.tls_config(tls).context("configuring TLS")?;
     }
     let allowed = config.server.tls.allowed_clients.clone();
-    // Messages may carry the largest snippet plus stdin; anything bigger is refused by
-    // the transport before it is buffered.
-    let max_message =
-        usize::try_from(config.evaluation.max_code_bytes).unwrap_or(usize::MAX / 4) * 2 + (1 << 20);
+    // Messages may carry the largest snippet plus stdin and the most input files (their
+    // bytes, and a name of the longest kind each); anything bigger is refused by the
+    // transport before it is buffered.
+    let e = &config.evaluation;
+    let max_message = e
+        .max_code_bytes
+        .saturating_mul(2)
+        .saturating_add(e.max_input_file_bytes)
+        .saturating_add(u64::from(e.max_input_files) * (files::MAX_NAME_BYTES as u64 + 16))
+        .saturating_add(1 << 20);
+    let max_message = usize::try_from(max_message).unwrap_or(usize::MAX / 4);
     let service = tonic::service::interceptor::InterceptedService::new(
         SnippetRuntimeServer::new(RuntimeService::new(node.clone()))
             .max_decoding_message_size(max_message),

@@ -21,7 +21,8 @@ pub(super) enum EnvKind {
     Number,
     /// `[a, b]` or `a,b`.
     List,
-    /// A TOML inline table: `{openjdk-17 = "strict"}`.
+    /// A TOML inline table: `{openjdk-17 = "strict"}`, or `name=value,name=value`
+    /// (each value a string).
     Table,
 }
 
@@ -112,6 +113,18 @@ pub(super) const KEYS: &[Key] = &[
     key("evaluation.flushIntervalMs", Number, MS),
     key("evaluation.maxCodeBytes", Number, BYTES),
     key("evaluation.maxComponents", Number, COUNT),
+    key("evaluation.maxInputFiles", Number, COUNT),
+    key("evaluation.maxInputFileBytes", Number, BYTES),
+    key("evaluation.defaultReturnedFileBytes", Number, BYTES),
+    key("evaluation.maxReturnedFileBytes", Number, BYTES),
+    key("evaluation.defaultReturnedTotalBytes", Number, BYTES),
+    key("evaluation.maxReturnedTotalBytes", Number, BYTES),
+    key("evaluation.maxReturnedFiles", Number, COUNT),
+    key(
+        "evaluation.datasets",
+        Table,
+        "a table of dataset name = absolute directory, e.g. {prices = \"/srv/data/prices\"} or prices=/srv/data/prices,logs=/srv/logs",
+    ),
     key("evaluation.limits.defaults.wallTimeMs", Number, MS),
     key("evaluation.limits.defaults.cpuTimeMs", Number, MS),
     key("evaluation.limits.defaults.memoryBytes", Number, BYTES),

@@ -317,11 +317,28 @@ fn env_value(kind: EnvKind, raw: &str) -> Value {
                 .map(String::from)
                 .collect::<Vec<_>>(),
         ),
-        EnvKind::Table => toml::from_str::<toml::Table>(&format!("v = {trimmed}"))
-            .ok()
-            .and_then(|mut table| table.remove("v"))
-            .and_then(|v| Value::serialize(v).ok())
-            .unwrap_or_else(|| Value::from(raw)),
+        EnvKind::Table if trimmed.starts_with('{') => {
+            toml::from_str::<toml::Table>(&format!("v = {trimmed}"))
+                .ok()
+                .and_then(|mut table| table.remove("v"))
+                .and_then(|v| Value::serialize(v).ok())
+                .unwrap_or_else(|| Value::from(raw))
+        }
+        // `name=value,name=value`: every value a string (a value with a comma or an
+        // entry whose value is a table needs the inline-table form).
+        EnvKind::Table => {
+            let mut table = std::collections::BTreeMap::new();
+            for entry in trimmed.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                match entry.split_once('=') {
+                    Some((name, value)) => {
+                        table.insert(name.trim().to_string(), value.trim().to_string());
+                    }
+                    // Not a table: shown as it is in the message about it.
+                    None => return Value::from(raw),
+                }
+            }
+            Value::serialize(table).unwrap_or_else(|_| Value::from(raw))
+        }
     }
 }
 

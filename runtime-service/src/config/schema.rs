@@ -124,6 +124,23 @@ pub struct EvaluationConfig {
     pub flush_interval_ms: u64,
     pub max_code_bytes: u64,
     pub max_components: u32,
+    /// Most files a request may put in `/work`.
+    pub max_input_files: u32,
+    /// Most bytes of all the files a request puts in `/work`.
+    pub max_input_file_bytes: u64,
+    /// Bytes returned of one file when the request names no cap.
+    pub default_returned_file_bytes: u64,
+    /// The most a request may ask for of one returned file.
+    pub max_returned_file_bytes: u64,
+    /// Bytes returned of all files together when the request names no cap.
+    pub default_returned_total_bytes: u64,
+    /// The most a request may ask for of all returned files together.
+    pub max_returned_total_bytes: u64,
+    /// Most files returned to one request (refusals included).
+    pub max_returned_files: u32,
+    /// Dataset name → an absolute directory on the host, mounted read-only (and
+    /// noexec) at `/data/<name>` in the sandboxes of the requests that name it.
+    pub datasets: BTreeMap<String, PathBuf>,
     pub limits: LimitsConfig,
     /// CPUs the sandboxes may use (cpuset syntax, e.g. `0-3,6`); all if unset.
     pub cpuset: Option<String>,
@@ -160,6 +177,14 @@ impl Default for EvaluationConfig {
             flush_interval_ms: 20,
             max_code_bytes: 1 << 20,
             max_components: 64,
+            max_input_files: 1000,
+            max_input_file_bytes: 32 << 20,
+            default_returned_file_bytes: 1 << 20,
+            max_returned_file_bytes: 16 << 20,
+            default_returned_total_bytes: 4 << 20,
+            max_returned_total_bytes: 64 << 20,
+            max_returned_files: 1000,
+            datasets: BTreeMap::new(),
             limits: LimitsConfig::default(),
             cpuset: None,
             uid_claim_dir: None,

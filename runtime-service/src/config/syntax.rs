@@ -3,6 +3,14 @@
 use std::net::Ipv6Addr;
 
 /// `^[a-z0-9][a-z0-9._-]{0,63}$`
+/// A dataset's name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (one plain path component).
+pub(super) fn is_dataset_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 pub(super) fn is_runtime_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -73,6 +81,12 @@ mod tests {
 
     #[test]
     fn validators() {
+        assert!(is_dataset_name("prices"));
+        assert!(is_dataset_name("Prices_2024.v1"));
+        assert!(!is_dataset_name(".hidden"));
+        assert!(!is_dataset_name("a/b"));
+        assert!(!is_dataset_name(""));
+        assert!(!is_dataset_name(&"a".repeat(65)));
         assert!(is_runtime_name("openjdk-17"));
         assert!(is_runtime_name("python-3.12"));
         assert!(!is_runtime_name("-x"));

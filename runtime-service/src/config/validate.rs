@@ -14,7 +14,9 @@ use super::schema::{
     Config, EvaluationConfig, MonitoringBackend, MonitoringConfig, ServerConfig, ServiceConfig,
     ZookeeperConfig, ADVERTISE_AUTO, REDACTED,
 };
-use super::syntax::{is_cpu_list, is_host_name, is_host_port, is_http_url, is_runtime_name};
+use super::syntax::{
+    is_cpu_list, is_dataset_name, is_host_name, is_host_port, is_http_url, is_runtime_name,
+};
 
 /// Metadata names of the layers, used to tell where a value came from.
 pub(super) const DEFAULTS_LAYER: &str = "the built-in defaults";
@@ -281,11 +283,25 @@ fn validate_evaluation(
             "evaluation.maxComponents",
             u64::from(evaluation.max_components),
         ),
+        (
+            "evaluation.maxInputFiles",
+            u64::from(evaluation.max_input_files),
+        ),
+        (
+            "evaluation.maxInputFileBytes",
+            evaluation.max_input_file_bytes,
+        ),
+        (
+            "evaluation.maxReturnedFiles",
+            u64::from(evaluation.max_returned_files),
+        ),
     ] {
         if value == 0 {
             check.bad(key, value, "expected at least 1");
         }
     }
+    validate_returned_files(evaluation, check);
+    validate_datasets(evaluation, check);
     let limits = &evaluation.limits;
     for ((name, default), (_, maximum)) in limits
         .defaults
@@ -348,6 +364,74 @@ fn validate_evaluation(
             runtime,
             &format!("expected {RUNTIME_NAME}"),
         );
+    }
+}
+
+/// The caps of returned files: each at least 1, each default at most its maximum.
+fn validate_returned_files(evaluation: &EvaluationConfig, check: &mut Checker<'_>) {
+    for ((default_key, default), (maximum_key, maximum)) in [
+        (
+            (
+                "evaluation.defaultReturnedFileBytes",
+                evaluation.default_returned_file_bytes,
+            ),
+            (
+                "evaluation.maxReturnedFileBytes",
+                evaluation.max_returned_file_bytes,
+            ),
+        ),
+        (
+            (
+                "evaluation.defaultReturnedTotalBytes",
+                evaluation.default_returned_total_bytes,
+            ),
+            (
+                "evaluation.maxReturnedTotalBytes",
+                evaluation.max_returned_total_bytes,
+            ),
+        ),
+    ] {
+        if default == 0 {
+            check.bad(default_key, default, "expected at least 1");
+        }
+        if maximum == 0 {
+            check.bad(maximum_key, maximum, "expected at least 1");
+        }
+        if default > maximum && maximum > 0 {
+            check.bad(
+                default_key,
+                default,
+                format!("expected at most {maximum_key} = {maximum}"),
+            );
+        }
+    }
+}
+
+/// Datasets: plain names, absolute paths of directories that exist.
+fn validate_datasets(evaluation: &EvaluationConfig, check: &mut Checker<'_>) {
+    for (name, dir) in &evaluation.datasets {
+        if !is_dataset_name(name) {
+            check.bad_entry(
+                "evaluation.datasets",
+                name,
+                name,
+                "expected a dataset name matching ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            );
+        } else if !dir.is_absolute() {
+            check.bad_entry(
+                "evaluation.datasets",
+                name,
+                dir,
+                "expected an absolute directory path",
+            );
+        } else if !dir.is_dir() {
+            check.bad_entry(
+                "evaluation.datasets",
+                name,
+                dir,
+                "expected an existing directory",
+            );
+        }
     }
 }
 
@@ -499,6 +583,85 @@ mod tests {
                 [
                     format!("monitoring.influx.uri: invalid value \"localhost:8086\" from {file}: expected an http:// or https:// URL"),
                     format!("monitoring.influx.step: invalid value 0 from {file}: expected at least 1 second"),
+                ]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_caps_checked_against_each_other() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "config.toml",
+                "[evaluation]\ndefaultReturnedFileBytes = 100\nmaxReturnedFileBytes = 10\n\
+                 maxReturnedTotalBytes = 0\nmaxInputFiles = 0\n",
+            )?;
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_MAX_RETURNED_FILES", "0");
+            let file = jail.directory().join("config.toml");
+            let file = file.display();
+            assert_eq!(
+                problems(load(jail, Some("config.toml"))),
+                [
+                    format!("evaluation.maxInputFiles: invalid value 0 from {file}: expected at least 1"),
+                    "evaluation.maxReturnedFiles: invalid value 0 from environment variable \
+                     JSHEETS_RUNTIME_EVALUATION_MAX_RETURNED_FILES: expected at least 1"
+                        .to_string(),
+                    format!("evaluation.defaultReturnedFileBytes: invalid value 100 from {file}: \
+                             expected at most evaluation.maxReturnedFileBytes = 10"),
+                    format!("evaluation.maxReturnedTotalBytes: invalid value 0 from {file}: expected at least 1"),
+                ]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn datasets_need_plain_names_and_existing_absolute_directories() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let dir = jail.directory().join("prices");
+            std::fs::create_dir(&dir).unwrap();
+            jail.create_file(
+                "config.toml",
+                &format!(
+                    "[evaluation.datasets]\nprices = {:?}\n\"../up\" = {:?}\n\
+                     logs = \"relative/logs\"\nmissing = \"/nonexistent/jsheets-dataset\"\n",
+                    dir.display().to_string(),
+                    dir.display().to_string()
+                ),
+            )?;
+            let file = jail.directory().join("config.toml");
+            let file = file.display();
+            assert_eq!(
+                problems(load(jail, Some("config.toml"))),
+                [
+                    format!("evaluation.datasets.../up: invalid value \"../up\" from {file}: \
+                             expected a dataset name matching ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"),
+                    format!("evaluation.datasets.logs: invalid value \"relative/logs\" from {file}: \
+                             expected an absolute directory path"),
+                    format!("evaluation.datasets.missing: invalid value \"/nonexistent/jsheets-dataset\" \
+                             from {file}: expected an existing directory"),
+                ]
+            );
+            // The environment's `name=dir,name=dir` form.
+            jail.set_env(
+                "JSHEETS_RUNTIME_EVALUATION_DATASETS",
+                format!("prices={}, other = {}", dir.display(), dir.display()),
+            );
+            let (config, _) = load(jail, None).unwrap();
+            let names: Vec<&String> = config.evaluation.datasets.keys().collect();
+            assert_eq!(names, ["other", "prices"]);
+            assert_eq!(config.evaluation.datasets["prices"], dir);
+            jail.set_env("JSHEETS_RUNTIME_EVALUATION_DATASETS", "nodir");
+            assert_eq!(
+                problems(load(jail, None)),
+                [
+                    "evaluation.datasets: invalid value \"nodir\" from environment variable \
+                  JSHEETS_RUNTIME_EVALUATION_DATASETS: expected a table of dataset name = \
+                  absolute directory, e.g. {prices = \"/srv/data/prices\"} or \
+                  prices=/srv/data/prices,logs=/srv/logs"
                 ]
             );
             Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evaluator::access::AccessList;
-use evaluator::evaluate;
+use evaluator::evaluate::{self, RequestData};
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status as SandboxStatus};
 use evaluator::snippet::{Component, Output};
@@ -175,9 +175,10 @@ struct Prepared {
     limits: Limits,
     stdin: Vec<u8>,
     access_list: Option<Arc<AccessList>>,
+    data: RequestData,
 }
 
-fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, ServiceError> {
+fn prepare(node: &Node, mut start: StartEvaluationRequest) -> Result<Prepared, ServiceError> {
     if node.draining.is_cancelled() {
         return Err(ServiceError::Draining);
     }
@@ -191,6 +192,8 @@ fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, Servi
     }
     let runtime = node.runtime(&start.runtime)?;
     let limits = wire::limits(start.limits.as_ref(), &node.config)?;
+    let files = wire::files(&mut start, &node.config)?;
+    let datasets = wire::datasets(&start.datasets, &node.config.datasets)?;
     let access_list = node.access_lists().get(runtime.name()).cloned();
     Ok(Prepared {
         runtime,
@@ -198,6 +201,7 @@ fn prepare(node: &Node, start: StartEvaluationRequest) -> Result<Prepared, Servi
         limits,
         stdin: start.stdin,
         access_list,
+        data: RequestData { files, datasets },
     })
 }
 
@@ -268,7 +272,13 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             }
             (finals, last_component)
         };
-        let pool = node.pools().get(p.runtime.name()).cloned();
+        // Datasets are mounted as a sandbox is built: a request with any never takes
+        // a pooled sandbox (which would be destroyed unused, and count as a hit).
+        let pool = node
+            .pools()
+            .get(p.runtime.name())
+            .cloned()
+            .filter(|_| p.data.datasets.is_empty());
         let waiting = match pool {
             Some(pool) => pool.take_soon().await,
             None => None,
@@ -281,7 +291,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             &p.components,
             p.stdin,
             p.limits.clone(),
-            Default::default(),
+            p.data,
             out_tx,
             cancel.clone(),
         );
@@ -289,7 +299,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         watcher.abort();
         node.active.fetch_sub(1, Ordering::SeqCst);
         drop(admitted);
-        let outcome = match outcome {
+        let mut outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 let _ = tx.send(Err(ServiceError::from(e).into())).await;
@@ -340,6 +350,22 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             &node.service_id,
             &id,
         ));
+        // Returned files after the live output, in responses of their own but for the
+        // last group, which the final response carries.
+        let mut chunks = wire::FileChunks::new(std::mem::take(&mut outcome.files)).peekable();
+        while let Some(group) = chunks.next() {
+            if chunks.peek().is_none() {
+                finals.files = group;
+                break;
+            }
+            let only_files = EvaluateResponse {
+                files: group,
+                ..Default::default()
+            };
+            if tx.send(Ok(only_files)).await.is_err() {
+                return;
+            }
+        }
         let _ = tx.send(Ok(finals)).await;
     }
     .instrument(span)

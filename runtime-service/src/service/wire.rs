@@ -3,11 +3,13 @@
 //! outputs and outcome turned into responses, errors in jsheets' vocabulary, and the
 //! completion message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use evaluator::pool::Pool;
 use evaluator::runtime::Runtime;
+use evaluator::sandbox::files::{self, Files, InputFile, Oversize, ReturnedFile, Wanted};
 use evaluator::sandbox::{Limits, Outcome, Status as SandboxStatus};
 use evaluator::snippet::{Component, Output};
 use proto::jsheets::completion::Status as WireStatus;
@@ -118,6 +120,208 @@ pub fn components(
         ));
     }
     Ok(components)
+}
+
+/// Most patterns of files to return in one request.
+pub const MAX_GET_PATTERNS: usize = 64;
+
+/// The request's files to put in `/work` and to take back, checked against the node's
+/// bounds: names, duplicates, a name that is also another's directory, count and
+/// bytes; patterns; caps over the node's defaults, each at most its maximum. The files'
+/// content is moved out of `start`, not copied.
+pub fn files(
+    start: &mut StartEvaluationRequest,
+    config: &EvaluationConfig,
+) -> Result<Files, ServiceError> {
+    let invalid = |m: String| Err(ServiceError::InvalidArgument(m));
+    let max_files = config.max_input_files as usize;
+    if start.files.len() > max_files {
+        return invalid(format!(
+            "files: {} files, above this node's maximum of {max_files} (evaluation.maxInputFiles)",
+            start.files.len()
+        ));
+    }
+    let bytes: u64 = start.files.iter().map(|f| f.content.len() as u64).sum();
+    if bytes > config.max_input_file_bytes {
+        return invalid(format!(
+            "files: {bytes} bytes, above this node's maximum of {} (evaluation.maxInputFileBytes)",
+            config.max_input_file_bytes
+        ));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(start.files.len());
+    for (i, f) in start.files.iter().enumerate() {
+        if let Err(e) = files::check_name(&f.path) {
+            return invalid(format!("files[{i}].path {:?} {e}", f.path));
+        }
+        if let Some(j) = seen.insert(&f.path, i) {
+            return invalid(format!(
+                "files[{i}].path {:?} is given twice (also files[{j}])",
+                f.path
+            ));
+        }
+    }
+    // A name that is a directory of another (`a` and `a/b`) cannot be both.
+    for (i, f) in start.files.iter().enumerate() {
+        for (end, _) in f.path.match_indices('/') {
+            if let Some(&j) = seen.get(&f.path[..end]) {
+                return invalid(format!(
+                    "files[{i}].path {:?} puts a file under files[{j}].path {:?}, which is a file",
+                    f.path,
+                    &f.path[..end]
+                ));
+            }
+        }
+    }
+    if start.get_files.len() > MAX_GET_PATTERNS {
+        return invalid(format!(
+            "get_files: {} patterns, above the maximum of {MAX_GET_PATTERNS}",
+            start.get_files.len()
+        ));
+    }
+    for (i, p) in start.get_files.iter().enumerate() {
+        if let Err(e) = files::check_pattern(p) {
+            return invalid(format!("get_files[{i}] {p:?} {e}"));
+        }
+    }
+    let caps = start.file_caps.unwrap_or_default();
+    let pick = |name: &str, asked: u64, default: u64, maximum: u64, key: &str| {
+        if asked > maximum {
+            Err(ServiceError::InvalidArgument(format!(
+                "file_caps.{name} is {asked}, above this node's maximum of {maximum} ({key})"
+            )))
+        } else if asked == 0 {
+            Ok(default)
+        } else {
+            Ok(asked)
+        }
+    };
+    let max_file_bytes = pick(
+        "max_file_bytes",
+        caps.max_file_bytes,
+        config.default_returned_file_bytes,
+        config.max_returned_file_bytes,
+        "evaluation.maxReturnedFileBytes",
+    )?;
+    let max_total_bytes = pick(
+        "max_total_bytes",
+        caps.max_total_bytes,
+        config.default_returned_total_bytes,
+        config.max_returned_total_bytes,
+        "evaluation.maxReturnedTotalBytes",
+    )?;
+    let get = (!start.get_files.is_empty()).then(|| Wanted {
+        patterns: start.get_files.clone(),
+        max_file_bytes,
+        max_total_bytes,
+        max_files: config.max_returned_files as usize,
+        oversize: if caps.refuse_oversized {
+            Oversize::Refuse
+        } else {
+            Oversize::Truncate
+        },
+    });
+    let put = std::mem::take(&mut start.files)
+        .into_iter()
+        .map(|f| InputFile {
+            path: f.path,
+            content: f.content,
+            executable: f.executable,
+        })
+        .collect();
+    Ok(Files { put, get })
+}
+
+/// The datasets a request names, as the operator's directories and their names:
+/// each configured on this node, none twice.
+pub fn datasets(
+    names: &[String],
+    configured: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<(PathBuf, String)>, ServiceError> {
+    let mut out: Vec<(PathBuf, String)> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let Some(dir) = configured.get(name) else {
+            let there = if configured.is_empty() {
+                "it has none".to_string()
+            } else {
+                let names: Vec<&str> = configured.keys().map(String::as_str).collect();
+                format!("it has: {}", names.join(", "))
+            };
+            return Err(ServiceError::NotFound(format!(
+                "dataset {name:?} is not on this node; {there}"
+            )));
+        };
+        if out.iter().any(|(_, n)| n == name) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "datasets[{i}] {name:?} is named twice"
+            )));
+        }
+        out.push((dir.clone(), name.clone()));
+    }
+    Ok(out)
+}
+
+/// Most bytes of file content in one response.
+pub const FILE_CHUNK_BYTES: usize = 1 << 20;
+/// Most file entries in one response (refusals carry no content but a name each).
+const FILE_ENTRIES_PER_RESPONSE: usize = 256;
+
+/// Returned files as the `files` entries of responses, in groups of at most
+/// [`FILE_CHUNK_BYTES`] of content: a file larger than that is split into chunks at
+/// increasing offsets, the last one marked `last`; a refused file is one entry with
+/// its error. Made one group at a time, so the node holds each chunk only while it is
+/// sent.
+#[derive(Debug)]
+pub struct FileChunks {
+    files: std::vec::IntoIter<ReturnedFile>,
+    /// A file partly sent, and how much of it.
+    current: Option<(ReturnedFile, usize)>,
+}
+
+impl FileChunks {
+    pub fn new(files: Vec<ReturnedFile>) -> Self {
+        FileChunks {
+            files: files.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Iterator for FileChunks {
+    type Item = Vec<proto::jsheets::ReturnedFile>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut group = Vec::new();
+        let mut room = FILE_CHUNK_BYTES;
+        while let Some((file, offset)) = self
+            .current
+            .take()
+            .or_else(|| self.files.next().map(|f| (f, 0)))
+        {
+            let whole = file.content.len();
+            let full = group.len() >= FILE_ENTRIES_PER_RESPONSE || (room == 0 && whole > 0);
+            if full {
+                self.current = Some((file, offset));
+                break;
+            }
+            let n = room.min(whole - offset);
+            let last = offset + n == whole;
+            group.push(proto::jsheets::ReturnedFile {
+                path: file.path.clone(),
+                size: file.size,
+                content: file.content[offset..offset + n].to_vec(),
+                offset: offset as u64,
+                truncated: file.truncated,
+                error: file.error.clone().unwrap_or_default(),
+                last,
+            });
+            room -= n;
+            if !last {
+                self.current = Some((file, offset + n));
+                break;
+            }
+        }
+        (!group.is_empty()).then_some(group)
+    }
 }
 
 /// Live output waiting to be flushed, per component and stream, in arrival order.
@@ -378,5 +582,202 @@ pub fn status(s: SandboxStatus) -> WireStatus {
         SandboxStatus::ProcessLimit => WireStatus::ProcessLimit,
         SandboxStatus::Cancelled => WireStatus::Cancelled,
         SandboxStatus::SetupFailed => WireStatus::SetupFailed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::jsheets::{File, FileCaps};
+
+    use super::*;
+
+    fn start_with(files: &[(&str, usize)]) -> StartEvaluationRequest {
+        StartEvaluationRequest {
+            files: files
+                .iter()
+                .map(|(path, len)| File {
+                    path: (*path).into(),
+                    content: vec![b'x'; *len],
+                    executable: false,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(start: &StartEvaluationRequest, config: &EvaluationConfig) -> String {
+        match files(&mut start.clone(), config) {
+            Err(ServiceError::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn input_files_are_checked_by_name_and_bound() {
+        let config = EvaluationConfig {
+            max_input_files: 3,
+            max_input_file_bytes: 10,
+            ..Default::default()
+        };
+        let ok = files(
+            &mut start_with(&[("a/b", 2), ("a/c", 2), ("d", 0)]),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(ok.put.len(), 3);
+        assert!(ok.get.is_none());
+        assert_eq!(
+            refusal(&start_with(&[("x", 1), ("../x", 1)]), &config),
+            "files[1].path \"../x\" has an empty, `.` or `..` component"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("/abs", 1)]), &config),
+            "files[0].path \"/abs\" is absolute (names are relative to /work)"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("a\0b", 1)]), &config),
+            "files[0].path \"a\\0b\" contains a NUL byte"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("a", 1), ("a", 1)]), &config),
+            "files[1].path \"a\" is given twice (also files[0])"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("a/b/c", 1), ("a/b", 1)]), &config),
+            "files[0].path \"a/b/c\" puts a file under files[1].path \"a/b\", which is a file"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("a", 1); 4]), &config),
+            "files: 4 files, above this node's maximum of 3 (evaluation.maxInputFiles)"
+        );
+        assert_eq!(
+            refusal(&start_with(&[("a", 6), ("b", 5)]), &config),
+            "files: 11 bytes, above this node's maximum of 10 (evaluation.maxInputFileBytes)"
+        );
+    }
+
+    #[test]
+    fn returned_files_take_the_node_defaults_and_refuse_more_than_its_maxima() {
+        let config = EvaluationConfig::default();
+        let mut start = StartEvaluationRequest {
+            get_files: vec!["out/*.txt".into(), "**/*.csv".into()],
+            ..Default::default()
+        };
+        let wanted = files(&mut start.clone(), &config).unwrap().get.unwrap();
+        assert_eq!(wanted.max_file_bytes, config.default_returned_file_bytes);
+        assert_eq!(wanted.max_total_bytes, config.default_returned_total_bytes);
+        assert_eq!(wanted.max_files, 1000);
+        assert_eq!(wanted.oversize, Oversize::Truncate);
+        start.file_caps = Some(FileCaps {
+            max_file_bytes: 5,
+            max_total_bytes: 0,
+            refuse_oversized: true,
+        });
+        let wanted = files(&mut start.clone(), &config).unwrap().get.unwrap();
+        assert_eq!(wanted.max_file_bytes, 5);
+        assert_eq!(wanted.oversize, Oversize::Refuse);
+        start.file_caps = Some(FileCaps {
+            max_total_bytes: config.max_returned_total_bytes + 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            refusal(&start, &config),
+            format!(
+                "file_caps.max_total_bytes is {}, above this node's maximum of {} \
+                 (evaluation.maxReturnedTotalBytes)",
+                config.max_returned_total_bytes + 1,
+                config.max_returned_total_bytes
+            )
+        );
+        start.file_caps = None;
+        start.get_files = vec!["../*".into()];
+        assert_eq!(
+            refusal(&start, &config),
+            "get_files[0] \"../*\" has an empty, `.` or `..` component"
+        );
+        start.get_files = vec!["a".into(); MAX_GET_PATTERNS + 1];
+        assert_eq!(
+            refusal(&start, &config),
+            "get_files: 65 patterns, above the maximum of 64"
+        );
+    }
+
+    #[test]
+    fn datasets_must_be_configured_and_named_once() {
+        let mut configured = BTreeMap::new();
+        assert_eq!(
+            datasets(&["x".into()], &configured)
+                .unwrap_err()
+                .to_string(),
+            "dataset \"x\" is not on this node; it has none"
+        );
+        configured.insert("prices".to_string(), PathBuf::from("/srv/prices"));
+        configured.insert("logs".to_string(), PathBuf::from("/srv/logs"));
+        assert!(matches!(
+            datasets(&["x".into()], &configured),
+            Err(ServiceError::NotFound(m)) if m == "dataset \"x\" is not on this node; it has: logs, prices"
+        ));
+        assert!(matches!(
+            datasets(&["logs".into(), "logs".into()], &configured),
+            Err(ServiceError::InvalidArgument(m)) if m == "datasets[1] \"logs\" is named twice"
+        ));
+        assert_eq!(
+            datasets(&["prices".into()], &configured).unwrap(),
+            [(PathBuf::from("/srv/prices"), "prices".to_string())]
+        );
+    }
+
+    fn returned(path: &str, len: usize, error: Option<&str>) -> ReturnedFile {
+        ReturnedFile {
+            path: path.into(),
+            size: len as u64,
+            content: (0..len).map(|i| i as u8).collect(),
+            truncated: false,
+            error: error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn files_are_chunked_under_a_mebibyte_per_response() {
+        let big = 3 * FILE_CHUNK_BYTES + 10;
+        let mut refused = returned("refused", 0, Some("over its cap"));
+        refused.size = 1 << 40;
+        let files = vec![
+            returned("a", 10, None),
+            returned("big", big, None),
+            refused,
+            returned("empty", 0, None),
+        ];
+        let groups: Vec<_> = FileChunks::new(files).collect();
+        for g in &groups {
+            let bytes: usize = g.iter().map(|f| f.content.len()).sum();
+            assert!(bytes <= FILE_CHUNK_BYTES, "{bytes}");
+        }
+        let entries: Vec<_> = groups.into_iter().flatten().collect();
+        let shape: Vec<(&str, u64, usize, bool)> = entries
+            .iter()
+            .map(|f| (f.path.as_str(), f.offset, f.content.len(), f.last))
+            .collect();
+        let mib = FILE_CHUNK_BYTES;
+        assert_eq!(
+            shape,
+            [
+                ("a", 0, 10, true),
+                ("big", 0, mib - 10, false),
+                ("big", (mib - 10) as u64, mib, false),
+                ("big", (2 * mib - 10) as u64, mib, false),
+                ("big", (3 * mib - 10) as u64, 20, true),
+                ("refused", 0, 0, true),
+                ("empty", 0, 0, true),
+            ]
+        );
+        let whole: Vec<u8> = entries
+            .iter()
+            .filter(|f| f.path == "big")
+            .flat_map(|f| f.content.clone())
+            .collect();
+        assert_eq!(whole, returned("big", big, None).content);
+        assert_eq!(entries[5].error, "over its cap");
+        assert_eq!(entries[5].size, 1 << 40);
     }
 }
