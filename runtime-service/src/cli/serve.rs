@@ -99,8 +99,9 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         builder = builder.tls_config(tls).context("configuring TLS")?;
     }
     let allowed = config.server.tls.allowed_clients.clone();
-    // Messages may carry the largest snippet plus stdin and the most input files (their
-    // bytes, and a name of the longest kind each); anything bigger is refused by the
+    // Messages may carry the largest snippet plus stdin, the most input files (their
+    // bytes, and a name of the longest kind each) and the most inputs (their bytes,
+    // input files' names counted in them, and a little framing each); anything bigger is refused by the
     // transport before it is buffered.
     let e = &config.evaluation;
     let max_message = e
@@ -108,6 +109,8 @@ pub async fn run(file: Option<&Path>, flags: &Overrides) -> Result<ExitCode> {
         .saturating_mul(2)
         .saturating_add(e.max_input_file_bytes)
         .saturating_add(u64::from(e.max_input_files) * (files::MAX_NAME_BYTES as u64 + 16))
+        .saturating_add(e.max_inputs_bytes)
+        .saturating_add(u64::from(e.max_inputs) * 64)
         .saturating_add(1 << 20);
     let max_message = usize::try_from(max_message).unwrap_or(usize::MAX / 4);
     let service = tonic::service::interceptor::InterceptedService::new(

@@ -120,6 +120,9 @@ pub(super) const KEYS: &[Key] = &[
     key("evaluation.defaultReturnedTotalBytes", Number, BYTES),
     key("evaluation.maxReturnedTotalBytes", Number, BYTES),
     key("evaluation.maxReturnedFiles", Number, COUNT),
+    key("evaluation.maxInputs", Number, COUNT),
+    key("evaluation.maxInputsBytes", Number, BYTES),
+    key("evaluation.inputParallelism", Number, "a whole number (0: the number of CPUs)"),
     key(
         "evaluation.datasets",
         Table,

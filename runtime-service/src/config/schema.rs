@@ -138,6 +138,13 @@ pub struct EvaluationConfig {
     pub max_returned_total_bytes: u64,
     /// Most files returned to one request (refusals included).
     pub max_returned_files: u32,
+    /// Most inputs of one many-input request.
+    pub max_inputs: u32,
+    /// Most bytes of all the inputs of one request together (stdin, files, expected
+    /// outputs).
+    pub max_inputs_bytes: u64,
+    /// Runs of one many-input request at once (0: the number of CPUs).
+    pub input_parallelism: u32,
     /// Dataset name → an absolute directory on the host, mounted read-only (and
     /// noexec) at `/data/<name>` in the sandboxes of the requests that name it.
     pub datasets: BTreeMap<String, PathBuf>,
@@ -184,6 +191,9 @@ impl Default for EvaluationConfig {
             default_returned_total_bytes: 4 << 20,
             max_returned_total_bytes: 64 << 20,
             max_returned_files: 1000,
+            max_inputs: 1000,
+            max_inputs_bytes: 32 << 20,
+            input_parallelism: 0,
             datasets: BTreeMap::new(),
             limits: LimitsConfig::default(),
             cpuset: None,

@@ -295,6 +295,8 @@ fn validate_evaluation(
             "evaluation.maxReturnedFiles",
             u64::from(evaluation.max_returned_files),
         ),
+        ("evaluation.maxInputs", u64::from(evaluation.max_inputs)),
+        ("evaluation.maxInputsBytes", evaluation.max_inputs_bytes),
     ] {
         if value == 0 {
             check.bad(key, value, "expected at least 1");

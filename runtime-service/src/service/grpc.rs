@@ -1,6 +1,7 @@
 //! The gRPC implementation of `jsheets.SnippetRuntime`: an Evaluate stream's starts,
 //! stops, half-close and cancellation, one admitted evaluation per `start` with its
-//! live output coalesced and flushed, the final response, and `ListRuntimes`.
+//! live output coalesced and flushed (or, for a many-input `start`, one result per run
+//! as it ends), the final response, and `ListRuntimes`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,15 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evaluator::access::AccessList;
+use evaluator::batch::{self, MatchMode};
 use evaluator::evaluate::{self, RequestData};
+use evaluator::sandbox::files::ReturnedFile;
+use evaluator::sandbox::Outcome;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status as SandboxStatus};
 use evaluator::snippet::{Component, Output};
 use proto::jsheets::evaluate_request::Message;
 use proto::jsheets::snippet_runtime_server::SnippetRuntime;
 use proto::jsheets::{
-    EvaluateRequest, EvaluateResponse, ListRuntimesRequest, ListRuntimesResponse,
-    StartEvaluationRequest,
+    EvaluateRequest, EvaluateResponse, EvaluationError, ListRuntimesRequest,
+    ListRuntimesResponse, StartEvaluationRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -119,7 +123,11 @@ async fn serve_stream(
                     let keep_open = start.keep_stream_open;
                     let prepared = prepare(&node, start)?;
                     let cancel = stream_cancel.child_token();
-                    let handle = tokio::spawn(run_evaluation(node.clone(), prepared, tx.clone(), cancel.clone()));
+                    let handle = if prepared.inputs.is_empty() {
+                        tokio::spawn(run_evaluation(node.clone(), prepared, tx.clone(), cancel.clone()))
+                    } else {
+                        tokio::spawn(run_inputs(node.clone(), prepared, tx.clone(), cancel.clone()))
+                    };
                     running = Some((handle, cancel, keep_open));
                 }
                 Ok(Some(EvaluateRequest { message: Some(Message::Stop(_)) })) => {
@@ -176,6 +184,9 @@ struct Prepared {
     stdin: Vec<u8>,
     access_list: Option<Arc<AccessList>>,
     data: RequestData,
+    /// A many-input request's inputs (none: one evaluation).
+    inputs: Vec<batch::Input>,
+    mode: MatchMode,
 }
 
 fn prepare(node: &Node, mut start: StartEvaluationRequest) -> Result<Prepared, ServiceError> {
@@ -194,6 +205,7 @@ fn prepare(node: &Node, mut start: StartEvaluationRequest) -> Result<Prepared, S
     let limits = wire::limits(start.limits.as_ref(), &node.config)?;
     let files = wire::files(&mut start, &node.config)?;
     let datasets = wire::datasets(&start.datasets, &node.config.datasets)?;
+    let (inputs, mode) = wire::inputs(&mut start, &files.put, &node.config)?;
     let access_list = node.access_lists().get(runtime.name()).cloned();
     Ok(Prepared {
         runtime,
@@ -202,6 +214,8 @@ fn prepare(node: &Node, mut start: StartEvaluationRequest) -> Result<Prepared, S
         stdin: start.stdin,
         access_list,
         data: RequestData { files, datasets },
+        inputs,
+        mode,
     })
 }
 
@@ -306,37 +320,13 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
                 return;
             }
         };
-        let mut limit = None;
         if let Some(mut error) = wire::limit_error(&outcome, &p.limits, &last_component) {
             if outcome.status == SandboxStatus::Cancelled && node.kill_all.is_cancelled() {
                 error.message = "the node shut down before the evaluation finished".into();
             }
-            limit = LIMIT_KINDS.iter().copied().find(|k| *k == error.kind);
             finals.error.push(error);
         }
-        let denials = finals.error.iter().filter(|e| e.kind == "sandbox").count() as u64;
-        let verdict = if outcome.status == SandboxStatus::SetupFailed
-            || denials > 0
-            || finals.error.iter().any(|e| e.kind == "internal")
-        {
-            Verdict::Failed
-        } else if outcome.status == SandboxStatus::Ok && finals.error.is_empty() {
-            Verdict::Successful
-        } else {
-            Verdict::Erroneous
-        };
-        node.metrics.record(&EvaluationRecord {
-            runtime: p.runtime.name().to_owned(),
-            status: outcome.status.as_str(),
-            outcome: verdict,
-            wall: outcome.wall_time,
-            cpu: outcome.cpu_time,
-            peak_memory: outcome.peak_memory,
-            queue_wait,
-            setup: outcome.setup_time,
-            access_denials: denials,
-            limit,
-        });
+        record_metrics(&node, p.runtime.name(), &outcome, &finals.error, queue_wait);
         tracing::Span::current().record("status", outcome.status.as_str());
         tracing::info!(
             wall_ms = outcome.wall_time.as_millis() as u64,
@@ -352,20 +342,227 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         ));
         // Returned files after the live output, in responses of their own but for the
         // last group, which the final response carries.
-        let mut chunks = wire::FileChunks::new(std::mem::take(&mut outcome.files)).peekable();
-        while let Some(group) = chunks.next() {
-            if chunks.peek().is_none() {
-                finals.files = group;
-                break;
-            }
-            let only_files = EvaluateResponse {
-                files: group,
-                ..Default::default()
-            };
-            if tx.send(Ok(only_files)).await.is_err() {
+        match send_files(&tx, std::mem::take(&mut outcome.files)).await {
+            Some(last) => finals.files = last,
+            None => return,
+        }
+        let _ = tx.send(Ok(finals)).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// One evaluation (or one run of a many-input one) in the node's metrics, in jsheets'
+/// three-way verdict.
+fn record_metrics(
+    node: &Node,
+    runtime: &str,
+    outcome: &Outcome,
+    errors: &[EvaluationError],
+    queue_wait: Duration,
+) {
+    let denials = errors.iter().filter(|e| e.kind == "sandbox").count() as u64;
+    let verdict = if outcome.status == SandboxStatus::SetupFailed
+        || denials > 0
+        || errors.iter().any(|e| e.kind == "internal")
+    {
+        Verdict::Failed
+    } else if outcome.status == SandboxStatus::Ok && errors.is_empty() {
+        Verdict::Successful
+    } else {
+        Verdict::Erroneous
+    };
+    let limit = LIMIT_KINDS
+        .iter()
+        .copied()
+        .find(|k| errors.iter().any(|e| e.kind == *k));
+    node.metrics.record(&EvaluationRecord {
+        runtime: runtime.to_owned(),
+        status: outcome.status.as_str(),
+        outcome: verdict,
+        wall: outcome.wall_time,
+        cpu: outcome.cpu_time,
+        peak_memory: outcome.peak_memory,
+        queue_wait,
+        setup: outcome.setup_time,
+        access_denials: denials,
+        limit,
+    });
+}
+
+/// Sends `files` in responses of their own but for the last group, which is returned
+/// for the caller's last response to carry. `None` when the client went away.
+async fn send_files(tx: &Reply, files: Vec<ReturnedFile>) -> Option<Vec<proto::jsheets::ReturnedFile>> {
+    let mut chunks = wire::FileChunks::new(files).peekable();
+    while let Some(group) = chunks.next() {
+        if chunks.peek().is_none() {
+            return Some(group);
+        }
+        let only_files = EvaluateResponse {
+            files: group,
+            ..Default::default()
+        };
+        tx.send(Ok(only_files)).await.ok()?;
+    }
+    Some(Vec::new())
+}
+
+/// Runs of a many-input request at once: the configured number, else the CPUs, never
+/// more than its inputs.
+fn parallelism(node: &Node, inputs: usize) -> usize {
+    let configured = node.config.input_parallelism as usize;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = if configured == 0 { cpus } else { configured };
+    wanted.clamp(1, inputs.max(1))
+}
+
+/// A many-input evaluation: admitted once, for as many sandboxes' memory as it runs at
+/// once; each run's result streamed when it ends (its files first), then a final
+/// response whose completion sums the runs up: the status of the first run (by index)
+/// that did not end `ok`, else `ok`; the whole wall time; CPU time added up; the
+/// highest peak.
+async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: CancellationToken) {
+    let id = format!(
+        "{}-{}",
+        node.service_id,
+        EVAL_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let span = tracing::info_span!("evaluation", id = %id, runtime = %p.runtime.name(), inputs = p.inputs.len(), status = tracing::field::Empty);
+    async move {
+        let inputs = std::mem::take(&mut p.inputs);
+        let count = inputs.len();
+        let parallel = parallelism(&node, count);
+        let queued_at = std::time::Instant::now();
+        let memory = p.limits.memory_bytes.saturating_mul(parallel as u64);
+        let admitted = match node.admission.admit(p.runtime.name(), memory).await {
+            Ok(a) => a,
+            Err(e) => {
+                node.metrics.rejected();
+                let _ = tx.send(Err(ServiceError::from(e).into())).await;
                 return;
             }
+        };
+        let queue_wait = queued_at.elapsed();
+        let started = std::time::Instant::now();
+        node.active.fetch_add(1, Ordering::SeqCst);
+        let kill = cancel.clone();
+        let kill_all = node.kill_all.clone();
+        let watcher = tokio::spawn(async move {
+            kill_all.cancelled().await;
+            kill.cancel();
+        });
+        let mut launch = p.runtime.launch();
+        launch.access_list = p.access_list.clone();
+        let program = batch::Program {
+            launch: &launch,
+            components: &p.components,
+            limits: p.limits.clone(),
+            data: std::mem::take(&mut p.data),
+            mode: p.mode,
+        };
+        let pool = node.pools().get(p.runtime.name()).cloned();
+        let take = || {
+            let pool = pool.clone();
+            async move {
+                match pool {
+                    Some(pool) => pool.take_soon().await,
+                    None => None,
+                }
+            }
+        };
+        let (done_tx, mut done_rx) = mpsc::channel::<batch::RunReport>(parallel);
+        let run = batch::run_inputs(
+            &node.sandboxes,
+            &program,
+            inputs,
+            parallel,
+            take,
+            done_tx,
+            cancel.clone(),
+        );
+        let first_component = p.components[0].id.clone();
+        let forward = async {
+            // (index, status) of the first run by index that did not end ok.
+            let mut worst: Option<(usize, SandboxStatus)> = None;
+            let (mut cpu, mut peak, mut runs) = (Duration::ZERO, 0u64, 0usize);
+            while let Some(report) = done_rx.recv().await {
+                node.metrics.sandbox_started();
+                runs += 1;
+                let outcome = &report.outcome;
+                cpu += outcome.cpu_time;
+                peak = peak.max(outcome.peak_memory);
+                if outcome.status != SandboxStatus::Ok
+                    && worst.is_none_or(|(i, _)| report.index < i)
+                {
+                    worst = Some((report.index, outcome.status));
+                }
+                let outcome = report.outcome.clone();
+                let (result, files) = wire::input_result(
+                    report,
+                    &p.limits,
+                    &p.runtime,
+                    &node.service_id,
+                    &id,
+                    &first_component,
+                );
+                record_metrics(&node, p.runtime.name(), &outcome, &result.error, queue_wait);
+                let Some(last_files) = send_files(&tx, files).await else {
+                    cancel.cancel();
+                    break;
+                };
+                let response = EvaluateResponse {
+                    files: last_files,
+                    input_result: Some(result),
+                    ..Default::default()
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    cancel.cancel();
+                    break;
+                }
+            }
+            (worst, cpu, peak, runs)
+        };
+        let (ran, (worst, cpu, peak, runs)) = tokio::join!(run, forward);
+        watcher.abort();
+        node.active.fetch_sub(1, Ordering::SeqCst);
+        drop(admitted);
+        if let Err(e) = ran {
+            let _ = tx.send(Err(ServiceError::from(e).into())).await;
+            return;
         }
+        // Runs that never started (cancelled, the node shutting down) leave the whole
+        // cancelled.
+        let status = match worst {
+            Some((_, s)) => s,
+            None if runs < count => SandboxStatus::Cancelled,
+            None => SandboxStatus::Ok,
+        };
+        let summary = Outcome {
+            status,
+            exit_code: None,
+            signal: None,
+            wall_time: started.elapsed(),
+            cpu_time: cpu,
+            peak_memory: peak,
+            setup_time: Duration::ZERO,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: None,
+            files: Vec::new(),
+        };
+        tracing::Span::current().record("status", status.as_str());
+        tracing::info!(
+            wall_ms = summary.wall_time.as_millis() as u64,
+            cpu_ms = cpu.as_millis() as u64,
+            runs,
+            "many-input evaluation finished"
+        );
+        let finals = EvaluateResponse {
+            completion: Some(wire::completion(&summary, &p.runtime, &node.service_id, &id)),
+            ..Default::default()
+        };
         let _ = tx.send(Ok(finals)).await;
     }
     .instrument(span)

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evaluator::batch::{self, MatchMode};
 use evaluator::pool::Pool;
 use evaluator::runtime::Runtime;
 use evaluator::sandbox::files::{self, Files, InputFile, Oversize, ReturnedFile, Wanted};
@@ -21,6 +22,159 @@ use proto::jsheets::{
 
 use super::error::ServiceError;
 use crate::config::{EvaluationConfig, LimitValues};
+
+/// The inputs of a many-input `start` (taken out of it), checked against the node's
+/// bounds and against the request's own files, and how outputs are matched.
+pub fn inputs(
+    start: &mut StartEvaluationRequest,
+    put: &[InputFile],
+    config: &EvaluationConfig,
+) -> Result<(Vec<batch::Input>, MatchMode), ServiceError> {
+    let invalid = |m: String| Err(ServiceError::InvalidArgument(m));
+    let mode = match proto::jsheets::OutputMatch::try_from(start.output_match) {
+        Ok(proto::jsheets::OutputMatch::Exact) => MatchMode::Exact,
+        Ok(proto::jsheets::OutputMatch::IgnoreTrailingWhitespace) => {
+            MatchMode::IgnoreTrailingWhitespace
+        }
+        Err(_) => return invalid(format!("output_match {} is unknown", start.output_match)),
+    };
+    if start.inputs.is_empty() {
+        return Ok((Vec::new(), mode));
+    }
+    if !start.stdin.is_empty() {
+        return invalid(
+            "stdin: a many-input request gives each input its stdin (inputs[i].stdin)".into(),
+        );
+    }
+    let max = config.max_inputs as usize;
+    if start.inputs.len() > max {
+        return invalid(format!(
+            "inputs: {} inputs, above this node's maximum of {max} (evaluation.maxInputs)",
+            start.inputs.len()
+        ));
+    }
+    let bytes: u64 = start
+        .inputs
+        .iter()
+        .map(|i| {
+            let files: u64 = i
+                .files
+                .iter()
+                .map(|f| (f.content.len() + f.path.len()) as u64)
+                .sum();
+            i.stdin.len() as u64 + files + i.expected_output.as_ref().map_or(0, |e| e.len() as u64)
+        })
+        .sum();
+    if bytes > config.max_inputs_bytes {
+        return invalid(format!(
+            "inputs: {bytes} bytes, above this node's maximum of {} (evaluation.maxInputsBytes)",
+            config.max_inputs_bytes
+        ));
+    }
+    let shared: HashMap<&str, ()> = put.iter().map(|f| (f.path.as_str(), ())).collect();
+    let mut out = Vec::with_capacity(start.inputs.len());
+    for (i, input) in std::mem::take(&mut start.inputs).into_iter().enumerate() {
+        if input.files.len() > config.max_input_files as usize {
+            return invalid(format!(
+                "inputs[{i}].files: {} files, above this node's maximum of {} \
+                 (evaluation.maxInputFiles)",
+                input.files.len(),
+                config.max_input_files
+            ));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (j, f) in input.files.iter().enumerate() {
+            if let Err(e) = files::check_name(&f.path) {
+                return invalid(format!("inputs[{i}].files[{j}].path {:?} {e}", f.path));
+            }
+            if shared.contains_key(f.path.as_str()) {
+                return invalid(format!(
+                    "inputs[{i}].files[{j}].path {:?} is also one of the request's files",
+                    f.path
+                ));
+            }
+            if let Some(k) = seen.insert(f.path.clone(), j) {
+                return invalid(format!(
+                    "inputs[{i}].files[{j}].path {:?} is given twice (also files[{k}])",
+                    f.path
+                ));
+            }
+        }
+        // A name under another file's (`a` and `a/b`), within the input or across it
+        // and the request.
+        for (j, f) in input.files.iter().enumerate() {
+            for (end, _) in f.path.match_indices('/') {
+                let dir = &f.path[..end];
+                if seen.contains_key(dir) || shared.contains_key(dir) {
+                    return invalid(format!(
+                        "inputs[{i}].files[{j}].path {:?} puts a file under {dir:?}, which is a file",
+                        f.path
+                    ));
+                }
+            }
+        }
+        out.push(batch::Input {
+            stdin: input.stdin,
+            files: input
+                .files
+                .into_iter()
+                .map(|f| InputFile {
+                    path: f.path,
+                    content: f.content,
+                    executable: f.executable,
+                })
+                .collect(),
+            expected: input.expected_output,
+        });
+    }
+    Ok((out, mode))
+}
+
+/// One run of a many-input request as its response: its completion (the run's status
+/// and usage), its stdout and stderr, its errors in jsheets' vocabulary (a limit hit
+/// among them) and whether its output matched.
+pub fn input_result(
+    report: batch::RunReport,
+    limits: &Limits,
+    runtime: &Runtime,
+    service_id: &str,
+    evaluation_id: &str,
+    first_component: &str,
+) -> (proto::jsheets::InputResult, Vec<ReturnedFile>) {
+    use proto::jsheets::input_result::Match;
+    let batch::RunReport {
+        index,
+        mut outcome,
+        stdout,
+        stderr,
+        outputs,
+        matched,
+    } = report;
+    let mut scratch = EvaluateResponse::default();
+    let mut pending = Pending::default();
+    let mut last = first_component.to_owned();
+    for o in outputs {
+        record(o, &mut pending, &mut scratch, &mut last);
+    }
+    if let Some(e) = limit_error(&outcome, limits, &last) {
+        scratch.error.push(e);
+    }
+    let files = std::mem::take(&mut outcome.files);
+    let id = format!("{evaluation_id}/{index}");
+    let result = proto::jsheets::InputResult {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        completion: Some(completion(&outcome, runtime, service_id, &id)),
+        stdout,
+        stderr,
+        error: scratch.error,
+        r#match: match matched {
+            None => Match::NotChecked,
+            Some(true) => Match::Matched,
+            Some(false) => Match::Mismatched,
+        } as i32,
+    };
+    (result, files)
+}
 
 /// The request's limits over the node's defaults, each checked against its maximum.
 pub fn limits(
