@@ -5,15 +5,36 @@
 //! Runs share nothing: every run is [`evaluate_in`] with its own sandbox, its own
 //! stdin and files; what is shared is only what never runs snippet code (the warm
 //! interpreter of a zygote the sandboxes are forked from).
+//!
+//! Java (a JShell launch) compiles once: a compile pass (the driver in record mode, in
+//! a fresh sandbox with the request's limits) compiles the components without running
+//! any of them, and the supervisor records the program ([`lang::jshell::record`]); then
+//! every input is a replay of that program in a fresh cold sandbox of its own (the
+//! driver in replay mode: a JVM loading the recorded classes and invoking the recorded
+//! snippets, no JShell, no javac). Each run's outputs begin with the compile pass's
+//! (its diagnostics). If the compile pass fails (setup, a denied class, a limit, a
+//! program that does not check), every run reports its outcome and outputs and nothing
+//! runs: the program is the same for every input, so each whole JShell would fail the
+//! same way. Replays only ever load classes: a redeclared method or class is replaced
+//! with newly named classes, as stock JShell does where its engine cannot redefine.
+//!
+//! Where a replay differs from a whole JShell per input: a redeclared class starts with
+//! fresh static state (a whole JShell redefines it in place and keeps it); a batch the
+//! access list denies stops every run (a whole JShell runs the other statements); an
+//! unresolved reference's message does not name the snippet; and the heap holds the
+//! snippet alone (no JShell or javac beside it).
 
 use futures_util::stream::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{evaluate_in, EvaluateError, RequestData};
-use crate::lang::Launch;
+use crate::evaluate::{drive, evaluate_in, EvaluateError, RequestData, Run};
+use crate::events::{Bounds, Translator};
+use crate::lang::jshell::record::{Failure, Program as Recorded, Recorder};
+use crate::lang::jshell::vetting::Verdicts;
+use crate::lang::{self, EvaluatorKind, Launch};
 use crate::sandbox::files::InputFile;
-use crate::sandbox::{Limits, Outcome, Sandboxes, Waiting};
+use crate::sandbox::{Limits, Outcome, Sandboxes, Status, Waiting};
 use crate::snippet::{Component, Output};
 
 /// One input of a many-input request.
@@ -85,7 +106,8 @@ pub struct Program<'a> {
 /// Runs `program` once per input, at most `parallel` at a time, each in the sandbox
 /// `take` gives it (or a fresh cold one), reporting every run on `done` as it ends.
 /// Stops starting runs when `cancel` fires or `done` is gone; a run already going is
-/// cancelled with it.
+/// cancelled with it. A JShell program is compiled once and replayed per input (see
+/// the module); `take` is not called for it.
 pub async fn run_inputs<F, Fut>(
     sandboxes: &Sandboxes,
     program: &Program<'_>,
@@ -99,6 +121,9 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<Waiting>>,
 {
+    if program.launch.kind == EvaluatorKind::Jshell {
+        return run_replays(sandboxes, program, inputs, parallel, done, cancel).await;
+    }
     let take = &take;
     let done_ref = &done;
     let cancel_ref = &cancel;
@@ -143,50 +168,217 @@ async fn run_one(
     sandboxes: &Sandboxes,
     program: &Program<'_>,
     index: usize,
-    input: Input,
+    mut input: Input,
     waiting: Option<Waiting>,
     cancel: CancellationToken,
 ) -> Result<RunReport, EvaluateError> {
     let mut data = program.data.clone();
-    data.files.put.extend(input.files);
-    let (tx, mut rx) = mpsc::channel::<Output>(64);
-    let collect = async move {
-        let (mut stdout, mut stderr, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
-        while let Some(o) = rx.recv().await {
-            match o {
-                Output::Stdout { data, .. } => stdout.extend(data),
-                Output::Stderr { data, .. } => stderr.extend(data),
-                Output::Started { .. } => {}
-                other => outputs.push(other),
-            }
-        }
-        (stdout, stderr, outputs)
-    };
+    data.files.put.extend(std::mem::take(&mut input.files));
+    let (tx, rx) = mpsc::channel::<Output>(64);
     let run = evaluate_in(
         sandboxes,
         waiting,
         program.launch,
         program.components,
-        input.stdin,
+        std::mem::take(&mut input.stdin),
         program.limits.clone(),
         data,
         tx,
         cancel,
     );
-    let (outcome, (stdout, stderr, outputs)) = tokio::join!(run, collect);
+    let (outcome, (stdout, stderr, outputs)) = tokio::join!(run, collect(rx));
     let outcome = outcome?;
+    Ok(report(
+        program, index, &input, outcome, stdout, stderr, outputs,
+    ))
+}
+
+/// A run's printed bytes and its other outputs, as they come.
+async fn collect(mut rx: mpsc::Receiver<Output>) -> (Vec<u8>, Vec<u8>, Vec<Output>) {
+    let (mut stdout, mut stderr, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(o) = rx.recv().await {
+        match o {
+            Output::Stdout { data, .. } => stdout.extend(data),
+            Output::Stderr { data, .. } => stderr.extend(data),
+            Output::Started { .. } => {}
+            other => outputs.push(other),
+        }
+    }
+    (stdout, stderr, outputs)
+}
+
+fn report(
+    program: &Program<'_>,
+    index: usize,
+    input: &Input,
+    outcome: Outcome,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    outputs: Vec<Output>,
+) -> RunReport {
     let matched = input
         .expected
         .as_deref()
         .map(|e| output_matches(program.mode, e, &stdout));
-    Ok(RunReport {
+    RunReport {
         index,
         outcome,
         stdout,
         stderr,
         outputs,
         matched,
-    })
+    }
+}
+
+/// What a JShell program's compile pass left for its runs.
+enum Compiled {
+    /// The program, and the compile pass's outputs (diagnostics) every run begins with.
+    Program(Recorded, Vec<Output>),
+    /// The compile pass failed: every run reports this outcome and these outputs.
+    Failed(Outcome, Vec<Output>),
+}
+
+/// A JShell program: compiled once, replayed per input (see the module).
+async fn run_replays(
+    sandboxes: &Sandboxes,
+    program: &Program<'_>,
+    inputs: Vec<Input>,
+    parallel: usize,
+    done: mpsc::Sender<RunReport>,
+    cancel: CancellationToken,
+) -> Result<(), EvaluateError> {
+    let compiled = compile(sandboxes, program, cancel.child_token()).await?;
+    let compiled = &compiled;
+    let done_ref = &done;
+    let cancel_ref = &cancel;
+    let mut runs = futures_util::stream::iter(inputs.into_iter().enumerate())
+        .map(|(index, input)| async move {
+            if cancel_ref.is_cancelled() || done_ref.is_closed() {
+                return;
+            }
+            let report = match compiled {
+                Compiled::Failed(outcome, outputs) => report(
+                    program,
+                    index,
+                    &input,
+                    outcome.clone(),
+                    Vec::new(),
+                    Vec::new(),
+                    outputs.clone(),
+                ),
+                Compiled::Program(recorded, outputs) => {
+                    replay(
+                        sandboxes,
+                        program,
+                        recorded,
+                        outputs,
+                        index,
+                        input,
+                        cancel_ref.child_token(),
+                    )
+                    .await
+                }
+            };
+            if done_ref.send(report).await.is_err() {
+                cancel_ref.cancel();
+            }
+        })
+        .buffer_unordered(parallel.max(1));
+    while runs.next().await.is_some() {}
+    Ok(())
+}
+
+/// The compile pass: the components compiled in record mode, in a fresh sandbox with
+/// the request's limits, and the program recorded from what it says.
+async fn compile(
+    sandboxes: &Sandboxes,
+    program: &Program<'_>,
+    cancel: CancellationToken,
+) -> Result<Compiled, EvaluateError> {
+    let components = program.components;
+    let job = lang::jshell::record_job(program.launch, components, program.limits.clone())?;
+    let (mut recorder, verdicts) = Recorder::new(program.launch, components);
+    let bounds = Bounds::for_request(components, &program.limits);
+    let mut translator = Translator::new(components, bounds, true).recording();
+    let (tx, rx) = mpsc::channel::<Output>(64);
+    let run = drive(
+        sandboxes,
+        Run::Cold(Box::new(job)),
+        &mut translator,
+        &mut recorder,
+        Some(verdicts),
+        tx,
+        cancel,
+    );
+    let (mut outcome, (_, _, mut outputs)) = tokio::join!(run, collect(rx));
+    // Nothing of the snippet ran: an event that did not check is the driver's own
+    // failure, and a program missing a step is no program.
+    let d = translator.drops();
+    let garbled = d.unreadable > 0
+        || d.overlong > 0
+        || d.foreign > 0
+        || d.class_batches > 0
+        || d.verdicts > 0
+        || d.over_budget;
+    let ended = outcome.status == Status::Ok && outcome.exit_code == Some(0);
+    match recorder.finish() {
+        Ok(recorded) if ended && !garbled => Ok(Compiled::Program(recorded, outputs)),
+        Ok(_) | Err(Failure::Denied) => Ok(Compiled::Failed(outcome, outputs)),
+        Err(Failure::Invalid(e)) => {
+            outputs.push(Output::Internal {
+                component: translator.running().to_owned(),
+                message: format!("the compile pass failed: {e}"),
+            });
+            if outcome.status == Status::Ok {
+                outcome.status = Status::ExitedNonZero;
+            }
+            Ok(Compiled::Failed(outcome, outputs))
+        }
+    }
+}
+
+/// One input's run: the recorded program replayed in a fresh cold sandbox with the
+/// input's stdin and files, its outputs after the compile pass's.
+async fn replay(
+    sandboxes: &Sandboxes,
+    program: &Program<'_>,
+    recorded: &Recorded,
+    compiled: &[Output],
+    index: usize,
+    input: Input,
+    cancel: CancellationToken,
+) -> RunReport {
+    let mut job = lang::jshell::replay_job(
+        program.launch,
+        recorded,
+        &input.stdin,
+        program.limits.clone(),
+    );
+    job.files = program.data.files.clone();
+    job.files.put.extend(input.files.iter().cloned());
+    job.datasets = program.data.datasets.clone();
+    let components = program.components;
+    let mut translator = Translator::new(
+        components,
+        Bounds::for_request(components, &program.limits),
+        false,
+    );
+    let (tx, rx) = mpsc::channel::<Output>(64);
+    // Nothing is asked in replay mode.
+    let mut no_verdicts: Option<Verdicts> = None;
+    let run = drive(
+        sandboxes,
+        Run::Cold(Box::new(job)),
+        &mut translator,
+        &mut no_verdicts,
+        None,
+        tx,
+        cancel,
+    );
+    let (outcome, (stdout, stderr, outputs)) = tokio::join!(run, collect(rx));
+    let mut all = compiled.to_vec();
+    all.extend(outputs);
+    report(program, index, &input, outcome, stdout, stderr, all)
 }
 
 #[cfg(test)]

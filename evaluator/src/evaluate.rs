@@ -83,7 +83,6 @@ pub async fn evaluate_in(
     }
     // Everything the sandbox says is held to bounds derived from this request.
     let bounds = Bounds::for_request(components, &limits);
-    let framing = bounds.framing;
     let run = match waiting {
         Some(w) => {
             let (input, stdin) = lang::waiting_input(launch, components, stdin)?;
@@ -108,31 +107,78 @@ pub async fn evaluate_in(
         Some((verdicts, rx)) => (Some(verdicts), Some(rx)),
         None => (None, None),
     };
+    let mut translator = Translator::new(components, bounds, verdicts.is_some());
+    Ok(drive(
+        sandboxes,
+        run,
+        &mut translator,
+        &mut verdicts,
+        verdict_rx,
+        out,
+        cancel,
+    )
+    .await)
+}
+
+/// What an evaluation does with the driver's steps (see [`Step`]).
+pub(crate) trait Steps {
+    fn step(&mut self, step: Step, translator: &mut Translator<'_>, outputs: &mut Vec<Output>);
+}
+
+/// A run's steps: outputs, and class batches vetted when a list applies.
+impl Steps for Option<lang::jshell::vetting::Verdicts> {
+    fn step(&mut self, step: Step, translator: &mut Translator<'_>, outputs: &mut Vec<Output>) {
+        match step {
+            Step::Output(o) => outputs.push(o),
+            Step::Vet { seq, classes } => {
+                if let Some(verdicts) = self.as_mut() {
+                    verdicts.vet(seq, &classes, translator, outputs);
+                }
+            }
+            Step::Deny { seq } => {
+                if let Some(verdicts) = self {
+                    verdicts.deny(seq, translator);
+                }
+            }
+            // Only a recording driver's (the translator drops them from any other).
+            Step::Invoke { .. } | Step::Lines { .. } => {}
+        }
+    }
+}
+
+/// A compile pass's steps: recorded (see [`lang::jshell::record`]).
+impl Steps for lang::jshell::record::Recorder {
+    fn step(&mut self, step: Step, translator: &mut Translator<'_>, outputs: &mut Vec<Output>) {
+        lang::jshell::record::Recorder::step(self, step, translator, outputs);
+    }
+}
+
+/// Runs `run` to its end: the driver's events through `translator` become outputs on
+/// `out` and `steps` (answers on the payload's stdin through `more_stdin`), and the
+/// sandbox's facts with the driver's the outcome.
+pub(crate) async fn drive(
+    sandboxes: &Sandboxes,
+    run: Run,
+    translator: &mut Translator<'_>,
+    steps: &mut impl Steps,
+    verdict_rx: Option<mpsc::Receiver<Vec<u8>>>,
+    out: mpsc::Sender<Output>,
+    cancel: CancellationToken,
+) -> Outcome {
+    let framing = translator.bounds().framing;
     // The queue holds a bounded number of bounded events.
-    let (tx, mut rx) = mpsc::channel::<Event>(bounds.queue);
+    let (tx, mut rx) = mpsc::channel::<Event>(translator.bounds().queue);
     // Output reaches us on the pipes and, from writes inside a driver, as its events;
     // the per-stream cap counts both, and going over stops the sandbox.
     let stop = cancel.child_token();
     let stopper = stop.clone();
-    let mut translator = Translator::new(components, bounds, verdicts.is_some());
-    let translator_ref = &mut translator;
+    let translator_ref = &mut *translator;
     let translate = async move {
         let translator = translator_ref;
         let mut outputs = Vec::new();
         while let Some(event) = rx.recv().await {
-            match translator.event(event) {
-                Some(Step::Output(o)) => outputs.push(o),
-                Some(Step::Vet { seq, classes }) => {
-                    if let Some(verdicts) = verdicts.as_mut() {
-                        verdicts.vet(seq, &classes, translator, &mut outputs);
-                    }
-                }
-                Some(Step::Deny { seq }) => {
-                    if let Some(verdicts) = &verdicts {
-                        verdicts.deny(seq, translator);
-                    }
-                }
-                None => {}
+            if let Some(step) = translator.event(event) {
+                steps.step(step, translator, &mut outputs);
             }
             if translator.output_exceeded() {
                 stopper.cancel();
@@ -186,16 +232,17 @@ pub async fn evaluate_in(
     outcome.stderr_truncated |= stderr_truncated;
     outcome.stdout_bytes = outcome.stdout_bytes.max(stdout);
     outcome.stderr_bytes = outcome.stderr_bytes.max(stderr);
-    Ok(outcome)
+    outcome
 }
 
-enum Run {
+/// A sandbox to run: a fresh one for a job, or one started ahead.
+pub(crate) enum Run {
     Cold(Box<Job>),
     Waiting(Box<Handoff>),
 }
 
 /// What a sandbox started ahead gets at hand-off.
-struct Handoff {
+pub(crate) struct Handoff {
     waiting: Waiting,
     input: Vec<u8>,
     stdin: Vec<u8>,

@@ -218,6 +218,20 @@ enum DriverEvent {
         id: String,
         classes: Vec<RawClass>,
     },
+    /// JShell, record mode: a snippet's invocation, recorded instead of run.
+    Invoke {
+        id: String,
+        class: String,
+        method: String,
+        value: bool,
+    },
+    /// JShell, record mode: the component lines of a wrapper class's lines.
+    Lines {
+        id: String,
+        class: String,
+        component: String,
+        lines: Vec<u32>,
+    },
     /// JShell: the heap ran out.
     MemoryLimit {},
     /// A waiting sandbox is warm (normally consumed before the request).
@@ -254,6 +268,19 @@ pub enum Step {
     /// Answer `seq` with a denial without looking: the batch was over its bounds, or
     /// not the running component's.
     Deny { seq: u64 },
+    /// Record mode: the running component would invoke `class`'s `method` now.
+    Invoke {
+        class: String,
+        method: String,
+        value: bool,
+    },
+    /// Record mode: the component lines of wrapper `class`'s lines; `component` is an
+    /// index into the request's components, never after the running one.
+    Lines {
+        class: String,
+        component: usize,
+        lines: Vec<u32>,
+    },
 }
 
 /// What was dropped, by reason.
@@ -289,8 +316,12 @@ pub struct Translator<'a> {
     /// Per component: characters and lines of its code (spans must be within it).
     shape: Vec<(u64, u32)>,
     bounds: Bounds,
-    /// Whether the driver asks about class files (JShell with an access list).
+    /// Whether the driver asks about class files (JShell with an access list, or
+    /// recording).
     vetting: bool,
+    /// Whether the driver records (JShell's record mode): `invoke` and `lines` events
+    /// are read, not dropped.
+    recording: bool,
     /// The running component (the first until one starts).
     current: usize,
     /// The one that may start next.
@@ -338,6 +369,7 @@ impl<'a> Translator<'a> {
             shape,
             bounds,
             vetting,
+            recording: false,
             current: 0,
             next: 0,
             stdout: 0,
@@ -351,6 +383,24 @@ impl<'a> Translator<'a> {
             memory_limit: false,
             drops: Drops::default(),
         }
+    }
+
+    /// A translator for a recording driver (JShell's record mode): it asks about every
+    /// class batch, and its `invoke` and `lines` events are steps.
+    pub fn recording(mut self) -> Self {
+        self.vetting = true;
+        self.recording = true;
+        self
+    }
+
+    /// The bounds the translator holds the driver to.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// The index of the running component in the request.
+    pub fn running_index(&self) -> usize {
+        self.current
     }
 
     /// The id of the running component (the request's own string).
@@ -422,7 +472,9 @@ impl<'a> Translator<'a> {
             | DriverEvent::SyntaxError { id, .. }
             | DriverEvent::Exception { id, .. }
             | DriverEvent::Violation { id, .. }
-            | DriverEvent::Classes { id, .. } => Some(id.as_str()),
+            | DriverEvent::Classes { id, .. }
+            | DriverEvent::Invoke { id, .. }
+            | DriverEvent::Lines { id, .. } => Some(id.as_str()),
             _ => None,
         };
         if let Some(id) = id {
@@ -515,6 +567,48 @@ impl<'a> Translator<'a> {
                 message: cut(message, MESSAGE_CHARS),
             }),
             DriverEvent::Classes { seq, classes, .. } => self.classes(seq, classes),
+            DriverEvent::Invoke {
+                class,
+                method,
+                value,
+                ..
+            } => {
+                if !self.recording || class.len() > NAME_CHARS || method.len() > NAME_CHARS {
+                    self.drops.unreadable += 1;
+                    return None;
+                }
+                Some(Step::Invoke {
+                    class,
+                    method,
+                    value,
+                })
+            }
+            DriverEvent::Lines {
+                class,
+                component,
+                lines,
+                ..
+            } => {
+                // The snippet is in the running component or an earlier one.
+                let index = self
+                    .components
+                    .iter()
+                    .take(self.current.saturating_add(1))
+                    .position(|c| c.id == component);
+                match index {
+                    Some(component) if self.recording && class.len() <= NAME_CHARS => {
+                        Some(Step::Lines {
+                            class,
+                            component,
+                            lines,
+                        })
+                    }
+                    _ => {
+                        self.drops.unreadable += 1;
+                        None
+                    }
+                }
+            }
             DriverEvent::MemoryLimit {} => {
                 self.memory_limit = true;
                 None
@@ -743,7 +837,7 @@ pub fn check_channel(
                     message: "denied".into(),
                 }));
             }
-            Some(Step::Deny { .. }) | None => {}
+            Some(Step::Deny { .. } | Step::Invoke { .. } | Step::Lines { .. }) | None => {}
         }
     }
     outputs.extend(translator.finish());

@@ -57,7 +57,19 @@ import jdk.jshell.spi.ExecutionControlProvider;
 import jdk.jshell.spi.ExecutionEnv;
 
 public final class JShellDriver {
-    private static final int VERSION = 2;
+    private static final int VERSION = 3;
+    /** The input's mode byte: run the components, record what they would run, or replay a recording. */
+    private static final int MODE_RUN = 0;
+    private static final int MODE_RECORD = 1;
+    private static final int MODE_REPLAY = 2;
+    /** A step of a recorded program (replay input): load a batch of classes, or invoke a snippet. */
+    private static final int STEP_LOAD = 1;
+    private static final int STEP_INVOKE = 2;
+    /** The exception a recording's invoke throws so that JShell maps wrapper lines to snippet lines. */
+    private static final String PROBE_CLASS = "jsheets.LineProbe";
+    /** JShell's wrapper class names: the outer wrapper is group `class` (JShell's own pattern). */
+    private static final java.util.regex.Pattern WRAPPER =
+            java.util.regex.Pattern.compile("(REPL\\.)?(?<class>\\$JShell\\$\\w+)[\\$\\.]?");
     /** jsheets' default imports. */
     private static final String[] DEFAULT_IMPORTS = {
         "java.math", "java.time", "java.text", "java.util", "java.util.function", "java.util.stream",
@@ -73,6 +85,17 @@ public final class JShellDriver {
     private static boolean checkClasses;
     /** Set while the driver compiles its own warm-up statement. */
     private static boolean warming;
+    /**
+     * Record mode: nothing of the snippet runs; every class batch is sent (and answered)
+     * and every invocation written as an `invoke` event instead of run.
+     */
+    private static boolean recording;
+    /** The JShell of a recording, which its execution control asks which snippet it invokes. */
+    private static JShell recordingShell;
+    /** Outer wrapper classes whose lines a recording has mapped already. */
+    private static final Set<String> probed = new HashSet<>();
+    /** The frames of the probe thrown by the invocation of the statement being recorded. */
+    private static StackTraceElement[] probe;
     private static String component = "";
     private static long seq;
     /** Set when the supervisor refused the classes of the statement being evaluated. */
@@ -87,6 +110,9 @@ public final class JShellDriver {
     private static final Set<String> refusedClasses = new HashSet<>();
     /** Set by the agent jar (`-javaagent`) before `main`; null without it. */
     private static Instrumentation instrumentation;
+
+    /** The probes thrown by the invocations of the statement being recorded, in order. */
+    private static final List<StackTraceElement[]> probes = new ArrayList<>();
 
     /** Where each snippet came from, to map stack frames back to component lines. */
     private record Origin(String component, int firstLine) {}
@@ -152,6 +178,15 @@ public final class JShellDriver {
         int maxValueChars = in.readInt();
         checkClasses = in.readBoolean();
         boolean warm = in.readBoolean();
+        int mode = in.readByte();
+        if (mode == MODE_REPLAY && !warm) {
+            Replay.run(in, maxValueChars);
+            return;
+        }
+        if (mode != MODE_RUN && (mode != MODE_RECORD || warm)) {
+            throw new IOException("bad mode " + mode);
+        }
+        recording = mode == MODE_RECORD;
 
         // Replies arrive on the real stdin; the snippet reads its stdin from the input.
         verdicts = new BufferedReader(new InputStreamReader(new FileInputStream(FileDescriptor.in), StandardCharsets.US_ASCII));
@@ -178,6 +213,7 @@ public final class JShellDriver {
                 }
             }
             SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
+            recordingShell = recording ? shell : null;
             if (warm) {
                 // Started ahead of its request: compile and run a statement now so that
                 // javac and the execution engine are warm, and leave nothing behind.
@@ -267,6 +303,7 @@ public final class JShellDriver {
             throws IOException {
         refused = false;
         refusedTruthfully = false;
+        probes.clear();
         List<SnippetEvent> results = shell.eval(source);
         boolean ok = true;
         if (refused) {
@@ -274,6 +311,7 @@ public final class JShellDriver {
             return false;
         }
         int firstLine = lineOf(code, base);
+        List<EvalException> mapped = new ArrayList<>();
         for (SnippetEvent e : results) {
             if (e.causeSnippet() != null) {
                 continue;
@@ -302,6 +340,10 @@ public final class JShellDriver {
                 continue;
             }
             JShellException exception = e.exception();
+            if (recording && exception instanceof EvalException ee && ee.getExceptionClassName().equals(PROBE_CLASS)) {
+                mapped.add(ee);
+                continue;
+            }
             if (exception != null) {
                 ok = false;
                 exception(id, exception);
@@ -309,7 +351,8 @@ public final class JShellDriver {
             }
             // Every snippet JShell ran has a value (as jsheets reports them): an
             // expression's or a variable's, "" for a statement or a void call.
-            String value = e.value();
+            // A recording computes none (its `invoke` events say which to report).
+            String value = recording ? null : e.value();
             if (value != null) {
                 if (value.length() > maxValueChars) {
                     value = value.substring(0, maxValueChars) + "...";
@@ -317,6 +360,12 @@ public final class JShellDriver {
                 events.flushOutput();
                 events.write("{\"event\":\"value\",\"id\":" + json(id) + ",\"repr\":" + json(value) + "}");
             }
+        }
+        if (mapped.size() != probes.size()) {
+            throw new IllegalStateException("recording: " + probes.size() + " probes, " + mapped.size() + " mapped");
+        }
+        for (int i = 0; i < mapped.size(); i++) {
+            lines(id, probes.get(i), mapped.get(i).getStackTrace());
         }
         return ok;
     }
@@ -501,15 +550,91 @@ public final class JShellDriver {
         return Character.isDigit(c) || "\"'@({;".indexOf(c) >= 0;
     }
 
-    private static void exception(String id, JShellException exception) throws IOException {
-        String kind;
-        if (exception instanceof EvalException ee) {
-            kind = ee.getExceptionClassName();
-        } else if (exception instanceof UnresolvedReferenceException) {
-            kind = "jdk.jshell.UnresolvedReferenceException";
-        } else {
-            kind = exception.getClass().getName();
+    /**
+     * Record mode: the component lines of the wrapper lines a probe asked JShell about
+     * (`raw`, lines 1..n of each outer wrapper class) as JShell translated them
+     * (`translated`, the same frames in the same order), one `lines` event per class.
+     */
+    private static void lines(String id, StackTraceElement[] raw, StackTraceElement[] translated) throws IOException {
+        if (raw.length != translated.length) {
+            throw new IllegalStateException("recording: a probe of " + raw.length + " frames came back with "
+                    + translated.length);
         }
+        int i = 0;
+        while (i < raw.length) {
+            String cls = raw[i].getClassName();
+            Origin first = null;
+            StringBuilder lines = new StringBuilder();
+            for (; i < raw.length && raw[i].getClassName().equals(cls); i++) {
+                Origin o = origin(translated[i]);
+                if (o != null && first == null) {
+                    first = o;
+                }
+                int line = o == null || !o.component().equals(first.component()) ? 0
+                        : o.firstLine() + Math.max(translated[i].getLineNumber(), 1) - 1;
+                lines.append(lines.length() == 0 ? "" : ",").append(line);
+            }
+            if (first == null) {
+                continue;
+            }
+            events.flushOutput();
+            events.write("{\"event\":\"lines\",\"id\":" + json(id) + ",\"class\":" + json(cls) + ",\"component\":"
+                    + json(first.component()) + ",\"lines\":[" + lines + "]}");
+        }
+    }
+
+    /**
+     * Record mode, inside JShell's evaluation: the invocation of `className` is written
+     * as an `invoke` event (with whether JShell reports the snippet's value), and the
+     * frames of a probe of every outer wrapper class not mapped yet are returned (lines 1
+     * to the wrapper's last), or null if there are none.
+     */
+    private static StackTraceElement[] record(String className, String methodName) throws IOException {
+        JShell shell = recordingShell;
+        SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
+        Boolean hasValue = null;
+        List<StackTraceElement> frames = new ArrayList<>();
+        for (Snippet s : shell.snippets().collect(Collectors.toList())) {
+            if (s.kind() == Snippet.Kind.IMPORT || !shell.status(s).isDefined()) {
+                continue;
+            }
+            SourceCodeAnalysis.SnippetWrapper w = analysis.wrapper(s);
+            String cls = w.fullClassName();
+            if (cls.equals(className)) {
+                hasValue = s.subKind().hasValue();
+            }
+            if (probed.add(cls)) {
+                int n = lineOf(w.wrapped(), w.wrapped().length());
+                for (int line = 1; line <= n; line++) {
+                    frames.add(new StackTraceElement(cls, "probe", null, line));
+                }
+            }
+        }
+        if (hasValue == null) {
+            throw new IllegalStateException("recording: no snippet runs as " + className);
+        }
+        events.flushOutput();
+        events.write("{\"event\":\"invoke\",\"id\":" + json(component) + ",\"class\":" + json(className)
+                + ",\"method\":" + json(methodName) + ",\"value\":" + hasValue + "}");
+        return frames.isEmpty() ? null : frames.toArray(new StackTraceElement[0]);
+    }
+
+    /** The class name an exception is reported with. */
+    private static String kindOf(Throwable t) {
+        if (t instanceof EvalException ee) {
+            return ee.getExceptionClassName();
+        } else if (t instanceof Replay.Thrown th) {
+            return th.kind;
+        }
+        return t.getClass().getName();
+    }
+
+    /**
+     * Reports an exception a snippet raised: JShell's (frames of snippets named `#ID`,
+     * as JShell translates them), or a replay's (the same, see {@link Replay#thrown}).
+     */
+    private static void exception(String id, Throwable exception) throws IOException {
+        String kind = kindOf(exception);
         if (kind.equals(DENIED_CLASS)) {
             return;
         }
@@ -523,8 +648,7 @@ public final class JShellDriver {
         boolean first = true;
         while (t != null && trace.length() < 64 * 1024) {
             if (!first) {
-                String k = t instanceof EvalException ee ? ee.getExceptionClassName() : t.getClass().getName();
-                trace.append("Caused by: ").append(k);
+                trace.append("Caused by: ").append(kindOf(t));
                 if (t.getMessage() != null) {
                     trace.append(": ").append(t.getMessage());
                 }
@@ -601,7 +725,7 @@ public final class JShellDriver {
 
     /** Asks the supervisor whether these classes may be loaded. */
     private static boolean allowed(ExecutionControl.ClassBytecodes[] classes) {
-        if (!checkClasses || warming) {
+        if (!checkClasses && !recording || warming) {
             return true;
         }
         if (refused) {
@@ -660,6 +784,10 @@ public final class JShellDriver {
                 // Nothing was installed, and JShell is told so: its record of what is loaded stays exact.
                 throw new ClassInstallException("load: not allowed by the access list", new boolean[classes.length]);
             }
+            if (recording) {
+                // Recorded by the supervisor (it answered), defined by each replay.
+                return;
+            }
             super.load(classes);
             installed(classes);
         }
@@ -677,6 +805,11 @@ public final class JShellDriver {
         @Override
         public void redefine(ClassBytecodes[] classes)
                 throws ClassInstallException, NotImplementedException, EngineTerminationException {
+            if (recording) {
+                // Nothing was loaded to redefine: JShell replaces the classes with newly
+                // named ones (through load), so that a replay only ever loads.
+                throw new ClassInstallException("redefine: recording", new boolean[classes.length]);
+            }
             if (instrumentation == null) {
                 // Without the agent (never in a sandbox): JShell replaces the classes instead.
                 throw new NotImplementedException("redefine: the driver runs without its agent");
@@ -719,7 +852,28 @@ public final class JShellDriver {
             if (refused || refusedClasses.contains(className)) {
                 throw new UserException("not run: denied by the access list", DENIED_CLASS, new StackTraceElement[0]);
             }
+            if (recording) {
+                StackTraceElement[] frames;
+                try {
+                    frames = record(className, methodName);
+                } catch (IOException e) {
+                    throw new EngineTerminationException("recording: " + e);
+                }
+                if (frames == null) {
+                    return "";
+                }
+                // JShell maps the probe's frames to snippet lines as it maps a real
+                // exception's (its own translation, no other API gives it).
+                probes.add(frames);
+                throw new UserException("recording", PROBE_CLASS, frames);
+            }
             return super.invoke(className, methodName);
+        }
+
+        @Override
+        public String varValue(String className, String varName)
+                throws RunException, EngineTerminationException, InternalException {
+            return recording ? "" : super.varValue(className, varName);
         }
 
         private static void refuse(ClassBytecodes[] classes) {
@@ -749,6 +903,174 @@ public final class JShellDriver {
                 }
             }
             return false;
+        }
+    }
+
+    /**
+     * Replay mode: runs a program recorded by a compile pass (a record-mode run) without
+     * JShell or javac: JShell's own local execution control loads each recorded class
+     * batch and invokes each recorded snippet, and the driver reports as a normal run
+     * does. The supervisor vetted the classes when it recorded them; nothing is asked.
+     */
+    static final class Replay {
+        /** Per outer wrapper class: the component and the component line of each wrapper line. */
+        private record Lines(String component, int[] lines) {}
+
+        private static final Map<String, Lines> wrappers = new HashMap<>();
+
+        /** An exception of a replayed snippet with JShell's frames (see {@link #thrown}). */
+        static final class Thrown extends Exception {
+            private static final long serialVersionUID = 1L;
+            final String kind;
+
+            Thrown(String kind, String message, StackTraceElement[] frames, Throwable cause) {
+                super(message, cause, false, true);
+                this.kind = kind;
+                setStackTrace(frames);
+            }
+        }
+
+        static void run(DataInputStream in, int maxValueChars) throws IOException {
+            PrintStream out = new PrintStream(events.stream("stdout"), true, StandardCharsets.UTF_8);
+            PrintStream err = new PrintStream(events.stream("stderr"), true, StandardCharsets.UTF_8);
+            System.setOut(out);
+            System.setErr(err);
+            SnippetInput snippetIn = new SnippetInput();
+            snippetIn.set(bytes(in));
+            System.setIn(snippetIn);
+            int count = in.readInt();
+            for (int i = 0; i < count; i++) {
+                String cls = text(in);
+                String comp = text(in);
+                int n = in.readInt();
+                if (n < 0 || n > (1 << 20)) {
+                    throw new IOException("bad line count " + n);
+                }
+                int[] lines = new int[n];
+                for (int j = 0; j < n; j++) {
+                    lines[j] = in.readInt();
+                }
+                wrappers.put(cls, new Lines(comp, lines));
+                // Frames map through the origins as JShell's translated ones do.
+                origins.put("replay:" + comp, new Origin(comp, 1));
+            }
+            ExecutionControl control = new LocalExecutionControl();
+            int components = in.readInt();
+            for (int c = 0; c < components; c++) {
+                String id = text(in);
+                component = id;
+                events.flushOutput();
+                events.write("{\"event\":\"start\",\"id\":" + json(id) + "}");
+                boolean ok = true;
+                int steps = in.readInt();
+                for (int k = 0; k < steps; k++) {
+                    int step = in.readByte();
+                    if (step == STEP_LOAD) {
+                        int n = in.readInt();
+                        if (n < 0 || n > (1 << 16)) {
+                            throw new IOException("bad class count " + n);
+                        }
+                        ExecutionControl.ClassBytecodes[] batch = new ExecutionControl.ClassBytecodes[n];
+                        for (int j = 0; j < n; j++) {
+                            batch[j] = new ExecutionControl.ClassBytecodes(text(in), bytes(in));
+                        }
+                        try {
+                            control.load(batch);
+                        } catch (ExecutionControl.ExecutionControlException e) {
+                            throw new IOException("replay: load: " + e.getMessage(), e);
+                        }
+                    } else if (step == STEP_INVOKE) {
+                        String cls = text(in);
+                        boolean hasValue = in.readBoolean();
+                        ok &= invoke(control, id, cls, hasValue, maxValueChars);
+                    } else {
+                        throw new IOException("bad step " + step);
+                    }
+                }
+                events.flushOutput();
+                events.write("{\"event\":\"end\",\"id\":" + json(id) + ",\"ok\":" + ok + "}");
+            }
+            in.close();
+        }
+
+        /** Invokes one snippet as JShell's evaluation does, and reports its value or exception. */
+        private static boolean invoke(ExecutionControl control, String id, String cls, boolean hasValue,
+                int maxValueChars) throws IOException {
+            String value;
+            try {
+                value = control.invoke(cls, DO_IT);
+            } catch (ExecutionControl.UserException | ExecutionControl.ResolutionException e) {
+                exception(id, thrown(e));
+                return false;
+            } catch (ExecutionControl.RunException | ExecutionControl.InternalException e) {
+                // JShell reports neither (a stop, or its own problem): no value.
+                return true;
+            } catch (ExecutionControl.EngineTerminationException e) {
+                throw new IOException("replay: " + e.getMessage(), e);
+            }
+            value = hasValue ? expunge(value) : "";
+            if (value.length() > maxValueChars) {
+                value = value.substring(0, maxValueChars) + "...";
+            }
+            events.flushOutput();
+            events.write("{\"event\":\"value\",\"id\":" + json(id) + ",\"repr\":" + json(value) + "}");
+            return true;
+        }
+
+        /**
+         * An exception of the execution control as JShell makes it (EvalException or
+         * UnresolvedReferenceException, with its cause chain): frames up to the last of a
+         * wrapper class, a wrapper's frames named as JShell names them and mapped to their
+         * component lines by the recorded line tables.
+         */
+        static Throwable thrown(Throwable t) {
+            if (t == null) {
+                return null;
+            }
+            String kind;
+            String message = t.getMessage();
+            if (t instanceof ExecutionControl.UserException ue) {
+                kind = ue.causeExceptionClass();
+            } else if (t instanceof ExecutionControl.ResolutionException) {
+                kind = "jdk.jshell.UnresolvedReferenceException";
+                message = "Attempt to use definition snippet with unresolved references";
+            } else {
+                kind = t.getClass().getName();
+            }
+            StackTraceElement[] raw = t.getStackTrace();
+            int last = raw.length;
+            do {
+                if (last == 0) {
+                    last = raw.length - 1;
+                    break;
+                }
+            } while (!WRAPPER.matcher(raw[--last].getClassName()).find());
+            StackTraceElement[] frames = new StackTraceElement[Math.max(last + 1, 0)];
+            for (int i = 0; i <= last; i++) {
+                StackTraceElement r = raw[i];
+                java.util.regex.Matcher m = WRAPPER.matcher(r.getClassName());
+                Lines lines = m.find() ? wrappers.get("REPL." + m.group("class")) : null;
+                if (lines != null && lines.lines().length > 0) {
+                    int at = Math.max(0, Math.min(r.getLineNumber(), lines.lines().length) - 1);
+                    String method = r.getMethodName().equals(DO_IT) ? "" : r.getMethodName();
+                    frames[i] = new StackTraceElement(expunge(r.getClassName()), method,
+                            "#replay:" + lines.component(), lines.lines()[at]);
+                } else if ("<none>".equals(r.getFileName())) {
+                    frames[i] = new StackTraceElement(r.getClassName(), r.getMethodName(), null, r.getLineNumber());
+                } else {
+                    frames[i] = r;
+                }
+            }
+            return new Thrown(kind, message, frames, thrown(t.getCause()));
+        }
+
+        /** A name without JShell's wrapper prefixes (JShell's own `expunge`). */
+        static String expunge(String s) {
+            StringBuilder b = new StringBuilder();
+            for (String part : WRAPPER.split(s)) {
+                b.append(part);
+            }
+            return b.toString();
         }
     }
 

@@ -162,6 +162,21 @@ pub fn job(
         return Err(JobError::Empty);
     }
     let language = language(launch.kind);
+    let args = language.args(launch, &limits);
+    let Input { input, stdin } = language.input(launch, components, stdin)?;
+    Ok(frame(launch, args, input, stdin, language.events(), limits))
+}
+
+/// The frame every language shares around `args` (after the runtime's program and its
+/// own arguments), the payload's `input` and `stdin`.
+fn frame(
+    launch: &Launch,
+    args: Vec<String>,
+    input: Vec<u8>,
+    stdin: Vec<u8>,
+    events: bool,
+    limits: Limits,
+) -> Job {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ("HOME".into(), "/work".into()),
@@ -174,22 +189,21 @@ pub fn job(
     }
     let mut argv = vec![launch.program.clone()];
     argv.extend(launch.args.iter().cloned());
-    argv.extend(language.args(launch, &limits));
-    let Input { input, stdin } = language.input(launch, components, stdin)?;
-    Ok(Job {
+    argv.extend(args);
+    Job {
         filesystem: Filesystem::Runtime(launch.mounts.clone()),
         argv,
         env,
         cwd: PathBuf::from("/work"),
         input: Some(input),
-        events: language.events(),
+        events,
         stdin,
         isolate_network: true,
         limits,
         run_as: None,
         datasets: Vec::new(),
         files: Default::default(),
-    })
+    }
 }
 
 /// A sandbox of `launch` to start ahead of its request, and the first part of its

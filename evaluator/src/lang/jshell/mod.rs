@@ -9,10 +9,12 @@
 //! because the driver's own stdin carries the supervisor's verdicts.
 
 pub mod build;
+pub mod record;
 pub mod vetting;
 
-use super::{Input, JobError, Language, Launch};
+use super::{frame, Input, JobError, Language, Launch};
 use crate::events::{MAX_STATEMENTS, MAX_VALUE_CHARS};
+use crate::sandbox::Job;
 use crate::sandbox::Limits;
 use crate::snippet::Component;
 
@@ -21,8 +23,15 @@ pub const DRIVER: &str = include_str!("../../drivers/JShellDriver.java");
 pub const DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
 /// Where a JShell runtime carries its compiled driver (inside the sandbox).
 pub const DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
-/// Version 2: the driver redefines classes in place through its agent jar.
-const DRIVER_VERSION: i32 = 2;
+/// Version 3: the driver records (a compile pass) and replays recorded programs.
+const DRIVER_VERSION: i32 = 3;
+/// The driver's modes (the input's mode byte).
+const MODE_RUN: u8 = 0;
+const MODE_RECORD: u8 = 1;
+const MODE_REPLAY: u8 = 2;
+/// The method JShell generates to run an executable snippet, the only one a recorded
+/// program invokes.
+pub const DO_IT: &str = "do_it$";
 /// The class-data-sharing archive in [`DRIVER_DIR`].
 pub const ARCHIVE_FILE: &str = "jshell.jsa";
 /// The driver's agent jar in [`DRIVER_DIR`] (`-javaagent`): it gives the driver
@@ -41,35 +50,7 @@ impl Language for Jshell {
     }
 
     fn args(&self, _launch: &Launch, limits: &Limits) -> Vec<String> {
-        // The driver compiles and runs each statement inside the sandboxed JVM. The
-        // heap follows the memory limit (the rest is for metaspace, javac's code and
-        // thread stacks) so that a big allocation is an OutOfMemoryError the driver
-        // reports as the memory limit, not a kill nobody explains.
-        let heap_mib = ((limits.memory_bytes / 2) >> 20).max(32);
-        let metaspace_mib = ((limits.memory_bytes / 4) >> 20).max(64);
-        vec![
-            "-XX:+UseSerialGC".into(),
-            "-XX:TieredStopAtLevel=1".into(),
-            format!("-Xmx{heap_mib}m"),
-            format!("-XX:MaxMetaspaceSize={metaspace_mib}m"),
-            "-XX:ReservedCodeCacheSize=32m".into(),
-            "-Xss1m".into(),
-            // Fewer JVM service threads: each counts against the process limit.
-            "-XX:CICompilerCount=1".into(),
-            "-XX:-UsePerfData".into(),
-            format!("-XX:SharedArchiveFile={DRIVER_DIR}/{ARCHIVE_FILE}"),
-            "-Xshare:auto".into(),
-            // A rejected archive only costs time; it must not print into the output.
-            "-Xlog:cds=off".into(),
-            "-Xlog:cds+dynamic=off".into(),
-            "--enable-preview".into(),
-            "-Djava.util.logging.config.file=/dev/null".into(),
-            "-Duser.home=/work".into(),
-            format!("-javaagent:{DRIVER_DIR}/{AGENT_FILE}"),
-            "-cp".into(),
-            DRIVER_DIR.into(),
-            "JShellDriver".into(),
-        ]
+        jvm_args(limits, true)
     }
 
     fn input(
@@ -86,7 +67,7 @@ impl Language for Jshell {
     }
 
     fn preface(&self, launch: &Launch) -> Result<Vec<u8>, JobError> {
-        Ok(header(launch.access_list.is_some(), true))
+        Ok(header(launch.access_list.is_some(), true, MODE_RUN))
     }
 
     fn rest(
@@ -106,21 +87,87 @@ impl Language for Jshell {
     }
 }
 
+/// The compile pass of a many-input run: the driver in record mode, compiling
+/// `components` without running any of them (see `record`). Its verdicts come on its
+/// stdin, as a run's.
+pub(crate) fn record_job(
+    launch: &Launch,
+    components: &[Component],
+    limits: Limits,
+) -> Result<Job, JobError> {
+    if components.is_empty() {
+        return Err(JobError::Empty);
+    }
+    let mut input = header(launch.access_list.is_some(), false, MODE_RECORD);
+    input.extend(request(components, &[]));
+    let args = jvm_args(&limits, true);
+    Ok(frame(launch, args, input, Vec::new(), true, limits))
+}
+
+/// One input's run of a recorded program: the driver in replay mode, without its agent
+/// (nothing is redefined), with `stdin` for the snippet in its input.
+pub(crate) fn replay_job(
+    launch: &Launch,
+    program: &record::Program,
+    stdin: &[u8],
+    limits: Limits,
+) -> Job {
+    let mut input = header(false, false, MODE_REPLAY);
+    input.extend(program.input(stdin));
+    let args = jvm_args(&limits, false);
+    frame(launch, args, input, Vec::new(), true, limits)
+}
+
+/// The JVM's options and the driver, with its agent jar or without.
+fn jvm_args(limits: &Limits, agent: bool) -> Vec<String> {
+    // The driver compiles and runs each statement inside the sandboxed JVM. The
+    // heap follows the memory limit (the rest is for metaspace, javac's code and
+    // thread stacks) so that a big allocation is an OutOfMemoryError the driver
+    // reports as the memory limit, not a kill nobody explains.
+    let heap_mib = ((limits.memory_bytes / 2) >> 20).max(32);
+    let metaspace_mib = ((limits.memory_bytes / 4) >> 20).max(64);
+    let mut args: Vec<String> = vec![
+        "-XX:+UseSerialGC".into(),
+        "-XX:TieredStopAtLevel=1".into(),
+        format!("-Xmx{heap_mib}m"),
+        format!("-XX:MaxMetaspaceSize={metaspace_mib}m"),
+        "-XX:ReservedCodeCacheSize=32m".into(),
+        "-Xss1m".into(),
+        // Fewer JVM service threads: each counts against the process limit.
+        "-XX:CICompilerCount=1".into(),
+        "-XX:-UsePerfData".into(),
+        format!("-XX:SharedArchiveFile={DRIVER_DIR}/{ARCHIVE_FILE}"),
+        "-Xshare:auto".into(),
+        // A rejected archive only costs time; it must not print into the output.
+        "-Xlog:cds=off".into(),
+        "-Xlog:cds+dynamic=off".into(),
+        "--enable-preview".into(),
+        "-Djava.util.logging.config.file=/dev/null".into(),
+        "-Duser.home=/work".into(),
+    ];
+    if agent {
+        args.push(format!("-javaagent:{DRIVER_DIR}/{AGENT_FILE}"));
+    }
+    args.extend(["-cp".into(), DRIVER_DIR.into(), "JShellDriver".into()]);
+    args
+}
+
 /// The driver's whole input for a cold start.
 fn input(components: &[Component], stdin: &[u8], check_classes: bool) -> Vec<u8> {
-    let mut out = header(check_classes, false);
+    let mut out = header(check_classes, false, MODE_RUN);
     out.extend(request(components, stdin));
     out
 }
 
 /// What the driver reads before it starts JShell.
-fn header(check_classes: bool, warm: bool) -> Vec<u8> {
+fn header(check_classes: bool, warm: bool, mode: u8) -> Vec<u8> {
     let mut out = b"JSHD".to_vec();
     out.extend_from_slice(&DRIVER_VERSION.to_be_bytes());
     out.extend_from_slice(&(MAX_STATEMENTS as i32).to_be_bytes());
     out.extend_from_slice(&(MAX_VALUE_CHARS as i32).to_be_bytes());
     out.push(u8::from(check_classes));
     out.push(u8::from(warm));
+    out.push(mode);
     out
 }
 

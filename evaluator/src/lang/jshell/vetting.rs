@@ -21,7 +21,8 @@ const QUEUE: usize = 4;
 /// driver.
 #[derive(Debug)]
 pub struct Verdicts {
-    list: Arc<AccessList>,
+    /// `None` when recording without a list: every batch is allowed.
+    list: Option<Arc<AccessList>>,
     /// Every class vetted in this evaluation, across components (see `Vetting`).
     vetting: Vetting,
     answers: mpsc::Sender<Vec<u8>>,
@@ -35,10 +36,24 @@ impl Verdicts {
         launch: &Launch,
         components: &[Component],
     ) -> Option<(Verdicts, mpsc::Receiver<Vec<u8>>)> {
-        let list = match (&launch.access_list, launch.kind) {
-            (Some(list), EvaluatorKind::Jshell) => list.clone(),
-            _ => return None,
-        };
+        match (&launch.access_list, launch.kind) {
+            (Some(_), EvaluatorKind::Jshell) => Some(Self::new(launch, components)),
+            _ => None,
+        }
+    }
+
+    /// For a compile pass of `components` on `launch` (the driver's record mode, which
+    /// asks about every batch): held to the launch's list if it has one, else every
+    /// batch is allowed.
+    pub fn for_recording(
+        launch: &Launch,
+        components: &[Component],
+    ) -> (Verdicts, mpsc::Receiver<Vec<u8>>) {
+        Self::new(launch, components)
+    }
+
+    fn new(launch: &Launch, components: &[Component]) -> (Verdicts, mpsc::Receiver<Vec<u8>>) {
+        let list = launch.access_list.clone();
         // JShell's own stub for unresolved references is not held to the list, unless a
         // component could have written it itself (see `Generated`).
         let generated = if components
@@ -51,28 +66,30 @@ impl Verdicts {
         };
         let (answers, verdicts) = mpsc::channel(QUEUE);
         let vetting = Vetting::new(generated);
-        Some((
+        (
             Verdicts {
                 list,
                 vetting,
                 answers,
             },
             verdicts,
-        ))
+        )
     }
 
     /// Vets the class files of batch `seq` (classes to load or to redefine) for the
     /// running component and answers it; every denied reference and every unreadable
-    /// class becomes a violation in `outputs`, within the record bounds.
+    /// class becomes a violation in `outputs`, within the record bounds. True when the
+    /// batch was allowed.
     pub fn vet(
         &mut self,
         seq: u64,
         classes: &[ClassFile],
         translator: &mut Translator<'_>,
         outputs: &mut Vec<Output>,
-    ) {
+    ) -> bool {
         let allowed = self.check(classes, translator, outputs);
         self.answer(seq, allowed, translator);
+        allowed
     }
 
     /// Denies batch `seq` without looking at it.
@@ -87,7 +104,9 @@ impl Verdicts {
         translator: &mut Translator<'_>,
         outputs: &mut Vec<Output>,
     ) -> bool {
-        let list = &self.list;
+        let Some(list) = &self.list else {
+            return true;
+        };
         let mut allowed = true;
         // One batch: the classes know one another, and are remembered once allowed.
         let bytes: Vec<&[u8]> = classes.iter().map(|c| c.bytes.as_slice()).collect();
