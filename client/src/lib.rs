@@ -26,9 +26,9 @@ use std::time::Duration;
 use proto::jsheets::snippet_runtime_client::SnippetRuntimeClient;
 use proto::jsheets::{
     completion, evaluate_request, snippet, snippet_sources, Completion, EvaluateRequest,
-    EvaluateResponse, EvaluatedSnippet, EvaluationError, EvaluationResult, File, FileCaps, Limits,
-    ListRuntimesRequest, RuntimeInfo, SnippetSources, StartEvaluationRequest,
-    StopEvaluationRequest,
+    EvaluateResponse, EvaluatedSnippet, EvaluationError, EvaluationResult, File, FileCaps, Input,
+    InputResult, Limits, ListRuntimesRequest, OutputMatch, RuntimeInfo, SnippetSources,
+    StartEvaluationRequest, StopEvaluationRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -396,6 +396,11 @@ pub struct EvalRequest {
     pub file_caps: Option<FileCaps>,
     /// Datasets of the node to mount read-only at `/data/<name>`.
     pub datasets: Vec<String>,
+    /// One program, many inputs: the components run once per input, each in a fresh
+    /// sandbox ([`Evaluated::runs`]); `stdin` is then left empty.
+    pub inputs: Vec<Input>,
+    /// How each run's stdout is compared with its input's expected output.
+    pub output_match: OutputMatch,
 }
 
 impl EvalRequest {
@@ -443,6 +448,17 @@ impl EvalRequest {
     /// Appends a dataset of the node to mount.
     pub fn dataset(mut self, name: impl Into<String>) -> Self {
         self.datasets.push(name.into());
+        self
+    }
+
+    /// Appends an input: the program runs once more, with this stdin, and its stdout
+    /// is compared with `expected` if given.
+    pub fn input(mut self, stdin: impl Into<Vec<u8>>, expected: Option<Vec<u8>>) -> Self {
+        self.inputs.push(Input {
+            stdin: stdin.into(),
+            files: Vec::new(),
+            expected_output: expected,
+        });
         self
     }
 
@@ -494,7 +510,8 @@ impl EvalRequest {
             get_files: self.get_files.clone(),
             file_caps: self.file_caps,
             datasets: self.datasets.clone(),
-            ..StartEvaluationRequest::default()
+            inputs: self.inputs.clone(),
+            output_match: self.output_match as i32,
         }
     }
 }
@@ -535,6 +552,16 @@ pub struct ReturnedFile {
     pub error: Option<String>,
 }
 
+/// One run of a many-input evaluation: its result and the files it returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub result: InputResult,
+    pub files: Vec<ReturnedFile>,
+}
+
+/// Content of returned files held across all the runs of one evaluation, at most.
+pub const RETURNED_BYTES_ALL_RUNS: u64 = 4 * RETURNED_BYTES_LIMIT;
+
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluated {
@@ -549,8 +576,11 @@ pub struct Evaluated {
     /// Errors of all responses (diagnostics, exceptions, `sandbox`,
     /// `internal`, ...), in order.
     pub errors: Vec<EvaluationError>,
-    /// The files asked for, in the order the node sent them, refusals included.
+    /// The files asked for, in the order the node sent them, refusals included (of a
+    /// many-input evaluation: in each of its [`Evaluated::runs`]).
     pub files: Vec<ReturnedFile>,
+    /// The runs of a many-input evaluation, in the order they ended.
+    pub runs: Vec<Run>,
 }
 
 impl Evaluated {
@@ -580,10 +610,15 @@ struct Collector {
     results: Vec<EvaluationResult>,
     errors: Vec<EvaluationError>,
     files: Files,
+    runs: Vec<Run>,
+    /// Inputs of the request: the most runs there can be.
+    inputs: usize,
+    /// File content of finished runs.
+    runs_held: u64,
 }
 
 impl Collector {
-    fn new(returned_bytes_limit: u64) -> Self {
+    fn new(returned_bytes_limit: u64, inputs: usize) -> Self {
         Collector {
             responses: Vec::new(),
             completion: None,
@@ -593,6 +628,9 @@ impl Collector {
                 limit: returned_bytes_limit,
                 ..Files::default()
             },
+            runs: Vec::new(),
+            inputs,
+            runs_held: 0,
         }
     }
 
@@ -605,12 +643,48 @@ impl Collector {
         for chunk in std::mem::take(&mut response.files) {
             self.files.push(chunk)?;
         }
+        if let Some(result) = response.input_result.take() {
+            self.run_ended(result)?;
+        }
         if let Some(c) = &response.completion {
             self.completion = Some(c.clone());
             self.results = response.result.clone();
         }
         self.errors.extend(response.error.iter().cloned());
         self.responses.push(response);
+        Ok(())
+    }
+
+    /// A run's result: the files since the previous one are its own.
+    fn run_ended(&mut self, result: InputResult) -> Result<(), ClientError> {
+        let bad = |what: String| Err(ClientError::Protocol(what));
+        if result.index as usize >= self.inputs {
+            return bad(format!(
+                "a result for input {} of {}",
+                result.index, self.inputs
+            ));
+        }
+        if self.runs.iter().any(|r| r.result.index == result.index) {
+            return bad(format!("input {} ended twice", result.index));
+        }
+        let limit = self.files.limit;
+        let files = std::mem::replace(
+            &mut self.files,
+            Files {
+                limit,
+                ..Files::default()
+            },
+        );
+        let files = files.finish()?;
+        let held: u64 = files.iter().map(|f| f.content.len() as u64).sum::<u64>()
+            + (result.stdout.len() + result.stderr.len()) as u64;
+        self.runs_held = self.runs_held.saturating_add(held);
+        if self.runs_held > RETURNED_BYTES_ALL_RUNS {
+            return bad(format!(
+                "the runs returned more than {RETURNED_BYTES_ALL_RUNS} bytes of output and files"
+            ));
+        }
+        self.runs.push(Run { result, files });
         Ok(())
     }
 
@@ -627,6 +701,7 @@ impl Collector {
             results: self.results,
             errors: self.errors,
             files: self.files.finish()?,
+            runs: self.runs,
         })
     }
 }
@@ -776,7 +851,7 @@ where
     let mut client = client(channel);
     bounded(deadline, async move {
         let mut responses = client.evaluate(request).await?.into_inner();
-        let mut collector = Collector::new(req.returned_bytes_limit());
+        let mut collector = Collector::new(req.returned_bytes_limit(), req.inputs.len());
         loop {
             tokio::select! {
                 fired = stop_fired(&mut stop), if stop.is_some() => {

@@ -250,7 +250,7 @@ fn final_response(status: completion::Status) -> EvaluateResponse {
 
 #[test]
 fn collector_keeps_final_results_and_all_errors() {
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(live("e1", Kind::Info, "out\n")).unwrap();
     let mut with_error = live("e1", Kind::Error, "err\n");
     with_error.error.push(error("e1", "internal"));
@@ -267,14 +267,14 @@ fn collector_keeps_final_results_and_all_errors() {
 
 #[test]
 fn collector_protocol_errors() {
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(live("e1", Kind::Info, "out")).unwrap();
     assert!(matches!(c.finish(), Err(ClientError::Protocol(_))));
     assert!(matches!(
-        Collector::new(RETURNED_BYTES_LIMIT).finish(),
+        Collector::new(RETURNED_BYTES_LIMIT, 0).finish(),
         Err(ClientError::Protocol(_))
     ));
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(final_response(completion::Status::Ok)).unwrap();
     assert!(matches!(
         c.push(live("e1", Kind::Info, "late")),
@@ -329,7 +329,7 @@ fn files_response(chunks: Vec<proto::jsheets::ReturnedFile>) -> EvaluateResponse
 
 #[test]
 fn collector_reassembles_returned_files_and_keeps_them_out_of_responses() {
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(live("e1", Kind::Info, "out\n")).unwrap();
     c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
         .unwrap();
@@ -352,21 +352,21 @@ fn collector_refuses_gaps_repeats_unfinished_files_and_too_much() {
         Err(ClientError::Protocol(m)) => m,
         other => panic!("expected a protocol error, got {other:?}"),
     };
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
         .unwrap();
     assert_eq!(
         protocol(c.push(files_response(vec![chunk("a", 4, b"ef", true)]))),
         "a chunk of file \"a\" at offset 4, expected 3 (a gap or chunks out of order)"
     );
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(files_response(vec![chunk("a", 0, b"abc", true)]))
         .unwrap();
     assert_eq!(
         protocol(c.push(files_response(vec![chunk("a", 0, b"abc", true)]))),
         "file \"a\" was returned twice"
     );
-    let mut c = Collector::new(RETURNED_BYTES_LIMIT);
+    let mut c = Collector::new(RETURNED_BYTES_LIMIT, 0);
     c.push(files_response(vec![chunk("a", 0, b"abc", false)]))
         .unwrap();
     c.push(final_response(completion::Status::Ok)).unwrap();
@@ -374,7 +374,7 @@ fn collector_refuses_gaps_repeats_unfinished_files_and_too_much() {
         Err(ClientError::Protocol(m)) => assert_eq!(m, "file \"a\" ended without its last chunk"),
         other => panic!("{other:?}"),
     }
-    let mut c = Collector::new(5);
+    let mut c = Collector::new(5, 0);
     assert_eq!(
         protocol(c.push(files_response(vec![
             chunk("a", 0, b"abc", true),

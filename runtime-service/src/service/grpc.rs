@@ -11,16 +11,16 @@ use std::time::Duration;
 use evaluator::access::AccessList;
 use evaluator::batch::{self, MatchMode};
 use evaluator::evaluate::{self, RequestData};
+use evaluator::runtime::Runtime;
 use evaluator::sandbox::files::ReturnedFile;
 use evaluator::sandbox::Outcome;
-use evaluator::runtime::Runtime;
 use evaluator::sandbox::{Limits, Status as SandboxStatus};
 use evaluator::snippet::{Component, Output};
 use proto::jsheets::evaluate_request::Message;
 use proto::jsheets::snippet_runtime_server::SnippetRuntime;
 use proto::jsheets::{
-    EvaluateRequest, EvaluateResponse, EvaluationError, ListRuntimesRequest,
-    ListRuntimesResponse, StartEvaluationRequest,
+    EvaluateRequest, EvaluateResponse, EvaluationError, ListRuntimesRequest, ListRuntimesResponse,
+    StartEvaluationRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -392,7 +392,10 @@ fn record_metrics(
 
 /// Sends `files` in responses of their own but for the last group, which is returned
 /// for the caller's last response to carry. `None` when the client went away.
-async fn send_files(tx: &Reply, files: Vec<ReturnedFile>) -> Option<Vec<proto::jsheets::ReturnedFile>> {
+async fn send_files(
+    tx: &Reply,
+    files: Vec<ReturnedFile>,
+) -> Option<Vec<proto::jsheets::ReturnedFile>> {
     let mut chunks = wire::FileChunks::new(files).peekable();
     while let Some(group) = chunks.next() {
         if chunks.peek().is_none() {
@@ -560,7 +563,12 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             "many-input evaluation finished"
         );
         let finals = EvaluateResponse {
-            completion: Some(wire::completion(&summary, &p.runtime, &node.service_id, &id)),
+            completion: Some(wire::completion(
+                &summary,
+                &p.runtime,
+                &node.service_id,
+                &id,
+            )),
             ..Default::default()
         };
         let _ = tx.send(Ok(finals)).await;
