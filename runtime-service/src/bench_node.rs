@@ -15,7 +15,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::bench::{bwrap_argv, find_in_path};
-use crate::bench_service::{header, measure, not_ok_reason, wait_for_pools, PoolCounters, Target};
+use crate::bench_service::{
+    header, measure, not_ok_reason, wait_for_pools, PoolCounters, Row, Target,
+};
 
 /// Longest wait for a started node to listen (a first start may build runtimes).
 const START_LIMIT: Duration = Duration::from_secs(300);
@@ -65,6 +67,10 @@ pub enum Section {
     Mixed,
     /// Python and a snippet doing nothing on the node without pools, beside bwrap.
     Cold,
+    /// One small program (Python, then Java) against many inputs on the node with
+    /// pools: one many-input request beside as many separate requests, at
+    /// concurrency 1 and 2.
+    Inputs,
 }
 
 /// What a row evaluates.
@@ -114,12 +120,19 @@ pub enum Step {
     },
     /// The host baseline of `lang`.
     Baseline { lang: Lang, concurrency: usize },
+    /// `lang`'s program against `count` inputs: one request, and `count` requests.
+    Inputs { lang: Lang, count: usize },
 }
 
 /// The steps of `sections` (in their canonical order, once each): each node row right
 /// before its baseline, at every level of `concurrency` (`cold_concurrency` for the cold
 /// rows).
-pub fn plan(sections: &[Section], concurrency: &[usize], cold_concurrency: &[usize]) -> Vec<Step> {
+pub fn plan(
+    sections: &[Section],
+    concurrency: &[usize],
+    cold_concurrency: &[usize],
+    inputs: usize,
+) -> Vec<Step> {
     let mut sections = sections.to_vec();
     sections.sort();
     sections.dedup();
@@ -131,6 +144,15 @@ pub fn plan(sections: &[Section], concurrency: &[usize], cold_concurrency: &[usi
     };
     let mut steps = Vec::new();
     for section in sections {
+        if section == Section::Inputs {
+            for lang in [Lang::Python, Lang::Java] {
+                steps.push(Step::Inputs {
+                    lang,
+                    count: inputs,
+                });
+            }
+            continue;
+        }
         let levels = if section == Section::Cold {
             cold_concurrency
         } else {
@@ -153,6 +175,7 @@ pub fn plan(sections: &[Section], concurrency: &[usize], cold_concurrency: &[usi
                 Section::Mixed => {
                     steps.push(node("node mixed", false, &[Lang::Python, Lang::Java], c))
                 }
+                Section::Inputs => {}
                 Section::Cold => {
                     for lang in [Lang::Python, Lang::Noop] {
                         steps.push(node("node cold", true, &[lang], c));
@@ -375,6 +398,148 @@ async fn node_under_test(
     Ok(NodeUnderTest { endpoint, channel })
 }
 
+/// The program of the `inputs` rows: it doubles the number on its stdin.
+fn doubling(lang: Lang) -> EvalRequest {
+    let code = match lang {
+        Lang::Java => {
+            "int n = new java.util.Scanner(System.in).nextInt();\nSystem.out.println(n * 2);"
+        }
+        Lang::Python | Lang::Noop => "import sys\nprint(int(sys.stdin.read()) * 2)",
+    };
+    EvalRequest::new(lang.runtime()).component("bench", code)
+}
+
+fn doubled(i: usize) -> Vec<u8> {
+    format!("{}\n", i * 2).into_bytes()
+}
+
+/// The stdout of a finished evaluation (its live output).
+fn stdout_of(e: &client::Evaluated) -> Vec<u8> {
+    use proto::jsheets::evaluation_result::Kind;
+    e.responses
+        .iter()
+        .filter(|r| r.completion.is_none())
+        .flat_map(|r| r.result.iter())
+        .filter(|r| r.kind() == Kind::Info)
+        .flat_map(|r| r.output.bytes())
+        .collect()
+}
+
+/// `count` separate requests of `lang`'s program, input `i` on stdin, `concurrency`
+/// back to back; OK when a request succeeds with the doubled number.
+async fn separate_requests(
+    channel: &Channel,
+    lang: Lang,
+    count: usize,
+    concurrency: usize,
+    deadline: Duration,
+) -> Row {
+    use crate::bench_service::{Outcome, Sample};
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (channel, next) = (channel.clone(), next.clone());
+        loops.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return samples;
+                }
+                let mut request = doubling(lang);
+                request.stdin = i.to_string().into_bytes();
+                let t = Instant::now();
+                let outcome = match client::evaluate(&channel, &request, deadline, |_| {}).await {
+                    Ok(e) if e.succeeded() && stdout_of(&e) == doubled(i) => Outcome::Ok,
+                    Ok(e) if e.succeeded() => Outcome::NotOk(format!(
+                        "input {i}: stdout {:?}",
+                        String::from_utf8_lossy(&stdout_of(&e))
+                    )),
+                    Ok(e) => Outcome::NotOk(not_ok_reason(&e)),
+                    Err(e) => Outcome::Other(e.to_string()),
+                };
+                samples.push(Sample::new(t.elapsed(), outcome));
+            }
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = loops.join_next().await {
+        samples.extend(done.unwrap_or_default());
+    }
+    Row::new(concurrency, samples, started.elapsed())
+}
+
+/// One request of `lang`'s program with `count` inputs; a run is OK when it ends ok
+/// with its output matched. Latencies are the runs' own wall times.
+async fn one_request(channel: &Channel, lang: Lang, count: usize, deadline: Duration) -> Row {
+    use crate::bench_service::{Outcome, Sample};
+    use proto::jsheets::input_result::Match;
+    let mut request = doubling(lang);
+    for i in 0..count {
+        request = request.input(i.to_string(), Some(doubled(i)));
+    }
+    let runs_at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let result = client::evaluate(channel, &request, deadline, |_| {}).await;
+    let elapsed = started.elapsed();
+    let samples = match result {
+        Ok(e) => e
+            .runs
+            .iter()
+            .map(|run| {
+                let c = run.result.completion.clone().unwrap_or_default();
+                let latency = Duration::from_millis(c.wall_time_ms);
+                let outcome = if c.status() == proto::jsheets::completion::Status::Ok
+                    && run.result.r#match() == Match::Matched
+                {
+                    Outcome::Ok
+                } else {
+                    Outcome::NotOk(format!(
+                        "input {}: status {}, {:?}, stdout {:?}",
+                        run.result.index,
+                        c.status().as_str_name().to_ascii_lowercase(),
+                        run.result.r#match(),
+                        String::from_utf8_lossy(&run.result.stdout)
+                    ))
+                };
+                Sample::new(latency, outcome)
+            })
+            .collect(),
+        Err(e) => vec![Sample::new(elapsed, Outcome::Other(e.to_string()))],
+    };
+    Row::new(runs_at_once, samples, elapsed)
+}
+
+/// The `inputs` rows of `lang`: one many-input request, then as many separate
+/// requests at concurrency 1 and 2, and how many times faster the one request was.
+async fn inputs_rows(channel: &Channel, lang: Lang, count: usize, deadline: Duration) -> bool {
+    // A many-input request may take as long as its runs together.
+    let long = deadline.saturating_mul(u32::try_from(count).unwrap_or(u32::MAX).max(1));
+    let _ = wait_for_pools(channel, POOL_WAIT).await;
+    let batch = one_request(channel, lang, count, long).await;
+    batch.print(&format!("{count} inputs"), lang.runtime(), None);
+    let mut ok = batch.latencies.len() == count;
+    let mut speedups = Vec::new();
+    for c in [1, 2] {
+        let _ = wait_for_pools(channel, POOL_WAIT).await;
+        let row = separate_requests(channel, lang, count, c, deadline).await;
+        row.print(&format!("{count} requests"), lang.runtime(), None);
+        ok &= row.latencies.len() == count;
+        speedups.push(format!(
+            "{:.1}x (against concurrency {c})",
+            row.elapsed().as_secs_f64() / batch.elapsed().as_secs_f64().max(1e-9)
+        ));
+    }
+    println!(
+        "      {count} inputs of {} in one request: {:.2} s, {} faster than {count} requests",
+        lang.runtime(),
+        batch.elapsed().as_secs_f64(),
+        speedups.join(", ")
+    );
+    ok
+}
+
 fn request(lang: Lang) -> Arc<EvalRequest> {
     Arc::new(EvalRequest::new(lang.runtime()).component("bench", lang.code()))
 }
@@ -404,6 +569,7 @@ pub async fn run(options: &Options) -> Result<bool, BenchNodeError> {
                 want_pooled |= !cold;
                 want_cold |= cold;
             }
+            Step::Inputs { .. } => want_pooled = true,
             Step::Baseline { .. } => {}
         }
     }
@@ -505,6 +671,10 @@ pub async fn run(options: &Options) -> Result<bool, BenchNodeError> {
                     every_row_ok &= !row.latencies.is_empty();
                 }
             }
+            Step::Inputs { lang, count } => {
+                let Some(node) = pooled else { continue };
+                every_row_ok &= inputs_rows(&node.channel, *lang, *count, options.deadline).await;
+            }
             Step::Baseline { lang, concurrency } => {
                 let Some((_, target, _)) = baselines.iter().find(|(l, _, _)| l == lang) else {
                     continue;
@@ -536,6 +706,7 @@ mod tests {
             &[Section::Cold, Section::Python, Section::Cold],
             &[1, 4],
             &[2],
+            100,
         );
         let python = |c| Step::Node {
             what: "node",
@@ -563,7 +734,7 @@ mod tests {
                 baseline(Lang::Noop, 2),
             ]
         );
-        let mixed = plan(&[Section::Mixed], &[2], &[1]);
+        let mixed = plan(&[Section::Mixed], &[2], &[1], 100);
         assert_eq!(
             mixed,
             [Step::Node {
@@ -573,8 +744,22 @@ mod tests {
                 concurrency: 2,
             }]
         );
-        let java = plan(&[Section::Java], &[1], &[1]);
+        let java = plan(&[Section::Java], &[1], &[1], 100);
         assert_eq!(java[1], baseline(Lang::Java, 1));
+        let inputs = plan(&[Section::Inputs], &[1], &[1], 7);
+        assert_eq!(
+            inputs,
+            [
+                Step::Inputs {
+                    lang: Lang::Python,
+                    count: 7
+                },
+                Step::Inputs {
+                    lang: Lang::Java,
+                    count: 7
+                }
+            ]
+        );
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct Sample {
     outcome: Outcome,
 }
 
+impl Sample {
+    pub fn new(latency: Duration, outcome: Outcome) -> Self {
+        Sample { latency, outcome }
+    }
+}
+
 /// One evaluation, classified.
 async fn evaluate_once(channel: &Channel, request: &EvalRequest, deadline: Duration) -> Sample {
     let started = Instant::now();
@@ -76,7 +82,8 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(concurrency: usize, samples: Vec<Sample>, elapsed: Duration) -> Row {
+    /// A row of `samples` taken over `elapsed` at `concurrency`.
+    pub fn new(concurrency: usize, samples: Vec<Sample>, elapsed: Duration) -> Row {
         let mut row = Row {
             concurrency,
             latencies: Vec::new(),
@@ -118,6 +125,11 @@ impl Row {
     /// Successful evaluations per second.
     fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// How long the row took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
     }
 
     /// Evaluations that did not succeed, of every kind.

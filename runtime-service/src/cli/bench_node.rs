@@ -13,14 +13,18 @@ use crate::report::{EX_INTERRUPTED, EX_USAGE};
 
 #[derive(Debug, Args)]
 pub struct NodeBenchArgs {
-    /// Rows to run: python, java, mixed, cold.
+    /// Rows to run: python, java, mixed, cold, inputs.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "python,java,mixed,cold"
+        default_value = "python,java,mixed,cold,inputs"
     )]
     pub rows: Vec<Section>,
+    /// Inputs of the inputs rows (one request with this many, beside as many
+    /// requests).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub inputs: usize,
     /// Concurrency levels of the python, java and mixed rows.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub concurrency: Vec<usize>,
@@ -49,7 +53,12 @@ fn check(args: NodeBenchArgs, runtimes_dir: &Path) -> Result<Options> {
     concurrency_levels(&args.concurrency, "concurrency")?;
     concurrency_levels(&args.cold_concurrency, "cold-concurrency")?;
     Ok(Options {
-        steps: plan(&args.rows, &args.concurrency, &args.cold_concurrency),
+        steps: plan(
+            &args.rows,
+            &args.concurrency,
+            &args.cold_concurrency,
+            args.inputs.max(1),
+        ),
         duration: seconds(args.duration, "duration")?,
         deadline: seconds(args.timeout, "timeout")?,
         runtimes_dir: runtimes_dir.to_owned(),
@@ -110,8 +119,9 @@ mod tests {
             Section::Java,
             Section::Mixed,
             Section::Cold,
+            Section::Inputs,
         ];
-        assert_eq!(o.steps, plan(&all, &[1, 2, 4], &[1, 2]));
+        assert_eq!(o.steps, plan(&all, &[1, 2, 4], &[1, 2], 100));
         assert_eq!(o.duration, Duration::from_secs(30));
         assert_eq!(o.deadline, Duration::from_secs(60));
         assert_eq!(o.runtimes_dir, Path::new("/rt"));
@@ -129,7 +139,10 @@ mod tests {
             "http://127.0.0.1:1",
         ])
         .unwrap();
-        assert_eq!(o.steps, plan(&[Section::Python, Section::Cold], &[2], &[1]));
+        assert_eq!(
+            o.steps,
+            plan(&[Section::Python, Section::Cold], &[2], &[1], 100)
+        );
         assert_eq!(o.duration, Duration::from_millis(500));
         assert_eq!(o.endpoints, [Some("http://127.0.0.1:1".into()), None]);
         for bad in [
