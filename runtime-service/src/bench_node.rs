@@ -531,12 +531,14 @@ async fn inputs_rows(channel: &Channel, lang: Lang, count: usize, deadline: Dura
             row.elapsed().as_secs_f64() / batch.elapsed().as_secs_f64().max(1e-9)
         ));
     }
-    println!(
-        "      {count} inputs of {} in one request: {:.2} s, {} faster than {count} requests",
-        lang.runtime(),
-        batch.elapsed().as_secs_f64(),
-        speedups.join(", ")
-    );
+    if ok {
+        println!(
+            "      {count} inputs of {} in one request: {:.2} s, {} faster than {count} requests",
+            lang.runtime(),
+            batch.elapsed().as_secs_f64(),
+            speedups.join(", ")
+        );
+    }
     ok
 }
 
