@@ -25,6 +25,9 @@ const MAX_COMPONENT_BYTES: usize = 255;
 /// Most entries of `/work` looked at when patterns are matched: a sandbox that made
 /// millions of files costs the node a bounded walk.
 pub const MAX_ENTRIES_WALKED: usize = 100_000;
+/// Most bytes of names held while `/work` is walked (each name is up to
+/// [`MAX_NAME_BYTES`] long).
+pub const MAX_NAMES_WALKED_BYTES: usize = 16 << 20;
 
 /// A file a request puts in `/work` before its code runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,18 +303,26 @@ fn kind_of(mode: u32) -> Kind {
 /// through `openat2` beneath their parent (never through a link).
 fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
     let mut out = Vec::new();
+    let mut names_bytes = 0usize;
     let mut cut = false;
-    let mut stack: Vec<(OwnedFd, String, usize)> = vec![(
-        work.try_clone()
-            .map_err(|e| FilesError::Walk(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
-        String::new(),
-        0,
-    )];
+    // Opened afresh (not a duplicate), so that reading it starts at its first entry.
+    let root = open_beneath(
+        work,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .map_err(FilesError::Walk)?;
+    let mut stack: Vec<(OwnedFd, String, usize)> = vec![(root, String::new(), 0)];
     while let Some((fd, prefix, depth)) = stack.pop() {
-        let dup = fd
-            .try_clone()
-            .map_err(|e| FilesError::Walk(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        let mut dir = nix::dir::Dir::from_fd(dup).map_err(FilesError::Walk)?;
+        let listed = open_beneath(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .map_err(FilesError::Walk)?;
+        let mut dir = nix::dir::Dir::from_fd(listed).map_err(FilesError::Walk)?;
         let mut names = Vec::new();
         for entry in dir.iter() {
             let entry = entry.map_err(FilesError::Walk)?;
@@ -319,7 +330,9 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
             if name == b"." || name == b".." {
                 continue;
             }
-            if out.len() + names.len() >= MAX_ENTRIES_WALKED {
+            names_bytes += prefix.len() + 1 + name.len();
+            if out.len() + names.len() >= MAX_ENTRIES_WALKED || names_bytes > MAX_NAMES_WALKED_BYTES
+            {
                 cut = true;
                 break;
             }
