@@ -534,6 +534,8 @@ fn stop_message() -> EvaluateRequest {
 /// default maximum (`evaluation.maxReturnedTotalBytes`). A request asking for more
 /// must name its cap ([`EvalRequest::file_caps`]).
 pub const RETURNED_BYTES_LIMIT: u64 = 64 << 20;
+/// Longest name (or error text) of a returned file accepted from a node.
+pub const RETURNED_NAME_LIMIT: usize = 4096;
 /// Most returned files held for one request.
 pub const RETURNED_FILES_LIMIT: usize = 100_000;
 
@@ -723,8 +725,15 @@ struct Files {
 impl Files {
     fn push(&mut self, chunk: proto::jsheets::ReturnedFile) -> Result<(), ClientError> {
         let bad = |what: String| Err(ClientError::Protocol(what));
+        if chunk.path.len() > RETURNED_NAME_LIMIT || chunk.error.len() > RETURNED_NAME_LIMIT {
+            return bad(format!(
+                "a returned file's name or error is over {RETURNED_NAME_LIMIT} bytes"
+            ));
+        }
         let path = chunk.path;
-        self.held = self.held.saturating_add(chunk.content.len() as u64);
+        self.held = self
+            .held
+            .saturating_add((chunk.content.len() + path.len() + chunk.error.len()) as u64);
         if self.held > self.limit {
             return bad(format!(
                 "the node returned more than {} bytes of files (at {path:?})",

@@ -87,7 +87,9 @@ pub struct RunReport {
     /// Everything else the driver reported: diagnostics, exceptions, violations,
     /// values, problems of its own.
     pub outputs: Vec<Output>,
-    /// `None` when the input had no expected output.
+    /// `None` when the input had no expected output; `Some(false)` also when the run
+    /// did not end well (a status other than ok, stdout cut at its limit, a
+    /// diagnostic, exception, violation or driver problem), whatever it printed.
     pub matched: Option<bool>,
 }
 
@@ -216,10 +218,24 @@ fn report(
     stderr: Vec<u8>,
     outputs: Vec<Output>,
 ) -> RunReport {
+    // Only a run that ended well can have produced its expected output: one stopped
+    // by a limit, cut at the output limit, or that failed to compile, raised or was
+    // denied, did not, whatever it printed first.
+    let ended_well = outcome.status == crate::sandbox::Status::Ok
+        && !outcome.stdout_truncated
+        && !outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Diagnostic { .. }
+                    | Output::Exception { .. }
+                    | Output::Violation { .. }
+                    | Output::Internal { .. }
+            )
+        });
     let matched = input
         .expected
         .as_deref()
-        .map(|e| output_matches(program.mode, e, &stdout));
+        .map(|e| ended_well && output_matches(program.mode, e, &stdout));
     RunReport {
         index,
         outcome,

@@ -164,22 +164,39 @@ pub fn check_pattern(pattern: &str) -> Result<(), NameError> {
     check_components(pattern, true)
 }
 
+/// Whether `path` matches `pattern` (both relative to `/work`, `/`-separated): see
+/// [`Wanted::patterns`]. Hidden names (`.x`) match only a component that names them
+/// so, and `**` passes over none of them.
+pub fn pattern_matches(pattern: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('/').collect();
+    let path: Vec<&str> = path.split('/').collect();
+    matches(&pattern, &path)
+}
+
 /// Whether `path` (components) matches `pattern` (components; `**` is any run of
-/// whole components, possibly none).
+/// whole components, possibly none). Dynamic programming over (pattern, path)
+/// positions: linear in their product, however many `**` a pattern has.
 fn matches(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| matches(rest, &path[skip..])),
-        Some((first, rest)) => match path.split_first() {
-            Some((name, tail)) => {
-                // Hidden names match only a component that names them so.
-                (!name.starts_with('.') || first.starts_with('.'))
-                    && crate::fsutil::wildcard_match(first, name)
-                    && matches(rest, tail)
+    let hidden_ok = |p: &str, name: &str| !name.starts_with('.') || p.starts_with('.');
+    // at[j]: pattern[..i] matches path[..j].
+    let mut at = vec![false; path.len() + 1];
+    at[0] = true;
+    for p in pattern {
+        let mut next = vec![false; path.len() + 1];
+        if *p == "**" {
+            // Any run of non-hidden components after a matched prefix.
+            for j in 0..=path.len() {
+                next[j] = at[j] || (j > 0 && next[j - 1] && !path[j - 1].starts_with('.'));
             }
-            None => false,
-        },
+        } else {
+            for j in 1..=path.len() {
+                let name = path[j - 1];
+                next[j] = at[j - 1] && hidden_ok(p, name) && crate::fsutil::wildcard_match(p, name);
+            }
+        }
+        at = next;
     }
+    at[path.len()]
 }
 
 /// Resolution beneath a directory descriptor: no symlink (so no magic link), no
@@ -305,23 +322,29 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
     let mut out = Vec::new();
     let mut names_bytes = 0usize;
     let mut cut = false;
-    // Opened afresh (not a duplicate), so that reading it starts at its first entry.
-    let root = open_beneath(
-        work,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )
-    .map_err(FilesError::Walk)?;
-    let mut stack: Vec<(OwnedFd, String, usize)> = vec![(root, String::new(), 0)];
-    while let Some((fd, prefix, depth)) = stack.pop() {
-        let listed = open_beneath(
-            &fd,
-            ".",
+    // Directories to list, by path: each is opened only when its turn comes, so the
+    // walk holds one descriptor at a time however wide the tree.
+    let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
+    while let Some((prefix, depth)) = stack.pop() {
+        let at = if prefix.is_empty() {
+            "."
+        } else {
+            prefix.as_str()
+        };
+        let fd = match open_beneath(
+            work,
+            at,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY,
             Mode::empty(),
-        )
-        .map_err(FilesError::Walk)?;
+        ) {
+            Ok(fd) => fd,
+            Err(e) if prefix.is_empty() => return Err(FilesError::Walk(e)),
+            // Not a directory reachable without a link any more.
+            Err(_) => continue,
+        };
+        let listed = fd.try_clone().map_err(|e| {
+            FilesError::Walk(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
         let mut dir = nix::dir::Dir::from_fd(listed).map_err(FilesError::Walk)?;
         let mut names = Vec::new();
         for entry in dir.iter() {
@@ -330,14 +353,19 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
             if name == b"." || name == b".." {
                 continue;
             }
+            // A name that is not UTF-8 cannot be asked for or sent back as it is.
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
             names_bytes += prefix.len() + 1 + name.len();
             if out.len() + names.len() >= MAX_ENTRIES_WALKED || names_bytes > MAX_NAMES_WALKED_BYTES
             {
                 cut = true;
                 break;
             }
-            names.push(String::from_utf8_lossy(name).into_owned());
+            names.push(name.to_owned());
         }
+        drop(dir);
         names.sort();
         let mut subdirs = Vec::new();
         for name in names {
@@ -352,7 +380,7 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
                 Ok(s) => s,
-                // Gone meanwhile, or a name that is not valid UTF-8 (lossy above).
+                // Gone meanwhile.
                 Err(_) => continue,
             };
             let kind = kind_of(stat.st_mode);
@@ -362,15 +390,7 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
                     cut = true;
                     continue;
                 }
-                match open_beneath(
-                    &fd,
-                    &name,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                    Mode::empty(),
-                ) {
-                    Ok(sub) => subdirs.push((sub, path, depth + 1)),
-                    Err(_) => continue,
-                }
+                subdirs.push((path, depth + 1));
             }
         }
         // Depth first, in name order.
@@ -384,7 +404,7 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
 
 /// Reads the files of `/work` that `wanted` names, after the sandbox's code ended.
 pub fn collect(work: &OwnedFd, wanted: &Wanted) -> Result<Vec<ReturnedFile>, FilesError> {
-    let (entries, _cut) = walk(work)?;
+    let (entries, cut) = walk(work)?;
     let patterns: Vec<Vec<&str>> = wanted
         .patterns
         .iter()
@@ -490,6 +510,8 @@ pub fn collect(work: &OwnedFd, wanted: &Wanted) -> Result<Vec<ReturnedFile>, Fil
             let is_dir = entries.iter().any(|(p, k)| p == pattern && *k == Kind::Dir);
             let why = if is_dir {
                 "a directory"
+            } else if cut {
+                "not looked at: /work holds more than the walk reads"
             } else {
                 "no such file"
             };
@@ -527,12 +549,7 @@ mod tests {
 
     #[test]
     fn patterns_match_whole_components() {
-        let m = |p: &str, path: &str| {
-            matches(
-                &p.split('/').collect::<Vec<_>>(),
-                &path.split('/').collect::<Vec<_>>(),
-            )
-        };
+        let m = pattern_matches;
         assert!(m("out.csv", "out.csv"));
         assert!(m("*.csv", "out.csv"));
         assert!(!m("*.csv", "d/out.csv"));
@@ -543,5 +560,17 @@ mod tests {
         assert!(!m("*", ".hidden"));
         assert!(m(".*", ".hidden"));
         assert!(m("**", "a/b"));
+        // `**` passes over no hidden name, unless named.
+        assert!(!m("**", ".git/config"));
+        assert!(!m("**/*.x", "a/.h/b.x"));
+        assert!(m(".git/**", ".git/hooks/x"));
+        assert!(m("**/.h/*.x", "a/.h/b.x"));
+        // Many `**` against a deep path that does not match: at once.
+        let deep = vec!["a"; 17].join("/");
+        let pattern = format!("{}/nomatch", vec!["**"; 16].join("/"));
+        let started = std::time::Instant::now();
+        assert!(!m(&pattern, &deep));
+        assert!(m(&vec!["**"; 16].join("/"), &deep));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

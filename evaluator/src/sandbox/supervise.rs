@@ -124,7 +124,7 @@ struct Counted {
 impl Supervision {
     pub async fn run(self) -> Finished {
         let Supervision {
-            job,
+            mut job,
             framing,
             plan,
             prepared,
@@ -156,7 +156,7 @@ impl Supervision {
             let Some(dir) = work.as_ref().and_then(|w| w.try_clone().ok()) else {
                 return Finished::failed(start, SetupError::NoWork);
             };
-            let put = job.files.put.clone();
+            let put = std::mem::take(&mut job.files.put);
             let placed =
                 tokio::task::spawn_blocking(move || files::place(&dir, &put, owner, owner)).await;
             match placed {
@@ -260,7 +260,7 @@ struct Watch {
 impl Watch {
     async fn run(self) -> Finished {
         let Watch {
-            job,
+            mut job,
             framing,
             mut child,
             mut cg,
@@ -273,6 +273,8 @@ impl Watch {
             mut work,
             owner,
         } = self;
+        // Placed (cold sandboxes) when init passes out `/work`; not held twice.
+        let mut put = std::mem::take(&mut job.files.put);
         let limits = &job.limits;
         let deadline = tokio::time::Instant::from_std(start + limits.wall_time);
         let mut cpu_tick = tokio::time::interval(CPU_POLL);
@@ -376,8 +378,8 @@ impl Watch {
                                     if work.is_none() {
                                         work = pending_fd.take();
                                     }
-                                    if !job.files.put.is_empty() {
-                                        let placed = place_files(&work, &job, owner).await;
+                                    if !put.is_empty() {
+                                        let placed = place_files(&work, std::mem::take(&mut put), owner).await;
                                         let said = FilesPlaced { placed: placed.is_ok() };
                                         if let Err(e) = placed {
                                             setup_error = Some(e);
@@ -448,8 +450,17 @@ impl Watch {
             usage = u;
         } else {
             // Ended early (see the loop): the usage is final, the rest goes in the
-            // background, counted until it is done.
+            // background, counted until it is done. Files to read back are read with
+            // nothing of the sandbox running: what init's last kill left dying is
+            // killed with the cgroup first.
             usage = cg.usage();
+            if job.files.get.is_some() {
+                let (back, killed) = off_worker(cg, |cg| cg.kill()).await;
+                cg = back;
+                if let Err(e) = killed {
+                    tracing::error!(error = &e as &dyn std::error::Error, "killing the sandbox");
+                }
+            }
             teardowns.fetch_add(1, Ordering::SeqCst);
             drop(streams);
             tokio::spawn(async move {
@@ -521,12 +532,15 @@ impl Watch {
 }
 
 /// Puts the job's files in `work` off the async workers.
-async fn place_files(work: &Option<OwnedFd>, job: &Job, owner: u32) -> Result<(), SetupError> {
+async fn place_files(
+    work: &Option<OwnedFd>,
+    put: Vec<files::InputFile>,
+    owner: u32,
+) -> Result<(), SetupError> {
     let dir = work
         .as_ref()
         .and_then(|w| w.try_clone().ok())
         .ok_or(SetupError::NoWork)?;
-    let put = job.files.put.clone();
     tokio::task::spawn_blocking(move || files::place(&dir, &put, owner, owner))
         .await
         .map_err(|e| SetupError::Watch(e.into()))?

@@ -213,7 +213,11 @@ fn finish(
 ) -> Result<ExitCode> {
     let code = print_outcome(request, evaluated, printer);
     if !request.get_files.is_empty() {
-        write_returned(&args.put_get.output_dir, &evaluated.files)?;
+        write_returned(
+            &args.put_get.output_dir,
+            &args.put_get.get,
+            &evaluated.files,
+        )?;
     }
     Ok(code)
 }

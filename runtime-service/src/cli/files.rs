@@ -6,7 +6,10 @@
 //! beneath the output directory without following any symbolic link
 //! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`): a name
 //! with `..`, an absolute one, or one through a link planted in the output directory
-//! is refused, and nothing is written outside it.
+//! is refused, and nothing is written outside it. Only names matching a `--get`
+//! pattern are written (a hidden name only where a pattern names it so), and never
+//! over a file that is already there: a hostile node cannot drop a `.bashrc` or a
+//! `.git/config` into the directory the command runs in.
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use evaluator::sandbox::files::check_name;
+use evaluator::sandbox::files::{check_name, pattern_matches};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::stat::Mode;
 
 /// The file options `run` and `eval` share.
 #[derive(Debug, Args, Clone, Default)]
@@ -32,7 +35,7 @@ pub struct FileArgs {
     #[arg(long = "get", value_name = "PATTERN")]
     pub get: Vec<String>,
     /// Where returned files are written (made if missing); links in it are never
-    /// followed.
+    /// followed, and files already there are never overwritten.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub output_dir: PathBuf,
 }
@@ -129,9 +132,14 @@ pub enum Written {
     Refused { path: String, why: String },
 }
 
-/// Writes `files` under `dir` (created if missing) and prints one line for each on
-/// stderr; refusals are lines too, not errors (the exit code follows the evaluation).
-pub fn write_returned(dir: &Path, files: &[client::ReturnedFile]) -> Result<Vec<Written>> {
+/// Writes `files` under `dir` (created if missing), those whose name matches one of
+/// `patterns` (what was asked for), and prints one line for each on stderr; refusals
+/// are lines too, not errors (the exit code follows the evaluation).
+pub fn write_returned(
+    dir: &Path,
+    patterns: &[String],
+    files: &[client::ReturnedFile],
+) -> Result<Vec<Written>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let root = nix::fcntl::open(
         dir,
@@ -141,7 +149,12 @@ pub fn write_returned(dir: &Path, files: &[client::ReturnedFile]) -> Result<Vec<
     .with_context(|| format!("opening {}", dir.display()))?;
     let mut written = Vec::with_capacity(files.len());
     for f in files {
+        let asked = patterns.iter().any(|p| pattern_matches(p, &f.path));
         let result = match &f.error {
+            _ if !asked => Written::Refused {
+                path: f.path.clone(),
+                why: "not asked for (no --get pattern matches it)".into(),
+            },
             Some(error) => Written::NotReturned {
                 path: f.path.clone(),
                 error: error.clone(),
@@ -213,8 +226,8 @@ fn open_beneath(dir: impl AsFd, name: &str, how: OpenHow) -> Result<OwnedFd, Err
 }
 
 /// Writes one file at `path` beneath `root`: directories made as needed, each opened
-/// without following links; the file created or truncated only if it is a regular
-/// file (a FIFO is not waited on: `O_NONBLOCK`).
+/// without following links; the file created, never opened if something of that name
+/// is there already (`O_EXCL`: no file is overwritten, no FIFO waited on).
 fn write_one(root: &OwnedFd, path: &str, content: &[u8]) -> Result<(), String> {
     check_name(path).map_err(|e| format!("the name {e}"))?;
     let parts: Vec<&str> = path.split('/').collect();
@@ -237,17 +250,15 @@ fn write_one(root: &OwnedFd, path: &str, content: &[u8]) -> Result<(), String> {
         &dir,
         name,
         beneath(
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NONBLOCK,
             Mode::from_bits_truncate(0o644),
         ),
     )
-    .map_err(|e| format!("opening it: {}", why(e)))?;
-    let stat = fstat(&fd).map_err(|e| e.to_string())?;
-    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err("a file that is not a regular file is in its place".into());
-    }
+    .map_err(|e| match e {
+        Errno::EEXIST => "something of that name is already there (not overwritten)".into(),
+        e => format!("creating it: {}", why(e)),
+    })?;
     let mut file = std::fs::File::from(fd);
-    file.set_len(0).map_err(|e| e.to_string())?;
     file.write_all(content).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -319,7 +330,7 @@ mod tests {
                 ..returned("refused", b"")
             },
         ];
-        let written = write_returned(&out, &files).unwrap();
+        let written = write_returned(&out, &["**".into(), "**/.*/**".into()], &files).unwrap();
         let refused: Vec<&str> = written
             .iter()
             .filter_map(|w| match w {
@@ -356,17 +367,52 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_file_is_replaced_and_a_fifo_is_not_waited_on() {
+    fn no_file_is_overwritten_and_a_fifo_is_not_waited_on() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("old"), b"a much longer old content").unwrap();
         nix::unistd::mkfifo(&tmp.path().join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
         let written = write_returned(
             tmp.path(),
+            &["*".into()],
             &[returned("old", b"new"), returned("fifo", b"x")],
         )
         .unwrap();
-        assert_eq!(std::fs::read(tmp.path().join("old")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(tmp.path().join("old")).unwrap(),
+            b"a much longer old content"
+        );
+        assert!(
+            matches!(&written[0], Written::Refused { path, why } if path == "old" && why.contains("not overwritten"))
+        );
         assert!(matches!(&written[1], Written::Refused { path, .. } if path == "fifo"));
+    }
+
+    #[test]
+    fn only_what_was_asked_for_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let patterns = ["out/**".to_string(), "*.csv".to_string()];
+        let written = write_returned(
+            tmp.path(),
+            &patterns,
+            &[
+                returned("out/a.txt", b"a"),
+                returned("b.csv", b"b"),
+                returned(".bashrc", b"evil"),
+                returned("out/.git/config", b"evil"),
+                returned("other.txt", b"c"),
+            ],
+        )
+        .unwrap();
+        assert!(tmp.path().join("out/a.txt").exists());
+        assert!(tmp.path().join("b.csv").exists());
+        for (i, path) in [(2, ".bashrc"), (3, "out/.git/config"), (4, "other.txt")] {
+            assert!(!tmp.path().join(path).exists(), "{path} written");
+            assert!(
+                matches!(&written[i], Written::Refused { why, .. } if why.contains("not asked for")),
+                "{path}: {:?}",
+                written[i]
+            );
+        }
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub async fn run(runtimes_dir: &Path, state_dir: &Path, args: RunArgs) -> Result
     print_outcome(&runtime, &outcome);
     if !args.files.get.is_empty() {
         let returned = from_evaluator(std::mem::take(&mut outcome.files));
-        write_returned(&args.files.output_dir, &returned)?;
+        write_returned(&args.files.output_dir, &args.files.get, &returned)?;
     }
     Ok(match outcome.status {
         Status::Ok if !failed => ExitCode::SUCCESS,

@@ -436,7 +436,19 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
         let count = inputs.len();
         let parallel = parallelism(&node, count);
         let queued_at = std::time::Instant::now();
-        let memory = p.limits.memory_bytes.saturating_mul(parallel as u64);
+        // Each run at once holds its sandbox and a copy of the files it is given.
+        let files: u64 = p
+            .data
+            .files
+            .put
+            .iter()
+            .map(|f| f.content.len() as u64)
+            .sum();
+        let memory = p
+            .limits
+            .memory_bytes
+            .saturating_add(files)
+            .saturating_mul(parallel as u64);
         let admitted = match node.admission.admit(p.runtime.name(), memory).await {
             Ok(a) => a,
             Err(e) => {
@@ -487,6 +499,8 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
         let forward = async {
             // (index, status) of the first run by index that did not end ok.
             let mut worst: Option<(usize, SandboxStatus)> = None;
+            // Runs that did not end well, by index: what the final response says.
+            let mut failed: Vec<(u32, String)> = Vec::new();
             let (mut cpu, mut peak, mut runs) = (Duration::ZERO, 0u64, 0usize);
             while let Some(report) = done_rx.recv().await {
                 node.metrics.sandbox_started();
@@ -509,6 +523,9 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
                     &first_component,
                 );
                 record_metrics(&node, p.runtime.name(), &outcome, &result.error, queue_wait);
+                if let Some(why) = wire::run_problem(&result) {
+                    failed.push((result.index, why));
+                }
                 let Some(last_files) = send_files(&tx, files).await else {
                     cancel.cancel();
                     break;
@@ -523,9 +540,9 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
                     break;
                 }
             }
-            (worst, cpu, peak, runs)
+            (worst, cpu, peak, runs, failed)
         };
-        let (ran, (worst, cpu, peak, runs)) = tokio::join!(run, forward);
+        let (ran, (worst, cpu, peak, runs, mut failed)) = tokio::join!(run, forward);
         watcher.abort();
         node.active.fetch_sub(1, Ordering::SeqCst);
         drop(admitted);
@@ -562,6 +579,9 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             runs,
             "many-input evaluation finished"
         );
+        // Each run that did not end well is an error of the whole, so that a client
+        // looking only at the final response sees it.
+        failed.sort();
         let finals = EvaluateResponse {
             completion: Some(wire::completion(
                 &summary,
@@ -569,6 +589,15 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
                 &node.service_id,
                 &id,
             )),
+            error: failed
+                .into_iter()
+                .map(|(index, why)| EvaluationError {
+                    component_id: String::new(),
+                    kind: "input".into(),
+                    message: format!("input {index}: {why}"),
+                    span: None,
+                })
+                .collect(),
             ..Default::default()
         };
         let _ = tx.send(Ok(finals)).await;

@@ -101,7 +101,7 @@ pub fn inputs(
             }
         }
         // A name under another file's (`a` and `a/b`), within the input or across it
-        // and the request.
+        // and the request, either way.
         for (j, f) in input.files.iter().enumerate() {
             for (end, _) in f.path.match_indices('/') {
                 let dir = &f.path[..end];
@@ -109,6 +109,17 @@ pub fn inputs(
                     return invalid(format!(
                         "inputs[{i}].files[{j}].path {:?} puts a file under {dir:?}, which is a file",
                         f.path
+                    ));
+                }
+            }
+        }
+        for shared_file in put {
+            for (end, _) in shared_file.path.match_indices('/') {
+                let dir = &shared_file.path[..end];
+                if let Some(j) = seen.get(dir) {
+                    return invalid(format!(
+                        "files path {:?} is under inputs[{i}].files[{j}].path {dir:?}, which is a file",
+                        shared_file.path
                     ));
                 }
             }
@@ -174,6 +185,42 @@ pub fn input_result(
         } as i32,
     };
     (result, files)
+}
+
+/// Why a run of a many-input request did not end well (for the final response), or
+/// `None` if it did: ok, no error, and its output matched where it was checked.
+pub fn run_problem(result: &proto::jsheets::InputResult) -> Option<String> {
+    use proto::jsheets::input_result::Match;
+    let status = result
+        .completion
+        .as_ref()
+        .map_or(WireStatus::Unspecified, |c| c.status());
+    let mut why = Vec::new();
+    if status != WireStatus::Ok {
+        why.push(status.as_str_name().to_ascii_lowercase());
+    }
+    if let Some(e) = result.error.first() {
+        why.push(format!(
+            "{} ({}{})",
+            e.kind,
+            e.message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>(),
+            if result.error.len() > 1 {
+                format!(", and {} more", result.error.len() - 1)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if result.r#match() == Match::Mismatched {
+        why.push("output mismatched".into());
+    }
+    (!why.is_empty()).then(|| why.join(", "))
 }
 
 /// The request's limits over the node's defaults, each checked against its maximum.
