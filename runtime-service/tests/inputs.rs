@@ -121,6 +121,13 @@ async fn python_runs_every_input_alone_and_checks_each_output() {
         TWO_AT_ONCE,
     ]);
     let mut client = server.client().await;
+    // The pool full first, so that runs are handed waiting sandboxes however busy the
+    // machine is.
+    let deadline = Instant::now() + SECS(60);
+    while python_info(&mut client).await.pool_idle < 2 {
+        assert!(Instant::now() < deadline, "the pool did not fill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let count = 20;
     let (inputs, wanted): (Vec<Input>, Vec<Match>) = (0..count).map(adder_input).unzip();
     let t = evaluate(
@@ -191,13 +198,7 @@ async fn python_runs_every_input_alone_and_checks_each_output() {
     );
 
     // Every run asked the pool: a hand-off or a miss each.
-    let runtimes = client
-        .list_runtimes(ListRuntimesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .runtimes;
-    let python = runtimes.iter().find(|r| r.name == "python-3.11").unwrap();
+    let python = python_info(&mut client).await;
     assert_eq!(
         python.pool_taken + python.pool_misses,
         u64::from(count) + picked.len() as u64,
@@ -210,6 +211,27 @@ async fn python_runs_every_input_alone_and_checks_each_output() {
     if let Err(left) = wait_sandbox_processes_gone(server.pid, false, SECS(5)).await {
         panic!("left behind 5 s after the node exited: {left:?}");
     }
+}
+
+/// python-3.11 as `ListRuntimes` shows it.
+async fn python_info(
+    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<
+        tonic::transport::Channel,
+    >,
+) -> proto::jsheets::RuntimeInfo {
+    let runtimes = within(
+        NET,
+        "ListRuntimes",
+        client.list_runtimes(ListRuntimesRequest {}),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .runtimes;
+    runtimes
+        .into_iter()
+        .find(|r| r.name == "python-3.11")
+        .unwrap()
 }
 
 /// Does what its standard input says.
