@@ -743,3 +743,51 @@ fn header_in(stderr: &str, i: usize, rest: &str) -> bool {
         .lines()
         .any(|l| l.starts_with(&format!("input {i}: {rest}")))
 }
+
+#[tokio::test]
+async fn eval_prints_each_run_while_the_others_go_on() {
+    use std::io::{BufRead, BufReader};
+    let server = Server::start(&[TWO_AT_ONCE]);
+    let tmp = tempfile::tempdir().unwrap();
+    let quick = tmp.path().join("quick.txt");
+    std::fs::write(&quick, "quick\n").unwrap();
+    let slow = tmp.path().join("slow.txt");
+    std::fs::write(&slow, "slow\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["eval", "--endpoint", &server.url(), "--runtime", "shell"])
+        .args(["-e", "read x; [ \"$x\" = slow ] && sleep 5; echo $x"])
+        .args(["--input", quick.to_str().unwrap()])
+        .args(["--input", slow.to_str().unwrap()])
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(SECS(20)).unwrap();
+    assert!(first.starts_with("input 0: ok ("), "{first}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "eval ended before the slow run"
+    );
+    let status = within(SECS(30), "eval ending", async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success());
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest[0].starts_with("input 1: ok ("), "{rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("status: ok")), "{rest:?}");
+}
