@@ -84,8 +84,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Everything else the driver reported: diagnostics, exceptions, violations,
-    /// values, problems of its own.
+    /// Everything else the driver reported, in order: components starting,
+    /// diagnostics, exceptions, violations, values, problems of its own.
     pub outputs: Vec<Output>,
     /// `None` when the input had no expected output; `Some(false)` also when the run
     /// did not end well (a status other than ok, stdout cut at its limit, a
@@ -202,7 +202,7 @@ async fn collect(mut rx: mpsc::Receiver<Output>) -> (Vec<u8>, Vec<u8>, Vec<Outpu
         match o {
             Output::Stdout { data, .. } => stdout.extend(data),
             Output::Stderr { data, .. } => stderr.extend(data),
-            Output::Started { .. } => {}
+            // Kept: which component was running when a limit hit is told by the last.
             other => outputs.push(other),
         }
     }

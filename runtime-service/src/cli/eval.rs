@@ -1,5 +1,6 @@
 //! `jsheets-runtime eval`: evaluate a snippet on a running node over gRPC and print
-//! the outcome like `jsheets-runtime run` does locally.
+//! the outcome like `jsheets-runtime run` does locally; with `--input`, run it once per
+//! input and print each run as it ends.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -11,7 +12,11 @@ use clap::Args;
 use client::{ClientError, EvalRequest, Evaluated};
 use proto::jsheets::completion::Status;
 use proto::jsheets::evaluation_result::Kind;
-use proto::jsheets::{Completion, EvaluateResponse, EvaluationError, EvaluationResult, Limits};
+use proto::jsheets::input_result::Match;
+use proto::jsheets::{
+    Completion, EvaluateResponse, EvaluationError, EvaluationResult, InputResult, Limits,
+    OutputMatch,
+};
 
 use super::files::{write_returned, FileArgs};
 use super::remote::{exit_code, seconds, NodeArgs, CONNECT_TIMEOUT, MAX_SECS};
@@ -67,6 +72,44 @@ pub struct EvalArgs {
     /// /data/NAME; repeatable.
     #[arg(long = "dataset", value_name = "NAME")]
     pub datasets: Vec<String>,
+    /// One program, many inputs: the code runs once per --input, each run in a fresh
+    /// sandbox with STDIN_FILE on its standard input, its standard output compared
+    /// with EXPECTED_FILE if given (split at the first `:`); repeatable. Each run is
+    /// printed as it ends; its returned files go to OUTPUT_DIR/INDEX/.
+    #[arg(
+        long = "input",
+        value_name = "STDIN_FILE[:EXPECTED_FILE]",
+        conflicts_with = "stdin"
+    )]
+    pub inputs: Vec<String>,
+    /// How a run's standard output is compared with its expected output.
+    #[arg(long = "match", value_enum, default_value = "exact")]
+    pub output_match: MatchArg,
+}
+
+/// `--match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatchArg {
+    /// Byte for byte.
+    Exact,
+    /// Whitespace at the end of each line, and at the end of the output, does not
+    /// count.
+    TrailingWhitespace,
+}
+
+/// Reads `--input STDIN_FILE[:EXPECTED_FILE]` (split at the first `:`).
+fn read_run_input(spec: &str) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let (stdin, expected) = match spec.split_once(':') {
+        Some((stdin, expected)) => (stdin, Some(expected)),
+        None => (spec, None),
+    };
+    let read = |path: &str| {
+        if path.is_empty() {
+            bail!("--input {spec}: a file name is missing");
+        }
+        std::fs::read(path).with_context(|| format!("--input {spec}: reading {path}"))
+    };
+    Ok((read(stdin)?, expected.map(read).transpose()?))
 }
 
 /// A checked `eval` command line.
@@ -123,6 +166,14 @@ fn prepare(args: &EvalArgs) -> Result<Prepared> {
     for d in &args.datasets {
         request = request.dataset(d.clone());
     }
+    for spec in &args.inputs {
+        let (stdin, expected) = read_run_input(spec)?;
+        request = request.input(stdin, expected);
+    }
+    request.output_match = match args.output_match {
+        MatchArg::Exact => OutputMatch::Exact,
+        MatchArg::TrailingWhitespace => OutputMatch::IgnoreTrailingWhitespace,
+    };
     let deadline = match args.timeout {
         Some(t) => seconds(t, "timeout")?,
         None => {
@@ -162,7 +213,7 @@ pub async fn run(args: EvalArgs) -> Result<ExitCode> {
             }
         }
     });
-    let mut printer = LivePrinter::default();
+    let mut printer = LivePrinter::new(&request);
     let outcome =
         client::evaluate_with_stop(&channel, &request, deadline, stop_rx, |r| printer.live(r))
             .await;
@@ -194,7 +245,7 @@ async fn run_on_fleet(
         eprintln!("jsheets-runtime: no node registered under {what}");
         return Ok(ExitCode::from(EX_UNAVAILABLE));
     }
-    let mut printer = LivePrinter::default();
+    let mut printer = LivePrinter::new(&request);
     match fleet
         .evaluate(&request, deadline, |r| printer.live(r))
         .await
@@ -213,11 +264,34 @@ fn finish(
 ) -> Result<ExitCode> {
     let code = print_outcome(request, evaluated, printer);
     if !request.get_files.is_empty() {
-        write_returned(
-            &args.put_get.output_dir,
-            &args.put_get.get,
-            &evaluated.files,
-        )?;
+        if request.inputs.is_empty() {
+            write_returned(
+                &args.put_get.output_dir,
+                &args.put_get.get,
+                &evaluated.files,
+            )?;
+        } else {
+            // Each run's files under INDEX/, named so for the writer: nothing of a run
+            // goes outside its directory, through a link planted there or otherwise.
+            let mut runs: Vec<&client::Run> = evaluated.runs.iter().collect();
+            runs.sort_by_key(|r| r.result.index);
+            let files: Vec<client::ReturnedFile> = runs
+                .iter()
+                .flat_map(|run| {
+                    run.files.iter().map(|f| client::ReturnedFile {
+                        path: format!("{}/{}", run.result.index, f.path),
+                        ..f.clone()
+                    })
+                })
+                .collect();
+            let asked: Vec<String> = args
+                .put_get
+                .get
+                .iter()
+                .map(|p| format!("[0-9]*/{p}"))
+                .collect();
+            write_returned(&args.put_get.output_dir, &asked, &files)?;
+        }
     }
     Ok(code)
 }
@@ -239,23 +313,25 @@ fn report_error(endpoint: &str, e: &ClientError) -> ExitCode {
     ExitCode::from(exit_code(e))
 }
 
-/// Writes live output as it arrives.
+/// Writes live output, and the runs of a many-input evaluation, as they arrive.
 #[derive(Debug)]
 struct LivePrinter {
     /// Whether the last byte written to stdout ended a line.
     stdout_at_line_start: bool,
-}
-
-impl Default for LivePrinter {
-    fn default() -> Self {
-        LivePrinter {
-            stdout_at_line_start: true,
-        }
-    }
+    /// The components, to place errors in them.
+    components: Vec<(String, String)>,
 }
 
 impl LivePrinter {
-    /// Prints a live-output response: stdout (INFO) and stderr (ERROR) as is.
+    fn new(request: &EvalRequest) -> Self {
+        LivePrinter {
+            stdout_at_line_start: true,
+            components: request.components.clone(),
+        }
+    }
+
+    /// Prints a live-output response: stdout (INFO) and stderr (ERROR) as is; and a
+    /// run that ended, if the response carries one.
     fn live(&mut self, response: &EvaluateResponse) {
         if !client::is_live_output(response) {
             return;
@@ -263,6 +339,32 @@ impl LivePrinter {
         for r in &response.result {
             self.raw(r);
         }
+        if let Some(run) = &response.input_result {
+            self.run(run);
+        }
+    }
+
+    /// A run of a many-input evaluation: its header line on stderr, its stdout and
+    /// stderr, then its errors.
+    fn run(&mut self, run: &InputResult) {
+        eprintln!("{}", run_header(run));
+        if !run.stdout.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&run.stdout);
+            let _ = out.flush();
+            self.stdout_at_line_start = run.stdout.ends_with(b"\n");
+        }
+        let mut err = std::io::stderr().lock();
+        if !run.stderr.is_empty() {
+            let _ = err.write_all(&run.stderr);
+            if !run.stderr.ends_with(b"\n") {
+                let _ = writeln!(err);
+            }
+        }
+        for error in &run.error {
+            let _ = writeln!(err, "{}", format_error(&self.components, error));
+        }
+        let _ = err.flush();
     }
 
     fn raw(&mut self, r: &EvaluationResult) {
@@ -305,21 +407,55 @@ fn print_outcome(request: &EvalRequest, e: &Evaluated, printer: &mut LivePrinter
     }
     let _ = std::io::stdout().flush();
     for error in &e.errors {
-        eprintln!("{}", format_error(request, error));
+        eprintln!("{}", format_error(&request.components, error));
     }
     eprintln!("{}", status_line(&e.completion));
     ExitCode::from(match e.status() {
-        _ if e.succeeded() => 0,
+        _ if e.succeeded() && runs_succeeded(request, e) => 0,
         Status::SetupFailed | Status::InternalError => EX_SOFTWARE,
         _ => 1,
     })
 }
 
+/// For a many-input evaluation: every input ran, each run ended `ok` without errors,
+/// and no checked output mismatched. True for a single evaluation.
+fn runs_succeeded(request: &EvalRequest, e: &Evaluated) -> bool {
+    e.runs.len() == request.inputs.len()
+        && e.runs.iter().all(|r| {
+            let result = &r.result;
+            result.completion.as_ref().map(Completion::status) == Some(Status::Ok)
+                && result.error.is_empty()
+                && result.r#match() != Match::Mismatched
+        })
+}
+
+/// `input 3: ok, matched (12 ms)`, `input 4: exited_nonzero, exit 2, mismatched
+/// (8 ms)`: a run's index, status, exit code or signal, match and wall time.
+fn run_header(run: &InputResult) -> String {
+    let c = run.completion.clone().unwrap_or_default();
+    let mut line = format!(
+        "input {}: {}",
+        run.index,
+        c.status().as_str_name().to_ascii_lowercase()
+    );
+    if c.signal != 0 {
+        line.push_str(&format!(", signal {}", c.signal));
+    } else if c.exit_code != 0 {
+        line.push_str(&format!(", exit {}", c.exit_code));
+    }
+    match run.r#match() {
+        Match::Matched => line.push_str(", matched"),
+        Match::Mismatched => line.push_str(", mismatched"),
+        Match::NotChecked => {}
+    }
+    line.push_str(&format!(" ({} ms)", c.wall_time_ms));
+    line
+}
+
 /// `component:line:column: kind: message`, or `component: kind: message` without a
 /// span; the position is computed from the span's start in the component's code.
-fn format_error(request: &EvalRequest, error: &EvaluationError) -> String {
-    let code = request
-        .components
+fn format_error(components: &[(String, String)], error: &EvaluationError) -> String {
+    let code = components
         .iter()
         .find(|(id, _)| *id == error.component_id)
         .map(|(_, code)| code.as_str());
@@ -455,6 +591,91 @@ mod tests {
     }
 
     #[test]
+    fn inputs_and_their_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str, content: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            p.display().to_string()
+        };
+        let (a, a_out, b) = (path("a", "1 2"), path("a.out", "3\n"), path("b", "4"));
+        let p = prepare(&parse(&[
+            "-e",
+            "1",
+            "--input",
+            &format!("{a}:{a_out}"),
+            "--input",
+            &b,
+            "--match",
+            "trailing-whitespace",
+        ]))
+        .unwrap();
+        let got: Vec<(&[u8], Option<&[u8]>)> = p
+            .request
+            .inputs
+            .iter()
+            .map(|i| (i.stdin.as_slice(), i.expected_output.as_deref()))
+            .collect();
+        assert_eq!(got, [(&b"1 2"[..], Some(&b"3\n"[..])), (&b"4"[..], None)]);
+        assert_eq!(
+            p.request.output_match,
+            OutputMatch::IgnoreTrailingWhitespace
+        );
+        let p = prepare(&parse(&["-e", "1", "--input", &a])).unwrap();
+        assert_eq!(p.request.output_match, OutputMatch::Exact);
+        for argv in [
+            vec!["-e", "1", "--input", "/nonexistent"],
+            vec!["-e", "1", "--input", ""],
+            vec!["-e", "1", "--input", &format!("{a}:")],
+            vec!["-e", "1", "--input", &format!("{a}:/nonexistent")],
+        ] {
+            assert!(prepare(&parse(&argv)).is_err(), "{argv:?}");
+        }
+        for argv in [
+            vec![
+                "eval",
+                "-e",
+                "1",
+                "--input",
+                a.as_str(),
+                "--stdin",
+                a.as_str(),
+            ],
+            vec!["eval", "-e", "1", "--match", "loose"],
+        ] {
+            assert!(Cmd::try_parse_from(argv).is_err());
+        }
+    }
+
+    #[test]
+    fn run_headers() {
+        let run = |status: Status, exit_code, signal, m: Match| InputResult {
+            index: 3,
+            completion: Some(Completion {
+                status: status.into(),
+                exit_code,
+                signal,
+                wall_time_ms: 12,
+                ..Completion::default()
+            }),
+            r#match: m.into(),
+            ..InputResult::default()
+        };
+        assert_eq!(
+            run_header(&run(Status::Ok, 0, 0, Match::Matched)),
+            "input 3: ok, matched (12 ms)"
+        );
+        assert_eq!(
+            run_header(&run(Status::WallTimeout, 0, 9, Match::NotChecked)),
+            "input 3: wall_timeout, signal 9 (12 ms)"
+        );
+        assert_eq!(
+            run_header(&run(Status::ExitedNonzero, 2, 0, Match::Mismatched)),
+            "input 3: exited_nonzero, exit 2, mismatched (12 ms)"
+        );
+    }
+
+    #[test]
     fn tls_options() {
         let args = parse(&["-e", "1"]);
         assert!(args.node.tls().is_none());
@@ -474,17 +695,17 @@ mod tests {
             span: Some(CodeSpan { start: 10, end: 11 }),
         };
         assert_eq!(
-            format_error(&request, &error),
+            format_error(&request.components, &error),
             "e1:2:5: exception: NameError: name 'z' is not defined"
         );
         error.span = None;
         assert_eq!(
-            format_error(&request, &error),
+            format_error(&request.components, &error),
             "e1: exception: NameError: name 'z' is not defined"
         );
         error.component_id.clear();
         assert_eq!(
-            format_error(&request, &error),
+            format_error(&request.components, &error),
             "exception: NameError: name 'z' is not defined"
         );
         assert_eq!(line_column("ab", 5), None);

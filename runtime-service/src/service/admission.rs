@@ -145,6 +145,15 @@ impl Admission {
         }
     }
 
+    /// How many evaluations of `memory_bytes` each the whole memory budget holds at
+    /// once; at least 1 (one over the budget is then refused by [`Admission::admit`]).
+    pub fn fitting(&self, memory_bytes: u64) -> usize {
+        let mib = memory_bytes.div_ceil(1 << 20).max(1);
+        usize::try_from(u64::from(self.budget_mib) / mib)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
+
     /// Waits for a slot for an evaluation on `runtime` and `memory_bytes` of the
     /// budget, within the queue's bounds.
     pub async fn admit(
@@ -261,6 +270,15 @@ mod tests {
             drop(held);
         });
         release
+    }
+
+    #[test]
+    fn fitting_counts_whole_evaluations_in_the_budget() {
+        let a = Admission::new(1, 1, Duration::ZERO, 1 << 30);
+        assert_eq!(a.fitting(256 << 20), 4);
+        assert_eq!(a.fitting((256 << 20) + 1), 3);
+        assert_eq!(a.fitting(1), 1024);
+        assert_eq!(a.fitting(2 << 30), 1);
     }
 
     async fn queued(a: &Admission, n: usize) {

@@ -411,12 +411,16 @@ async fn send_files(
 }
 
 /// Runs of a many-input request at once: the configured number, else the CPUs, never
-/// more than its inputs.
-fn parallelism(node: &Node, inputs: usize) -> usize {
+/// more than its inputs, nor more sandboxes of `memory_bytes` than the node's memory
+/// budget holds (the request is admitted for all of them at once: asking for more
+/// would refuse a request that fits when run fewer at a time).
+fn parallelism(node: &Node, inputs: usize, memory_bytes: u64) -> usize {
     let configured = node.config.input_parallelism as usize;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = if configured == 0 { cpus } else { configured };
-    wanted.clamp(1, inputs.max(1))
+    wanted
+        .min(node.admission.fitting(memory_bytes))
+        .clamp(1, inputs.max(1))
 }
 
 /// A many-input evaluation: admitted once, for as many sandboxes' memory as it runs at
@@ -434,7 +438,7 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
     async move {
         let inputs = std::mem::take(&mut p.inputs);
         let count = inputs.len();
-        let parallel = parallelism(&node, count);
+        let parallel = parallelism(&node, count, p.limits.memory_bytes);
         let queued_at = std::time::Instant::now();
         // Each run at once holds its sandbox and a copy of the files it is given.
         let files: u64 = p
