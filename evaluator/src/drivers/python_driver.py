@@ -754,6 +754,12 @@ def _zygote_serve():
     requests = socket.socket(fileno=0)
     # Forked helpers are reaped by the kernel.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Everything the zygote holds goes to the collector's permanent generation: a
+    # fork's collections then never walk (and so never copy-on-write) the pages of
+    # the zygote's objects; what a fork makes is collected as usual.
+    import gc
+    gc.collect()
+    gc.freeze()
     _write_event({"event": "ready"})
     while True:
         try:
