@@ -233,6 +233,19 @@ impl Receiver {
 /// stream as it supervises. For a sandbox started ahead of its request, whose first
 /// report (and, with a driver, whose `ready` event) is read before supervision.
 pub fn read_line_by(fd: &OwnedFd, max: usize, deadline: Instant) -> Result<Vec<u8>, ControlError> {
+    read_line_with(fd, max, deadline, |byte| {
+        nix::unistd::read(fd, byte).map_err(std::io::Error::from)
+    })
+}
+
+/// One line of at most `max` bytes from `fd` by `deadline`, `read` taking one byte at
+/// a time once `fd` is readable (`Ok(0)`: the end of the stream).
+fn read_line_with(
+    fd: &OwnedFd,
+    max: usize,
+    deadline: Instant,
+    mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
+) -> Result<Vec<u8>, ControlError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut decoder = Decoder::new(max);
     loop {
@@ -252,11 +265,15 @@ pub fn read_line_by(fd: &OwnedFd, max: usize, deadline: Instant) -> Result<Vec<u
             Err(e) => return Err(ControlError::Io(e.into())),
         }
         let mut byte = [0u8; 1];
-        match nix::unistd::read(fd, &mut byte) {
+        match read(&mut byte) {
             Ok(0) => return Err(ControlError::Closed),
             Ok(_) => decoder.feed(&byte),
-            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
-            Err(e) => return Err(ControlError::Io(e.into())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) => {}
+            Err(e) => return Err(ControlError::Io(e)),
         }
     }
 }
@@ -268,42 +285,15 @@ pub fn read_report_with_fds_by(
     max: usize,
     deadline: Instant,
 ) -> Result<(Report, Vec<OwnedFd>), ControlError> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsRawFd;
-    let mut decoder = Decoder::new(max);
     let mut fds = Vec::new();
-    loop {
-        if let Some(line) = decoder.next_line()? {
-            let report = serde_json::from_slice(&line).map_err(ControlError::Garbage)?;
-            return Ok((report, fds));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ControlError::TimedOut);
-        }
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
-        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut pfd, ms) {
-            Ok(0) | Err(nix::Error::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(ControlError::Io(e.into())),
-        }
-        let mut byte = [0u8; 1];
-        match recv_with_fds(fd.as_raw_fd(), &mut byte) {
-            Ok((0, _)) => return Err(ControlError::Closed),
-            Ok((_, received)) => {
-                decoder.feed(&byte);
-                fds.extend(received);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(ControlError::Io(e)),
-        }
-    }
+    let line = read_line_with(fd, max, deadline, |byte| {
+        let (n, received) = recv_with_fds(fd.as_raw_fd(), byte)?;
+        fds.extend(received);
+        Ok(n)
+    })?;
+    let report = serde_json::from_slice(&line).map_err(ControlError::Garbage)?;
+    Ok((report, fds))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::admission::Admitted;
 use super::error::ServiceError;
 use super::node::Node;
 use super::wire::{self, Pending, LIMIT_KINDS};
@@ -230,29 +231,13 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
     );
     let span = tracing::info_span!("evaluation", id = %id, runtime = %p.runtime.name(), status = tracing::field::Empty);
     async move {
-        let queued_at = std::time::Instant::now();
-        let admitted = match node
-            .admission
-            .admit(p.runtime.name(), p.limits.memory_bytes)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                node.metrics.rejected();
-                let _ = tx.send(Err(ServiceError::from(e).into())).await;
-                return;
-            }
+        let Some(running) =
+            admit(&node, p.runtime.name(), p.limits.memory_bytes, &tx, &cancel).await
+        else {
+            return;
         };
-        let queue_wait = queued_at.elapsed();
-        node.active.fetch_add(1, Ordering::SeqCst);
+        let queue_wait = running.queue_wait;
         node.metrics.sandbox_started();
-        // Killing on shutdown, stop, or the client going away.
-        let kill = cancel.clone();
-        let kill_all = node.kill_all.clone();
-        let watcher = tokio::spawn(async move {
-            kill_all.cancelled().await;
-            kill.cancel();
-        });
         let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
         let mut launch = p.runtime.launch();
         launch.access_list = p.access_list.clone();
@@ -310,9 +295,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             cancel.clone(),
         );
         let (outcome, (mut finals, last_component)) = tokio::join!(run, forward);
-        watcher.abort();
-        node.active.fetch_sub(1, Ordering::SeqCst);
-        drop(admitted);
+        drop(running);
         let mut outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -350,6 +333,59 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
     }
     .instrument(span)
     .await
+}
+
+/// An admitted evaluation: its slot, its place in the node's count of active ones,
+/// and the watcher that cancels it when the node kills everything; given back when
+/// dropped.
+struct Running {
+    _admitted: Admitted,
+    node: Arc<Node>,
+    watcher: tokio::task::JoinHandle<()>,
+    /// How long it waited for its slot.
+    queue_wait: Duration,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        self.node.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Admits an evaluation of `runtime` needing `memory` bytes; `None` when it was
+/// refused, which the client and the metrics have been told.
+async fn admit(
+    node: &Arc<Node>,
+    runtime: &str,
+    memory: u64,
+    tx: &Reply,
+    cancel: &CancellationToken,
+) -> Option<Running> {
+    let queued_at = std::time::Instant::now();
+    let admitted = match node.admission.admit(runtime, memory).await {
+        Ok(a) => a,
+        Err(e) => {
+            node.metrics.rejected();
+            let _ = tx.send(Err(ServiceError::from(e).into())).await;
+            return None;
+        }
+    };
+    let queue_wait = queued_at.elapsed();
+    node.active.fetch_add(1, Ordering::SeqCst);
+    // Killing on shutdown, stop, or the client going away.
+    let kill = cancel.clone();
+    let kill_all = node.kill_all.clone();
+    let watcher = tokio::spawn(async move {
+        kill_all.cancelled().await;
+        kill.cancel();
+    });
+    Some(Running {
+        _admitted: admitted,
+        node: node.clone(),
+        watcher,
+        queue_wait,
+    })
 }
 
 /// One evaluation (or one run of a many-input one) in the node's metrics, in jsheets'
@@ -439,7 +475,6 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
         let inputs = std::mem::take(&mut p.inputs);
         let count = inputs.len();
         let parallel = parallelism(&node, count, p.limits.memory_bytes);
-        let queued_at = std::time::Instant::now();
         // Each run at once holds its sandbox and a copy of the files it is given.
         let files: u64 = p
             .data
@@ -453,23 +488,11 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             .memory_bytes
             .saturating_add(files)
             .saturating_mul(parallel as u64);
-        let admitted = match node.admission.admit(p.runtime.name(), memory).await {
-            Ok(a) => a,
-            Err(e) => {
-                node.metrics.rejected();
-                let _ = tx.send(Err(ServiceError::from(e).into())).await;
-                return;
-            }
+        let Some(running) = admit(&node, p.runtime.name(), memory, &tx, &cancel).await else {
+            return;
         };
-        let queue_wait = queued_at.elapsed();
+        let queue_wait = running.queue_wait;
         let started = std::time::Instant::now();
-        node.active.fetch_add(1, Ordering::SeqCst);
-        let kill = cancel.clone();
-        let kill_all = node.kill_all.clone();
-        let watcher = tokio::spawn(async move {
-            kill_all.cancelled().await;
-            kill.cancel();
-        });
         let mut launch = p.runtime.launch();
         launch.access_list = p.access_list.clone();
         let program = batch::Program {
@@ -547,9 +570,7 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             (worst, cpu, peak, runs, failed)
         };
         let (ran, (worst, cpu, peak, runs, mut failed)) = tokio::join!(run, forward);
-        watcher.abort();
-        node.active.fetch_sub(1, Ordering::SeqCst);
-        drop(admitted);
+        drop(running);
         if let Err(e) = ran {
             let _ = tx.send(Err(ServiceError::from(e).into())).await;
             return;
