@@ -138,9 +138,9 @@ async fn every_input_runs_alone_and_reports_whatever_the_others_do() {
         count
     );
     let status = |i: usize| reports[i].outcome.status;
-    assert_eq!(status(1), Status::WallTimeout);
-    assert_eq!(status(3), Status::MemoryLimit);
-    assert_eq!(status(5), Status::Signaled);
+    assert_eq!(status(1), Status::WallTimeout, "{:?}", reports[1].outcome);
+    assert_eq!(status(3), Status::MemoryLimit, "{:?}", reports[3].outcome);
+    assert_eq!(status(5), Status::Signaled, "{:?}", reports[5].outcome);
     for i in [0, 2, 4, 6] {
         assert_eq!(status(i), Status::Ok, "{:?}", reports[i]);
     }

@@ -601,7 +601,7 @@ impl Sandboxes {
             // A helper that died while waiting (killed from outside) is not used: the
             // request gets a fresh one instead of a setup failure.
             if let Some(p) = taken.as_mut() {
-                if !p.is_alive() {
+                if !p.is_waiting() {
                     taken = None;
                 }
             }

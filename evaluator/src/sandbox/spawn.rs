@@ -61,6 +61,19 @@ impl Prepared {
         alive
     }
 
+    /// Whether a helper spawned ahead is still waiting for its plan: alive, and silent
+    /// (a waiting helper says nothing before its plan; one that said something, a
+    /// failed step, or whose end of the socket closed, is on its way out).
+    pub fn is_waiting(&mut self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        if !self.is_alive() {
+            return false;
+        }
+        let mut fds = [PollFd::new(self.control.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+    }
+
     /// Kills the sandbox, removes its cgroup and waits until that is done, off the
     /// async workers; then hands `then` back.
     pub async fn destroyed<T>(self, then: T) -> T {

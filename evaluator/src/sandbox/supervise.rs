@@ -194,7 +194,10 @@ impl Supervision {
         // The plan, then the raw input bytes it announces (a waiting sandbox has its plan).
         if let Some(plan) = &plan {
             if let Err(e) = control::send_plan(&mut control, plan, job.input.as_deref()).await {
-                return Finished::failed(start, SetupError::SendPlan(e));
+                // A helper that failed a step before its plan said which: that is the
+                // setup error, not the closed socket it left.
+                let said = said_before_going(&control).await;
+                return Finished::failed(start, said.unwrap_or(SetupError::SendPlan(e)));
             }
         }
         if let Some(mut stdin) = child.take_stdin() {
@@ -529,6 +532,41 @@ impl Watch {
             files: returned,
         }
     }
+}
+
+/// The failed step a helper reported before its end of the socket closed, if any
+/// (what is there to read within a moment).
+async fn said_before_going(control: &tokio::net::UnixStream) -> Option<SetupError> {
+    let mut decoder = Decoder::new(MAX_CONTROL_MESSAGE);
+    let mut buf = vec![0u8; 4096];
+    let read = async {
+        loop {
+            match control::recv_async(control, &mut buf).await {
+                Ok((0, _)) | Err(_) => return None,
+                Ok((n, _)) => {
+                    decoder.feed(&buf[..n]);
+                    while let Ok(Some(report)) = decoder.next::<Report>() {
+                        if let Report::SetupFailed {
+                            step,
+                            errno,
+                            detail,
+                        } = report
+                        {
+                            return Some(SetupError::Step {
+                                step,
+                                errno,
+                                detail,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(200), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Puts the job's files in `work` off the async workers.
