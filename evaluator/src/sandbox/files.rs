@@ -6,6 +6,11 @@
 //! never followed; a returned file is checked to be a regular file on the descriptor
 //! actually opened, and read up to its cap.
 //!
+//! The node does all of it as the sandbox's user: the thread's filesystem uid and gid
+//! are the sandbox's while it works ([`AsOwner`]), so it needs no capability over
+//! files (in a container it has none), files it puts in belong to the sandbox, and
+//! it can read and write nothing there that the sandbox's user could not.
+//!
 //! Names are checked before anything is placed ([`check_name`], [`check_pattern`]):
 //! relative, no `.` or `..` or empty component, no NUL, bounded length and depth.
 
@@ -221,20 +226,41 @@ fn open_beneath(dir: impl AsFd, name: &str, flags: OFlag, mode: Mode) -> Result<
     }
 }
 
-/// Puts `files` in the `/work` of `work`, owned by `uid`:`gid`, directories made as
-/// needed. Done before the sandbox's code runs; the names were checked.
+/// The calling thread acting on files as `uid`:`gid` (its filesystem ids; the other
+/// threads of the process are untouched) until dropped, when it is root again.
+struct AsOwner;
+
+impl AsOwner {
+    fn new(uid: u32, gid: u32) -> Result<AsOwner, Errno> {
+        use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+        setfsgid(Gid::from_raw(gid));
+        setfsuid(Uid::from_raw(uid));
+        // setfsuid says only what was before: asking again tells whether it took.
+        let guard = AsOwner;
+        let now_uid = setfsuid(Uid::from_raw(uid));
+        let now_gid = setfsgid(Gid::from_raw(gid));
+        if now_uid.as_raw() != uid || now_gid.as_raw() != gid {
+            return Err(Errno::EPERM);
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+        setfsuid(Uid::from_raw(0));
+        setfsgid(Gid::from_raw(0));
+    }
+}
+
+/// Puts `files` in the `/work` of `work` as `uid`:`gid` (so theirs), directories
+/// made as needed. Done before the sandbox's code runs; the names were checked.
 pub fn place(work: &OwnedFd, files: &[InputFile], uid: u32, gid: u32) -> Result<(), FilesError> {
-    let owner = |fd: &OwnedFd, path: &str| {
-        nix::unistd::fchown(
-            fd,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(|source| FilesError::Place {
-            path: path.into(),
-            source,
-        })
-    };
+    let _owner = AsOwner::new(uid, gid).map_err(|source| FilesError::Place {
+        path: String::new(),
+        source,
+    })?;
     for file in files {
         let place_err = |source| FilesError::Place {
             path: file.path.clone(),
@@ -246,31 +272,18 @@ pub fn place(work: &OwnedFd, files: &[InputFile], uid: u32, gid: u32) -> Result<
         })?;
         let parts: Vec<&str> = file.path.split('/').collect();
         let (name, parents) = parts.split_last().ok_or(place_err(Errno::EINVAL))?;
-        for (i, part) in parents.iter().enumerate() {
-            let shown = parts[..=i].join("/");
+        for part in parents {
             match nix::sys::stat::mkdirat(&dir, *part, Mode::from_bits_truncate(0o755)) {
-                Ok(()) => {
-                    let made = open_beneath(
-                        &dir,
-                        part,
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                        Mode::empty(),
-                    )
-                    .map_err(place_err)?;
-                    owner(&made, &shown)?;
-                    dir = made;
-                }
-                Err(Errno::EEXIST) => {
-                    dir = open_beneath(
-                        &dir,
-                        part,
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                        Mode::empty(),
-                    )
-                    .map_err(place_err)?;
-                }
+                Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(place_err(e)),
             }
+            dir = open_beneath(
+                &dir,
+                part,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                Mode::empty(),
+            )
+            .map_err(place_err)?;
         }
         let mode = if file.executable { 0o755 } else { 0o644 };
         let fd = open_beneath(
@@ -280,7 +293,6 @@ pub fn place(work: &OwnedFd, files: &[InputFile], uid: u32, gid: u32) -> Result<
             Mode::from_bits_truncate(mode),
         )
         .map_err(place_err)?;
-        owner(&fd, &file.path)?;
         // The umask may have taken bits off.
         nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(place_err)?;
         std::fs::File::from(fd)
@@ -402,8 +414,15 @@ fn walk(work: &OwnedFd) -> Result<(Vec<(String, Kind)>, bool), FilesError> {
     Ok((out, cut))
 }
 
-/// Reads the files of `/work` that `wanted` names, after the sandbox's code ended.
-pub fn collect(work: &OwnedFd, wanted: &Wanted) -> Result<Vec<ReturnedFile>, FilesError> {
+/// Reads the files of `/work` that `wanted` names, after the sandbox's code ended, as
+/// `uid`:`gid` (the sandbox's user).
+pub fn collect(
+    work: &OwnedFd,
+    wanted: &Wanted,
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<ReturnedFile>, FilesError> {
+    let _owner = AsOwner::new(uid, gid).map_err(FilesError::Walk)?;
     let (entries, cut) = walk(work)?;
     let patterns: Vec<Vec<&str>> = wanted
         .patterns

@@ -610,9 +610,11 @@ fn pass_out_work(plan: &Plan, control: &OwnedFd) -> Result<(), StepError> {
         return Ok(());
     }
     use nix::fcntl::{open, OFlag};
+    // A path descriptor: it needs no permission on /work itself (0700, the sandbox
+    // user's), which init, root without CAP_DAC_OVERRIDE in a container, lacks.
     let work = open(
         "/work",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .nstep("opening /work")?;

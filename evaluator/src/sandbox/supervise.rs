@@ -490,7 +490,7 @@ impl Watch {
         let returned = match (&job.files.get, work) {
             (Some(wanted), Some(dir)) if setup_error.is_none() => {
                 let wanted = wanted.clone();
-                tokio::task::spawn_blocking(move || files::collect(&dir, &wanted))
+                tokio::task::spawn_blocking(move || files::collect(&dir, &wanted, owner, owner))
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r.map_err(|e| e.to_string()))
