@@ -226,6 +226,35 @@ async fn every_node_serves_registers_and_sandboxes() {
         assert!(e.completion.peak_memory_bytes > 0, "no peak memory: {e:#?}");
         report.push(format!("  python ok: {}", usage(&e)));
 
+        // Files in and out of /work: the node has no capability over files in its
+        // container, so it does this as the sandbox's user.
+        let e = run(
+            &ch,
+            &python(
+                "import os\nrows = open('in/data.csv').read().split()\n\
+                 os.makedirs('out', exist_ok=True)\n\
+                 open('out/sum.txt', 'w').write(str(sum(map(int, rows))))\n\
+                 os.chmod('out/sum.txt', 0o600)\n\
+                 os.symlink('/etc/passwd', 'out/passwd')",
+            )
+            .file("in/data.csv", b"1\n2\n39\n".to_vec(), false)
+            .get("out/*"),
+        )
+        .await;
+        assert!(e.succeeded(), "{e:#?}");
+        let sum = e.files.iter().find(|f| f.path == "out/sum.txt");
+        assert_eq!(
+            sum.map(|f| f.content.as_slice()),
+            Some(&b"42"[..]),
+            "{e:#?}"
+        );
+        let link = e.files.iter().find(|f| f.path == "out/passwd");
+        assert!(
+            link.is_some_and(|f| f.content.is_empty() && f.error.is_some()),
+            "{e:#?}"
+        );
+        report.push("  files in and out of /work ok (a planted link refused)".to_string());
+
         // Java (JShell), under java-default.
         let e = run(
             &ch,
