@@ -39,26 +39,6 @@ async fn nothing_left(server: &Server) {
     }
 }
 
-async fn refused(
-    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<
-        tonic::transport::Channel,
-    >,
-    s: StartEvaluationRequest,
-) -> tonic::Status {
-    let t = match Call::open(client, Some(start(s))).await {
-        Ok(mut call) => {
-            call.half_close();
-            call.until_end(SECS(10)).await
-        }
-        Err(status) => return status,
-    };
-    assert!(
-        t.responses.is_empty(),
-        "responses before the refusal: {t:#?}"
-    );
-    t.error().clone()
-}
-
 #[tokio::test]
 async fn files_go_in_run_and_come_back() {
     let server = Server::start(&[]);

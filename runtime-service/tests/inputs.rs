@@ -487,26 +487,6 @@ async fn each_run_has_the_shared_files_and_its_own_and_returns_its_own() {
     nothing_left(&server).await;
 }
 
-async fn refused(
-    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<
-        tonic::transport::Channel,
-    >,
-    s: StartEvaluationRequest,
-) -> tonic::Status {
-    let t = match Call::open(client, Some(start(s))).await {
-        Ok(mut call) => {
-            call.half_close();
-            call.until_end(SECS(10)).await
-        }
-        Err(status) => return status,
-    };
-    assert!(
-        t.responses.is_empty(),
-        "responses before the refusal: {t:#?}"
-    );
-    t.error().clone()
-}
-
 #[tokio::test]
 async fn requests_beyond_the_bounds_or_ill_formed_are_refused() {
     let server = Server::start(&[

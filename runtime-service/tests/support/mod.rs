@@ -1029,3 +1029,24 @@ impl Drop for VictoriaMetrics {
         self.stop();
     }
 }
+
+/// A `start` the node refuses before any response: the status it refused with.
+pub async fn refused(
+    client: &mut proto::jsheets::snippet_runtime_client::SnippetRuntimeClient<
+        tonic::transport::Channel,
+    >,
+    s: proto::jsheets::StartEvaluationRequest,
+) -> tonic::Status {
+    let t = match Call::open(client, Some(start(s))).await {
+        Ok(mut call) => {
+            call.half_close();
+            call.until_end(Duration::from_secs(10)).await
+        }
+        Err(status) => return status,
+    };
+    assert!(
+        t.responses.is_empty(),
+        "responses before the refusal: {t:#?}"
+    );
+    t.error().clone()
+}
