@@ -33,7 +33,10 @@ use crate::events::{Bounds, Translator};
 use crate::lang::jshell::record::{Failure, Program as Recorded, Recorder};
 use crate::lang::jshell::vetting::Verdicts;
 use crate::lang::{self, EvaluatorKind, Launch};
+use std::sync::Arc;
+
 use crate::sandbox::files::InputFile;
+use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{Limits, Outcome, Sandboxes, Status, Waiting};
 use crate::snippet::{Component, Output};
 
@@ -105,39 +108,66 @@ pub struct Program<'a> {
     pub mode: MatchMode,
 }
 
-/// Runs `program` once per input, at most `parallel` at a time, each in the sandbox
-/// `take` gives it (or a fresh cold one), reporting every run on `done` as it ends.
-/// Stops starting runs when `cancel` fires or `done` is gone; a run already going is
-/// cancelled with it. A JShell program is compiled once and replayed per input (see
-/// the module); `take` is not called for it.
-pub async fn run_inputs<F, Fut>(
+/// Runs `program` once per input, at most `parallel` at a time, reporting every run
+/// on `done` as it ends. Stops starting runs when `cancel` fires or `done` is gone; a
+/// run already going is cancelled with it.
+///
+/// Each of the `parallel` workers asks `lane` for a lane of its own (see
+/// `sandbox::zygote`) and runs its inputs one after another, each in a sandbox the
+/// lane forks; without a lane (none given, one that fails, a request with datasets,
+/// which a lane's root does not have) each input gets the sandbox `take` gives it, or
+/// a fresh cold one. A JShell program is compiled once and replayed per input (see
+/// the module); neither `take` nor `lane` is called for it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_inputs<F, Fut, L, LFut>(
     sandboxes: &Sandboxes,
     program: &Program<'_>,
     inputs: Vec<Input>,
     parallel: usize,
     take: F,
+    lane: L,
     done: mpsc::Sender<RunReport>,
     cancel: CancellationToken,
 ) -> Result<(), EvaluateError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<Waiting>>,
+    L: Fn() -> LFut,
+    LFut: std::future::Future<Output = Option<Arc<Zygote>>>,
 {
     if program.launch.kind == EvaluatorKind::Jshell {
         return run_replays(sandboxes, program, inputs, parallel, done, cancel).await;
     }
-    let take = &take;
-    let done_ref = &done;
-    let cancel_ref = &cancel;
-    let mut runs = futures_util::stream::iter(inputs.into_iter().enumerate())
-        .map(|(index, input)| async move {
-            if cancel_ref.is_cancelled() || done_ref.is_closed() {
-                return Ok(());
+    let workers = parallel.max(1).min(inputs.len());
+    let next = std::sync::Mutex::new(inputs.into_iter().enumerate());
+    let pooled = program.data.datasets.is_empty();
+    let worker = || async {
+        let mut own = if pooled { lane().await } else { None };
+        loop {
+            if cancel.is_cancelled() || done.is_closed() {
+                break;
             }
-            let waiting = if program.data.datasets.is_empty() {
-                take().await
-            } else {
-                None
+            let Some((index, input)) = next.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                break;
+            };
+            let waiting = match &own {
+                Some(l) => match sandboxes.start_forked(l, &cancel).await {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "a lane failed; its inputs go on in sandboxes of their own"
+                        );
+                        own = None;
+                        None
+                    }
+                },
+                None => None,
+            };
+            let waiting = match waiting {
+                Some(w) => Some(w),
+                None if pooled => take().await,
+                None => None,
             };
             let report = run_one(
                 sandboxes,
@@ -145,25 +175,19 @@ where
                 index,
                 input,
                 waiting,
-                cancel_ref.child_token(),
+                cancel.child_token(),
             )
             .await?;
-            if done_ref.send(report).await.is_err() {
-                cancel_ref.cancel();
+            if done.send(report).await.is_err() {
+                cancel.cancel();
             }
-            Ok::<(), EvaluateError>(())
-        })
-        .buffer_unordered(parallel.max(1));
-    let mut first_error = None;
-    while let Some(r) = runs.next().await {
-        if let Err(e) = r {
-            first_error.get_or_insert(e);
         }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+        // Gone once its last sandbox is (each holds it).
+        drop(own);
+        Ok::<(), EvaluateError>(())
+    };
+    let results = futures_util::future::join_all((0..workers).map(|_| worker())).await;
+    results.into_iter().collect()
 }
 
 async fn run_one(

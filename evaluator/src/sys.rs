@@ -66,6 +66,31 @@ pub fn fork_single_threaded() -> io::Result<Fork> {
     }
 }
 
+/// fork(2) into new namespaces (`flags`: `CLONE_NEW*` only) for the single-threaded
+/// helper: the child is created in them at once, PID 1 of its own pid namespace with
+/// `CLONE_NEWPID` (which `unshare` could give only one child).
+pub fn fork_into_namespaces(flags: nix::sched::CloneFlags) -> io::Result<Fork> {
+    let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: raw clone(2) without CLONE_VM and with a null stack is fork(2): the child
+    // gets a copy-on-write copy of the address space and continues on its copy of this
+    // stack. Only called by the single-threaded helper, so the child inherits no lock
+    // held by another thread and may allocate. glibc caches no pid to invalidate.
+    match unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as libc::pid_t)),
+    }
+}
+
 /// Makes `src` available at fd `dst` (clearing close-on-exec there).
 pub fn dup_onto(src: RawFd, dst: RawFd) -> io::Result<()> {
     if src == dst {

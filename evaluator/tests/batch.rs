@@ -48,6 +48,22 @@ fn input(stdin: &str, expected: Option<&str>) -> Input {
 
 #[tokio::test]
 async fn every_input_runs_alone_and_reports_whatever_the_others_do() {
+    many_inputs(false).await;
+}
+
+#[tokio::test]
+async fn in_lanes_every_input_runs_alone_and_reports_whatever_the_others_do() {
+    assert!(
+        common::zygote_library().is_some(),
+        "the zygote library is not built: cargo build -p zygote-lib"
+    );
+    many_inputs(true).await;
+}
+
+/// Timeouts, memory, crashes, files, matches: with sandboxes of the pool (or cold
+/// ones), or forked by lanes (a lane's runs follow one another: a run that hit a
+/// limit leaves nothing to the next).
+async fn many_inputs(lanes: bool) {
     let fx = Fixture::new();
     let mut launch = fx.runtime("python-3.11").await.launch();
     launch.access_list = None;
@@ -120,7 +136,19 @@ async fn every_input_runs_alone_and_reports_whatever_the_others_do() {
         &program,
         inputs,
         2,
-        || async move { pool_ref.take_soon().await },
+        || async move {
+            assert!(!lanes, "a lane failed");
+            pool_ref.take_soon().await
+        },
+        || async move {
+            if lanes {
+                let lane = pool_ref.lane().await;
+                assert!(lane.is_some(), "no lane");
+                lane
+            } else {
+                None
+            }
+        },
         tx,
         CancellationToken::new(),
     )
@@ -178,4 +206,114 @@ fn pool_free_stdin(r: &RunReport) -> Vec<u8> {
         4 => b"3".to_vec(),
         i => (i - 7).to_string().into_bytes(),
     }
+}
+
+/// What a run of a lane shows of itself, and what it leaves for the next one: files in
+/// /tmp, /work and /dev/shm, a process left running. (System V and POSIX message
+/// queues are denied by the seccomp filter; each run has an ipc namespace anyway.)
+const LANE_PROBE: &str = r#"
+import os, random, sys, time
+ns = {n: os.readlink(f"/proc/self/ns/{n}") for n in ("net", "pid", "mnt", "ipc", "uts")}
+print("ns", " ".join(f"{k}={v}" for k, v in sorted(ns.items())))
+print("pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+print("seen", sorted(os.listdir("/tmp")), sorted(os.listdir("/work")), sorted(os.listdir("/dev/shm")))
+print("random", random.random())
+print("cgroup", sorted(set(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines())))
+for path in ("/tmp/t", "/work/w", "/dev/shm/s"):
+    open(path, "w").write("left")
+sys.stdout.flush()
+if os.fork() == 0:
+    time.sleep(60)
+    os._exit(0)
+"#;
+
+#[tokio::test]
+async fn the_runs_of_a_lane_share_its_network_namespace_and_nothing_else() {
+    assert!(
+        common::zygote_library().is_some(),
+        "the zygote library is not built: cargo build -p zygote-lib"
+    );
+    let fx = Fixture::new();
+    let mut launch = fx.runtime("python-3.11").await.launch();
+    launch.access_list = None;
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(1, true),
+    )
+    .unwrap();
+    let components = vec![Component {
+        id: "c".into(),
+        code: LANE_PROBE.into(),
+    }];
+    let count = 8;
+    let inputs = (0..count).map(|_| input("", None)).collect::<Vec<_>>();
+    let program = Program {
+        launch: &launch,
+        components: &components,
+        limits: Limits::default(),
+        data: evaluator::evaluate::RequestData::default(),
+        mode: MatchMode::Exact,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RunReport>(4);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(r) = rx.recv().await {
+            v.push(r);
+        }
+        v
+    });
+    let pool_ref = &pool;
+    run_inputs(
+        &fx.sandboxes,
+        &program,
+        inputs,
+        2,
+        || async { panic!("a lane failed") as Option<evaluator::sandbox::Waiting> },
+        || async move {
+            let lane = pool_ref.lane().await;
+            assert!(lane.is_some(), "no lane");
+            lane
+        },
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let reports = collect.await.unwrap();
+    assert_eq!(reports.len(), count);
+    let mut namespaces: std::collections::HashMap<String, HashSet<String>> = Default::default();
+    let mut randoms = HashSet::new();
+    for r in &reports {
+        assert_eq!(r.outcome.status, Status::Ok, "{r:#?}");
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        let line = |key: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} ")))
+                .unwrap_or_else(|| panic!("no {key} in {out}"))
+                .to_string()
+        };
+        for pair in line("ns").split(' ') {
+            let (kind, id) = pair.split_once('=').unwrap();
+            namespaces.entry(kind.into()).or_default().insert(id.into());
+        }
+        // Its init and itself: nothing of the lane, nothing an earlier run left.
+        assert_eq!(line("pids"), "[1, 2]", "{out}");
+        assert_eq!(line("seen"), "[] [] []", "{out}");
+        assert_eq!(
+            line("cgroup"),
+            "['/']",
+            "a cgroup namespace of its own: {out}"
+        );
+        randoms.insert(line("random"));
+    }
+    // Two lanes: runs of one lane share its network (and uts) namespace. (The
+    // kernel reuses a freed namespace's number, so only `pids` and `seen` above show
+    // that each run's pid and mount namespaces are new: no earlier run's process or
+    // file is there.) Each run draws its own random numbers.
+    assert!(namespaces["net"].len() <= 2, "{namespaces:?}");
+    assert!(namespaces["uts"].len() <= 2, "{namespaces:?}");
+    assert_eq!(randoms.len(), count, "{randoms:?}");
+    pool.shutdown().await;
+    fx.assert_clean().await;
 }

@@ -14,6 +14,7 @@ use evaluator::batch::{run_inputs, Input, MatchMode, Program, RunReport};
 use evaluator::evaluate::RequestData;
 use evaluator::lang::Launch;
 use evaluator::sandbox::files::{Files, Oversize, Wanted};
+use evaluator::sandbox::zygote::Zygote;
 use evaluator::sandbox::{Limits, Status, Waiting};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,7 @@ async fn batch(
         inputs,
         2,
         || async { panic!("a JShell program takes no pre-started sandbox") as Option<Waiting> },
+        || async { panic!("a JShell program takes no lane") as Option<std::sync::Arc<Zygote>> },
         tx,
         CancellationToken::new(),
     )

@@ -799,6 +799,11 @@ def _zygote_serve():
     del lib, become, requests
     for name in set(sys.modules) - before:
         del sys.modules[name]
+    # A lane forks its sandboxes without Python's fork hooks (sandbox/helper.rs):
+    # `random` reseeds here, as after os.fork, or every sandbox of a lane would
+    # draw the same numbers.
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
 
 
 #@cold lines

@@ -117,16 +117,7 @@ pub fn forked_main() {
         Ok(fd) => fd,
         Err(_) => std::process::exit(64),
     };
-    let told = nix::sys::socket::sendmsg::<()>(
-        control.as_raw_fd(),
-        &[std::io::IoSlice::new(b"p")],
-        &[nix::sys::socket::ControlMessage::ScmCredentials(
-            &nix::sys::socket::UnixCredentials::new(),
-        )],
-        nix::sys::socket::MsgFlags::empty(),
-        None,
-    );
-    if told.is_err() {
+    if tell_pid(&control).is_err() {
         std::process::exit(65);
     }
     match detach().and_then(|()| run(&control, true, true)) {
@@ -137,6 +128,20 @@ pub fn forked_main() {
         Ok(Become::Exit(code)) => std::process::exit(code),
         Err(e) => std::process::exit(failed(&control, e)),
     }
+}
+
+/// Tells the supervisor our pid: a forked process's pid is known only to the kernel,
+/// which translates the credentials' pid into the receiver's pid namespace.
+fn tell_pid(control: &OwnedFd) -> nix::Result<usize> {
+    nix::sys::socket::sendmsg::<()>(
+        control.as_raw_fd(),
+        &[std::io::IoSlice::new(b"p")],
+        &[nix::sys::socket::ControlMessage::ScmCredentials(
+            &nix::sys::socket::UnixCredentials::new(),
+        )],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
 }
 
 /// What a helper process (or one of its forks) does once `run` returned in it.
@@ -409,9 +414,16 @@ fn run(control: &OwnedFd, early: bool, forked: bool) -> Result<Become, StepError
         }
         _ => {}
     }
-    // A zygote sees the cgroups as the supervisor does: the helpers it forks are
-    // placed (and check their placement) by the host's paths.
-    let cgroup_namespace = plan.payload != Payload::Zygote;
+    if plan.lane
+        && !(forked && plan.isolate_network && matches!(plan.root, RootPlan::Runtime { .. }))
+    {
+        return Err(invalid(
+            "a lane is a forked helper's, on a runtime root, with a network of its own",
+        ));
+    }
+    // A zygote (and a lane) sees the cgroups as the supervisor does: the sandboxes it
+    // forks are placed (and check their placement) by the host's paths.
+    let cgroup_namespace = plan.payload != Payload::Zygote && !plan.lane;
     if early && cgroup_namespace {
         create_cgroup_namespace()?;
     }
@@ -436,7 +448,7 @@ fn run(control: &OwnedFd, early: bool, forked: bool) -> Result<Become, StepError
 
     match sys::fork_single_threaded().step("forking the sandbox init")? {
         sys::Fork::Child => {
-            let code = match init(&plan, control, input, events) {
+            let code = match init(&plan, control, input, events, None) {
                 Ok(Become::Payload) => return Ok(Become::Payload),
                 Ok(Become::Exit(code)) => code,
                 Err(e) => failed(control, e),
@@ -466,26 +478,40 @@ fn run(control: &OwnedFd, early: bool, forked: bool) -> Result<Become, StepError
     }
 }
 
-/// PID 1 of the sandbox.
+/// PID 1 of the sandbox. `lane`: a sandbox of a lane, on the lane's root (see
+/// [`lane_sandbox`]), with the lane's seccomp filter, built once.
 fn init(
     plan: &Plan,
     control: &OwnedFd,
     input: Option<OwnedFd>,
     events: Option<OwnedFd>,
+    lane: Option<&seccompiler::BpfProgram>,
 ) -> Result<Become, StepError> {
-    build_root(plan)?;
-    sethostname(&plan.hostname).nstep("setting the hostname")?;
-    pass_out_work(plan, control)?;
-    if plan.isolate_network {
-        sys::loopback_up().step("bringing loopback up")?;
+    if lane.is_some() {
+        refresh_root(plan)?;
+    } else {
+        build_root(plan)?;
+        sethostname(&plan.hostname).nstep("setting the hostname")?;
+        if plan.isolate_network {
+            sys::loopback_up().step("bringing loopback up")?;
+        }
+        if plan.lane {
+            drop(input);
+            drop(events);
+            return serve_lane(control);
+        }
     }
+    pass_out_work(plan, control)?;
 
     // Everything the payload needs is prepared here, before the fork.
-    let filter = seccomp::payload_filter().map_err(|e| StepError {
-        step: "building the seccomp filter".into(),
-        errno: libc::EINVAL,
-        detail: e.to_string(),
-    })?;
+    let built;
+    let filter = match lane {
+        Some(filter) => filter,
+        None => {
+            built = payload_filter()?;
+            &built
+        }
+    };
     let cstr = |s: &str, what: &str| {
         CString::new(s).map_err(|_| StepError {
             step: format!("encoding {what}"),
@@ -530,7 +556,7 @@ fn init(
         sys::Fork::Child => {
             drop(err_read);
             drop(go_write);
-            let e = match payload_setup(go_read, plan, input.as_ref(), events.as_ref(), &filter) {
+            let e = match payload_setup(go_read, plan, input.as_ref(), events.as_ref(), filter) {
                 Ok(()) if plan.payload == Payload::Return => {
                     // What an exec would do: every fd but 0-4 closed (the exec pipe
                     // among them, so init hears of the start). Their owners let go
@@ -600,6 +626,193 @@ fn init(
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     report(control, &status);
     Ok(Become::Exit(0))
+}
+
+/// A lane's init (see [`Plan::lane`]): root, with its capabilities, in the lane's
+/// namespaces and on its root, running nothing of any request. For each request
+/// (`fork` and the six descriptors a zygote gets), it forks a light sandbox in new
+/// pid, mount and ipc namespaces (see [`lane_sandbox`]) and reaps it before the next:
+/// the sandboxes of a lane never overlap, so none can reach another through the
+/// network namespace they share. Returns in a sandbox's payload; exits when the
+/// supervisor closes the socket.
+fn serve_lane(control: &OwnedFd) -> Result<Become, StepError> {
+    nix::sys::prctl::set_name(c"lane").nstep("naming the lane")?;
+    nix::sys::prctl::set_dumpable(false).nstep("making the lane non-dumpable")?;
+    let null = File::open("/dev/null").step("opening /dev/null")?;
+    for fd in 0..3 {
+        sys::dup_onto(null.as_raw_fd(), fd).step("detaching the lane's stdio")?;
+    }
+    drop(null);
+    let filter = payload_filter()?;
+    report(control, &Report::Lane);
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+    loop {
+        let Some(fds) = receive_request(control)? else {
+            return Ok(Become::Exit(0));
+        };
+        match sys::fork_into_namespaces(flags).step("forking a sandbox of the lane")? {
+            sys::Fork::Child => return Ok(lane_sandbox(fds, &filter)),
+            sys::Fork::Parent(pid) => {
+                drop(fds);
+                loop {
+                    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+                        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                        | Err(nix::Error::ECHILD) => break,
+                        Ok(_) | Err(nix::Error::EINTR) => continue,
+                        Err(e) => return Err(e).nstep("waiting for a sandbox of the lane"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next request of a lane: `fork` with the control socket, event pipe, input pipe,
+/// stdin, stdout and stderr of a sandbox; `None` once the supervisor closed the socket.
+fn receive_request(control: &OwnedFd) -> Result<Option<Vec<OwnedFd>>, StepError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let bad = |detail: String| StepError {
+        step: "reading a request of the lane".into(),
+        errno: libc::EINVAL,
+        detail,
+    };
+    let mut word = [0u8; 4];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 6]);
+    let (bytes, fds) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut word)];
+        match recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e).nstep("reading a request of the lane"),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for cmsg in msg.cmsgs().nstep("reading a request of the lane")? {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        fds.extend(received.into_iter().map(sys::received_fd));
+                    }
+                }
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(bad("more descriptors than a request has".into()));
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    if bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if &word[..bytes] != b"fork" || fds.len() != 6 {
+        return Err(bad(format!(
+            "{bytes} bytes and {} descriptors, not `fork` and 6",
+            fds.len()
+        )));
+    }
+    Ok(Some(fds))
+}
+
+/// A sandbox of a lane, forked by the lane's init as PID 1 of new pid, mount and ipc
+/// namespaces. It takes the request's descriptors (its control socket replaces the
+/// lane's on fd 3), tells the supervisor its pid, is placed in a cgroup of its own and
+/// gets its plan like any helper forked from a zygote, makes its cgroup namespace, and
+/// is then the sandbox's init on the lane's root with fresh writable filesystems and
+/// `/proc` ([`refresh_root`]): a uid, cgroup, processes, files and System V objects of
+/// its own. Returns only in the payload.
+fn lane_sandbox(fds: Vec<OwnedFd>, filter: &seccompiler::BpfProgram) -> Become {
+    // Above every target first, and the received ones (low numbers, maybe a target's)
+    // closed, so that none is overwritten before it is placed or closed after.
+    let high = fds
+        .iter()
+        .map(sys::dup_high)
+        .collect::<io::Result<Vec<_>>>();
+    drop(fds);
+    let placed = high.and_then(|high| {
+        let targets = [
+            HELPER_CONTROL_FD,
+            HELPER_EVENTS_FD,
+            HELPER_INPUT_FD,
+            0,
+            1,
+            2,
+        ];
+        for (fd, target) in high.iter().zip(targets) {
+            sys::dup_onto(fd.as_raw_fd(), target)?;
+        }
+        Ok(())
+    });
+    let control = match (placed, sys::inherited_fd(HELPER_CONTROL_FD)) {
+        (Ok(()), Ok(fd)) => fd,
+        _ => std::process::exit(64),
+    };
+    if tell_pid(&control).is_err() {
+        std::process::exit(65);
+    }
+    match lane_sandbox_steps(&control, filter) {
+        Ok(Become::Payload) => {
+            // fd 3 is the payload's input now, not the control socket.
+            let _ = control.into_raw_fd();
+            Become::Payload
+        }
+        Ok(Become::Exit(code)) => std::process::exit(code),
+        Err(e) => std::process::exit(failed(&control, e)),
+    }
+}
+
+fn lane_sandbox_steps(
+    control: &OwnedFd,
+    filter: &seccompiler::BpfProgram,
+) -> Result<Become, StepError> {
+    let mut reader = Receiver::new(MAX_CONTROL_MESSAGE);
+    receive_placement(control, &mut reader)?;
+    let (plan, input) = receive_plan(control, reader)?;
+    if plan.payload != Payload::Return || plan.lane || !plan.deferred_input || input.is_some() {
+        return Err(StepError {
+            step: "checking the plan".into(),
+            errno: libc::EINVAL,
+            detail: "a lane's sandbox returns, with its input deferred".into(),
+        });
+    }
+    create_cgroup_namespace()?;
+    let events = sys::inherited_fd(HELPER_EVENTS_FD).step("taking the events fd")?;
+    let events = plan.has_events.then_some(events);
+    let input = sys::inherited_fd(HELPER_INPUT_FD).step("taking the input pipe")?;
+    init(&plan, control, Some(input), events, Some(filter))
+}
+
+/// The root of a lane's sandbox: the lane's (read-only, a copy in the sandbox's own
+/// mount namespace), with fresh `/work`, `/tmp` and `/dev/shm` and a `/proc` of its
+/// pid namespace in place of the lane's: nothing an earlier sandbox of the lane wrote
+/// is there.
+fn refresh_root(plan: &Plan) -> Result<(), StepError> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .nstep("making mounts private")?;
+    for at in ["/work", "/tmp", "/dev/shm", "/proc"] {
+        umount2(at, MntFlags::MNT_DETACH).nstep(format!("detaching the lane's {at}"))?;
+    }
+    let root = Path::new("/");
+    tmpfs(
+        root,
+        "/work",
+        plan.work_bytes,
+        "0700",
+        Some((plan.uid, plan.gid)),
+    )?;
+    tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
+    mount_shm(Path::new("/dev/shm"), plan.shm_bytes)?;
+    mount_proc(Path::new("/proc"))
+}
+
+/// The payload's seccomp filter, compiled.
+fn payload_filter() -> Result<seccompiler::BpfProgram, StepError> {
+    seccomp::payload_filter().map_err(|e| StepError {
+        step: "building the seccomp filter".into(),
+        errno: libc::EINVAL,
+        detail: e.to_string(),
+    })
 }
 
 /// Opens the sandbox's `/work` here, inside its mount namespace, and passes the
@@ -891,14 +1104,7 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
     // Made already for evaluations (it is the overlays' empty layer).
     let proc_dir = inside(root, Path::new("/proc"))?;
     fs::create_dir_all(&proc_dir).step("creating /proc")?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        nosuid_nodev | MsFlags::MS_NOEXEC,
-        none,
-    )
-    .nstep("mounting /proc")?;
+    mount_proc(&proc_dir)?;
 
     // pivot_root rather than chroot: the old root becomes unreachable once detached.
     chdir(root).nstep("entering the new root")?;
@@ -1049,6 +1255,31 @@ fn tmpfs(
     .nstep(format!("mounting {at}"))
 }
 
+/// A `/proc` of the pid namespace we are in.
+fn mount_proc(at: &Path) -> Result<(), StepError> {
+    let none: Option<&str> = None;
+    mount(
+        Some("proc"),
+        at,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .nstep("mounting /proc")
+}
+
+/// A fresh, size-limited `/dev/shm`.
+fn mount_shm(at: &Path, bytes: u64) -> Result<(), StepError> {
+    mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("size={bytes},mode=1777").as_str()),
+    )
+    .nstep("mounting /dev/shm")
+}
+
 /// A minimal `/dev`: the harmless character devices bound from the host, a fresh
 /// size-limited `/dev/shm`, and the usual fd symlinks. No `tty`, `console`, `ptmx` or
 /// `pts`: no terminal can be opened in the sandbox.
@@ -1090,14 +1321,7 @@ fn build_dev(root: &Path, shm_bytes: u64) -> Result<(), StepError> {
     let shm = dev.join("shm");
     fs::create_dir(&shm).step("creating /dev/shm")?;
     fs::set_permissions(&shm, fs::Permissions::from_mode(0o1777)).step("chmod /dev/shm")?;
-    mount(
-        Some("tmpfs"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(format!("size={shm_bytes},mode=1777").as_str()),
-    )
-    .nstep("mounting /dev/shm")?;
+    mount_shm(&shm, shm_bytes)?;
     // Nothing may be added to /dev afterwards.
     mount(
         none,

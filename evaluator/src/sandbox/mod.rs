@@ -757,6 +757,8 @@ async fn warm(
     cancel: &CancellationToken,
 ) -> Result<Waiting, WaitError> {
     plan.deferred_input = true;
+    // A lane has no payload: it is running once its init says it is a lane.
+    let lane = plan.lane;
     if let Some(lease) = lease {
         prepared.cg.hold_uid(lease);
     }
@@ -775,17 +777,25 @@ async fn warm(
         });
     }
     // Offered only once running: init passes out `/work`, then the payload's exec is
-    // reported on the control socket (a setup failure there ends it now)...
+    // reported on the control socket (a setup failure there ends it now), and, with a
+    // driver, once warm: it says so with one line on its event channel
+    // (`{"event":"ready"}`) just before it waits for the rest of its input. Both are
+    // read on one blocking thread, one after the other.
     let control = prepared.control.try_clone().map_err(SetupError::Watch)?;
+    let events = if job.events && !lane {
+        Some(prepared.events.try_clone().map_err(SetupError::Watch)?)
+    } else {
+        None
+    };
     let deadline = Instant::now() + WARM_UP_TIMEOUT;
     let uid = plan.uid;
     // Cancelled, `prepared` goes before the return: the sandbox is killed and its
-    // cgroup removed before the caller hears of it (the blocking read ends with the
-    // sandbox's end of the socket).
-    let (report, work) = tokio::select! {
+    // cgroup removed before the caller hears of it (the blocking reads end with the
+    // sandbox's end of the socket and pipe).
+    let (report, work, line) = tokio::select! {
         r = tokio::task::spawn_blocking(move || {
             let mut work = None;
-            loop {
+            let report = loop {
                 let (report, fds) = control::read_report_with_fds_by(
                     &control,
                     plan::MAX_CONTROL_MESSAGE,
@@ -793,16 +803,24 @@ async fn warm(
                 )?;
                 match report {
                     Report::Work => work = work.or(fds.into_iter().next()),
-                    other => return Ok((other, work)),
+                    other => break other,
                 }
-            }
+            };
+            let line = match (&report, events) {
+                (Report::Started, Some(events)) => {
+                    Some(control::read_line_by(&events, READY_LINE, deadline)?)
+                }
+                _ => None,
+            };
+            Ok::<_, control::ControlError>((report, work, line))
         }) => r,
         _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
     }
     .map_err(WaitError::Task)?
     .map_err(WaitError::Waiting)?;
     match report {
-        Report::Started => {}
+        Report::Started if !lane => {}
+        Report::Lane if lane => {}
         Report::SetupFailed {
             step,
             errno,
@@ -817,18 +835,7 @@ async fn warm(
         }
         _ => return Err(WaitError::Unexpected),
     }
-    // ...and, with a driver, once warm: it says so with one line on its event
-    // channel (`{"event":"ready"}`) just before it waits for the rest of its input.
-    if job.events {
-        let events = prepared.events.try_clone().map_err(SetupError::Watch)?;
-        let line = tokio::select! {
-            r = tokio::task::spawn_blocking(move || {
-                control::read_line_by(&events, READY_LINE, deadline)
-            }) => r,
-            _ = cancel.cancelled() => return Err(prepared.destroyed(WaitError::Cancelled).await),
-        }
-        .map_err(WaitError::Task)?
-        .map_err(WaitError::Waiting)?;
+    if let Some(line) = line {
         let ready =
             serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v["event"] == "ready");
         if !ready {

@@ -64,6 +64,12 @@ pub struct Plan {
     /// before the payload may start: the request's files go in first.
     #[serde(default)]
     pub await_files: bool,
+    /// A lane (see `sandbox::zygote`): init builds the root, then, instead of a
+    /// payload, forks one light sandbox per request the supervisor sends, each in a
+    /// pid, mount and ipc namespace of its own on this root, with fresh `/work`,
+    /// `/tmp`, `/dev/shm` and `/proc`. Only for a helper forked from a zygote.
+    #[serde(default)]
+    pub lane: bool,
 }
 
 /// The supervisor's word that a request's files are in `/work` (see
@@ -243,6 +249,8 @@ pub enum Report {
     Work,
     /// The payload was exec'd.
     Started,
+    /// A lane's init is ready for its first request (see [`Plan::lane`]).
+    Lane,
     /// The payload ended.
     Exited {
         code: i32,

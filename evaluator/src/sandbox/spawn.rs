@@ -363,6 +363,7 @@ fn plan_for(job: &Job, uid: u32, root_dir: &Path) -> Result<Plan, PlanError> {
         payload: plan::Payload::Exec,
         datasets,
         await_files: !job.files.put.is_empty(),
+        lane: false,
     })
 }
 

@@ -481,6 +481,9 @@ impl Watch {
                     }
                 })
                 .await;
+                // Before the count goes down: a lane this sandbox was the last to hold
+                // starts its own teardown (counted) as it goes.
+                drop(child);
                 teardowns.fetch_sub(1, Ordering::SeqCst);
             });
         }

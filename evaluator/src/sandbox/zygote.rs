@@ -45,7 +45,7 @@ use nix::sys::socket::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Payload, RootPlan};
+use super::plan::{Payload, Plan, RootPlan};
 use super::spawn::{Forked, HelperProcess, Prepared};
 use super::{warm, Filesystem, Inner, Job, Sandboxes, SetupError, WaitError, Waiting};
 use crate::sys;
@@ -146,6 +146,33 @@ impl Sandboxes {
         }))
     }
 
+    /// A lane for `zygote`'s job, forked from it: a sandbox of a request's own whose
+    /// init forks a light sandbox per [`Sandboxes::start_forked`] on it, one at a time
+    /// (see the module). Use it for one request only, one sandbox after another.
+    pub async fn start_lane(
+        &self,
+        zygote: &Arc<Zygote>,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Zygote>, WaitError> {
+        let inner = self.inner.clone();
+        let job = zygote.job.clone();
+        let (uid, lease) = inner.uid_for(&job).map_err(SetupError::from)?;
+        let plan = forked_plan(&inner, &job, uid)?;
+        let plan = Plan { lane: true, ..plan };
+        let z = zygote.clone();
+        let prepared = tokio::task::spawn_blocking(move || inner.fork_from(&z))
+            .await
+            .map_err(WaitError::Task)??;
+        let requests = prepared.control.try_clone().map_err(SetupError::Fork)?;
+        let sandbox = warm(prepared, lease, plan, job.clone(), Vec::new(), cancel).await?;
+        Ok(Arc::new(Zygote {
+            sandbox: Mutex::new(sandbox),
+            requests,
+            job,
+            forks: AtomicU64::new(0),
+        }))
+    }
+
     /// A sandbox for `zygote`'s job forked from it, warm and waiting for its request
     /// like one from [`Sandboxes::start_waiting`] (the job's limits hold while it
     /// waits). When `cancel` fires meanwhile, it is destroyed before this returns.
@@ -157,22 +184,29 @@ impl Sandboxes {
         let inner = self.inner.clone();
         let job = zygote.job.clone();
         let (uid, lease) = inner.uid_for(&job).map_err(SetupError::from)?;
-        let mut plan = inner.plan(&job, uid).map_err(SetupError::from)?;
-        plan.payload = Payload::Return;
-        // Built from the zygote's view: the runtime's files where its sandbox has them,
-        // the new root on its /work (an empty mount point there).
-        if let RootPlan::Runtime { mounts } = &mut plan.root {
-            for m in mounts.iter_mut() {
-                m.source = m.target.clone();
-            }
-        }
-        plan.root_dir = PathBuf::from("/work");
+        let plan = forked_plan(&inner, &job, uid)?;
         let z = zygote.clone();
         let prepared = tokio::task::spawn_blocking(move || inner.fork_from(&z))
             .await
             .map_err(WaitError::Task)??;
         warm(prepared, lease, plan, job, Vec::new(), cancel).await
     }
+}
+
+/// The plan of a sandbox forked from a zygote: its payload returns into the zygote's
+/// interpreter, its root is built from the zygote's view (the runtime's files where
+/// the zygote's sandbox has them, the new root on its /work, an empty mount point
+/// there). A lane's sandboxes take the lane's root instead.
+fn forked_plan(inner: &Inner, job: &Job, uid: u32) -> Result<Plan, SetupError> {
+    let mut plan = inner.plan(job, uid)?;
+    plan.payload = Payload::Return;
+    if let RootPlan::Runtime { mounts } = &mut plan.root {
+        for m in mounts.iter_mut() {
+            m.source = m.target.clone();
+        }
+    }
+    plan.root_dir = PathBuf::from("/work");
+    Ok(plan)
 }
 
 impl Inner {

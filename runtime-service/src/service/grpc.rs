@@ -512,6 +512,15 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
                 }
             }
         };
+        let lane = || {
+            let pool = pool.clone();
+            async move {
+                match pool {
+                    Some(pool) => pool.lane().await,
+                    None => None,
+                }
+            }
+        };
         let (done_tx, mut done_rx) = mpsc::channel::<batch::RunReport>(parallel);
         let run = batch::run_inputs(
             &node.sandboxes,
@@ -519,6 +528,7 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             inputs,
             parallel,
             take,
+            lane,
             done_tx,
             cancel.clone(),
         );
