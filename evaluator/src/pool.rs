@@ -104,6 +104,7 @@ struct Shared {
     started_signal: Notify,
     forked: AtomicU64,
     on_demand: AtomicU64,
+    lanes: AtomicU64,
     /// The zygote sandboxes are forked from (replaced when used up or dead), and
     /// whether the runtime has none or it failed to start (then: plain starts).
     zygote: tokio::sync::Mutex<Option<Arc<Zygote>>>,
@@ -190,6 +191,8 @@ pub struct PoolStats {
     /// Requests that found no waiting sandbox (misses) and got one forked for them at
     /// once instead of a cold start.
     pub on_demand: u64,
+    /// Lanes started for many-input requests (see [`Pool::lane`]).
+    pub lanes: u64,
 }
 
 impl Pool {
@@ -232,6 +235,7 @@ impl Pool {
             started_signal: Notify::new(),
             forked: AtomicU64::new(0),
             on_demand: AtomicU64::new(0),
+            lanes: AtomicU64::new(0),
             zygote: tokio::sync::Mutex::new(None),
             no_zygote: AtomicBool::new(false),
             stop: stop.clone(),
@@ -349,7 +353,10 @@ impl Pool {
             }
         };
         match started {
-            Ok(lane) => Some(lane),
+            Ok(lane) => {
+                s.lanes.fetch_add(1, Ordering::Relaxed);
+                Some(lane)
+            }
             Err(e) => {
                 tracing::warn!(error = &e as &dyn std::error::Error, "starting a lane");
                 None
@@ -378,6 +385,7 @@ impl Pool {
             replaced: self.shared.replaced.load(Ordering::Relaxed),
             forked: self.shared.forked.load(Ordering::Relaxed),
             on_demand: self.shared.on_demand.load(Ordering::Relaxed),
+            lanes: self.shared.lanes.load(Ordering::Relaxed),
         }
     }
 

@@ -784,15 +784,14 @@ fn lane_sandbox_steps(
 
 /// The root of a lane's sandbox: the lane's (read-only, a copy in the sandbox's own
 /// mount namespace), with fresh `/work`, `/tmp` and `/dev/shm` and a `/proc` of its
-/// pid namespace in place of the lane's: nothing an earlier sandbox of the lane wrote
-/// is there.
+/// pid namespace over the lane's (empty, never written: the lane runs nothing),
+/// which stay under them unreachable; nothing an earlier sandbox of the lane wrote is
+/// there. Mounted over rather than unmounted first: each unmount waits for an RCU
+/// grace period, the sandbox's end frees them all at once.
 fn refresh_root(plan: &Plan) -> Result<(), StepError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .nstep("making mounts private")?;
-    for at in ["/work", "/tmp", "/dev/shm", "/proc"] {
-        umount2(at, MntFlags::MNT_DETACH).nstep(format!("detaching the lane's {at}"))?;
-    }
     let root = Path::new("/");
     tmpfs(
         root,

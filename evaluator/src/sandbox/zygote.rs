@@ -32,6 +32,22 @@
 //! A zygote's children are in its pid namespace until they make their own, so the
 //! zygote sandbox must outlive them: each child holds the zygote (an `Arc`), and the
 //! zygote is destroyed when the last of them and its pool let go of it.
+//!
+//! Lanes: the runs of one many-input request ([`Sandboxes::start_lane`]). A lane is a
+//! sandbox forked from a zygote for that request alone, whose init builds the root,
+//! sets the hostname and brings loopback up as any, then keeps its privileges and runs
+//! nothing: it is a zygote of light sandboxes (`Plan::lane`). For each run the
+//! supervisor sends it what it sends a zygote; the lane's init forks the run as PID 1
+//! of new pid, mount and ipc namespaces on the lane's root, with fresh `/work`, `/tmp`,
+//! `/dev/shm` and `/proc` mounted over the lane's, and from there on the run is a
+//! forked sandbox like any: its own cgroup (with the request's limits) and uid, placed
+//! and checked, its own cgroup namespace, init, payload, seccomp filter and rlimits,
+//! supervised as one. What the runs of a lane share is the lane's root (read-only),
+//! network and uts namespaces, and the zygote's warm interpreter; the lane forks one
+//! run at a time and reaps it (and so everything in its pid namespace) before the
+//! next, so no run can reach another through the network namespace, and a run's
+//! processes, files and System V objects end with it. Not built: its network
+//! namespace, root and overlays, which is most of what a sandbox costs.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;

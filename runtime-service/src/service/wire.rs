@@ -690,6 +690,7 @@ pub fn runtime_info(
         pool_idle: stats.idle as u32,
         pool_taken: stats.taken,
         pool_misses: stats.misses,
+        pool_lanes: stats.lanes,
     }
 }
 
