@@ -255,6 +255,39 @@ async fn every_node_serves_registers_and_sandboxes() {
         );
         report.push("  files in and out of /work ok (a planted link refused)".to_string());
 
+        // One program, many inputs: the runs go through lanes in the container too,
+        // and none sees what another left in /tmp or /work.
+        let lanes = |runtimes: Vec<proto::jsheets::RuntimeInfo>| {
+            runtimes
+                .iter()
+                .find(|r| r.name == "python-3.11")
+                .map_or(0, |r| r.pool_lanes)
+        };
+        let before = lanes(client::list_runtimes(&ch, EVAL).await.unwrap());
+        let mut request = python(
+            "import os, sys
+seen = os.listdir('/tmp') + os.listdir('/work')
+             open('/tmp/t', 'w').write('x')
+open('/work/w', 'w').write('x')
+             print(int(sys.stdin.read()) * 2, seen)",
+        );
+        for i in 0..6 {
+            request = request.input(i.to_string(), Some(format!("{} []\n", i * 2).into_bytes()));
+        }
+        let e = run(&ch, &request).await;
+        assert!(e.succeeded(), "{e:#?}");
+        assert_eq!(e.runs.len(), 6, "{e:#?}");
+        for r in &e.runs {
+            assert_eq!(
+                r.result.r#match(),
+                proto::jsheets::input_result::Match::Matched,
+                "{e:#?}"
+            );
+        }
+        let after = lanes(client::list_runtimes(&ch, EVAL).await.unwrap());
+        assert!(after > before, "no lane: {before} then {after}");
+        report.push(format!("  6 inputs ok, in {} lanes", after - before));
+
         // Java (JShell), under java-default.
         let e = run(
             &ch,
