@@ -1157,7 +1157,14 @@ fn prepare_v2_subtree(own_dir: &Path, self_pid: u32, cpuset: bool) -> Result<Pat
             .join(" ");
         write(&dir.join("cgroup.subtree_control"), &value)
     };
-    if enable(own_dir).is_err() {
+    // A process our cgroup's other processes fork before they are moved lands in it
+    // after the move: moved in another round.
+    let mut rounds = 0;
+    while let Err(e) = enable(own_dir) {
+        if rounds == 5 {
+            return Err(e);
+        }
+        rounds += 1;
         let leaf = own_dir.join(SERVICE_LEAF);
         fs::create_dir_all(&leaf).map_err(|source| CgroupError::Write {
             path: leaf.clone(),
@@ -1173,7 +1180,6 @@ fn prepare_v2_subtree(own_dir: &Path, self_pid: u32, cpuset: bool) -> Result<Pat
         for pid in pids {
             let _ = write(&leaf.join("cgroup.procs"), &pid);
         }
-        enable(own_dir)?;
     }
     let sub = own_dir.join(SUBTREE);
     fs::create_dir_all(&sub).map_err(|source| CgroupError::Write {
