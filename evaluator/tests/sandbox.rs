@@ -1032,3 +1032,150 @@ async fn a_dead_pre_spawned_helper_is_replaced_not_used() {
     let outcome = run().await;
     assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
 }
+
+// --- cgroup v2: nodes starting together in one cgroup ---------------------------------
+
+/// Set for the children of `nodes_starting_together_put_sandboxes_where_they_say`: the
+/// cgroup they were put in.
+const TOGETHER_CHILD: &str = "JSHEETS_TEST_TOGETHER_CHILD";
+
+/// On cgroup v2 a node moves every process of its cgroup into a `service` leaf before it
+/// can delegate controllers to sandboxes. Several nodes (or test processes) starting at
+/// the same moment in one cgroup, as a Delegate=yes service's do, must each still create
+/// a sandbox's cgroup where they tell its helper it is: one that read its cgroup before
+/// another moved it and found the directory after put sandboxes under the leaf while
+/// naming the root, and each of its helpers refused its placement (seen in the v2 stage
+/// as a batch test's cold helpers failing when it started together with another suite's
+/// test). Rounds of children put in a fresh cgroup of our subtree and started together;
+/// each places a process in a sandbox cgroup and checks that the kernel shows it where a
+/// helper would be told it is. v2 only.
+#[test]
+fn nodes_starting_together_put_sandboxes_where_they_say() {
+    use evaluator::sandbox::cgroup::{Manager, Version};
+    use std::process::{Command, Stdio};
+    const ROUNDS: usize = 6;
+    const CHILDREN: usize = 6;
+    let manager = Manager::start(None).expect("starting the cgroup manager");
+    if manager.version() != Version::V2 {
+        println!("cgroup v1: no node moves another");
+        return;
+    }
+    for round in 0..ROUNDS {
+        // Named as a sandbox of ours, so that no other process's sweep removes it.
+        let name = format!("sb-{}-together-{round}", std::process::id());
+        let (_, path) = manager.placement(&name).remove(0);
+        let fresh = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        std::fs::create_dir(&fresh).unwrap_or_else(|e| panic!("mkdir {}: {e}", fresh.display()));
+        let _remove = RemoveCgroup(fresh.clone());
+        let mut children: Vec<std::process::Child> = (0..CHILDREN)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["node_starting_together", "--exact", "--nocapture"])
+                    .args(["--test-threads", "1"])
+                    .env(TOGETHER_CHILD, &fresh)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in &children {
+            std::fs::write(fresh.join("cgroup.procs"), child.id().to_string()).unwrap();
+        }
+        // Each starts when its stdin closes: all at once.
+        for child in &mut children {
+            drop(child.stdin.take());
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && text.contains("test node_starting_together ... ok"),
+                "round {round}: a child failed ({}):\n{text}",
+                out.status
+            );
+        }
+    }
+}
+
+/// A node of `nodes_starting_together_put_sandboxes_where_they_say`, in the cgroup it
+/// names: starts its cgroup manager once its stdin closes, places a process in a sandbox
+/// cgroup, and compares.
+#[test]
+fn node_starting_together() {
+    use evaluator::sandbox::cgroup::{CgroupLimits, Manager};
+    use std::io::Read;
+    let Some(fresh) = std::env::var_os(TOGETHER_CHILD) else {
+        return;
+    };
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    let manager = Manager::start(None).expect("starting the cgroup manager");
+    let id = format!("sb-{}-1", std::process::id());
+    let mut cg = manager
+        .create(&id, &CgroupLimits::default())
+        .expect("creating a sandbox cgroup");
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let placed = cg.add(sleeper.id());
+    let seen = std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.id())).unwrap();
+    let destroyed = cg.destroy();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    placed.expect("placing a process");
+    destroyed.expect("removing the sandbox cgroup");
+    let (_, told) = manager.placement(&id).remove(0);
+    let fresh = std::path::Path::new(&fresh)
+        .strip_prefix("/sys/fs/cgroup")
+        .unwrap()
+        .to_owned();
+    assert!(
+        told.starts_with(&format!("/{}/", fresh.display())),
+        "{told} is not below our cgroup {}",
+        fresh.display()
+    );
+    assert_eq!(
+        seen.trim(),
+        format!("0::{told}"),
+        "the kernel shows the process in one cgroup, a helper would be told another"
+    );
+}
+
+/// Kills whatever is left in a cgroup and removes it with every cgroup below it.
+struct RemoveCgroup(std::path::PathBuf);
+
+impl Drop for RemoveCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(e) = remove_cgroup_tree(&self.0) {
+            if std::time::Instant::now() > deadline {
+                eprintln!("cannot remove {}: {e}", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}

@@ -54,6 +54,8 @@ pub enum CgroupError {
     NotEmpty(PathBuf),
     #[error("cannot find the service's own cgroup in /proc/self/cgroup")]
     OwnCgroup,
+    #[error("the service kept being moved to other cgroups while finding its own")]
+    Unsettled,
 }
 
 type Result<T, E = CgroupError> = std::result::Result<T, E>;
@@ -433,6 +435,42 @@ fn confirm(own: &mut HashMap<&'static str, Own>, mountinfo: &str, pid: u32) {
     }
 }
 
+/// How many times our own cgroup is read again when we were moved while reading it.
+const SETTLE_ATTEMPTS: usize = 20;
+
+/// Our own cgroups (see [`own_cgroups`] and [`confirm`]), read with `read` (the
+/// `/proc/self` files), each path (`/proc/self/cgroup`) naming the very cgroup of its
+/// directory.
+///
+/// On v2 another process of our cgroup (another node or test process started at the
+/// same moment, or another `Manager` of ours on another thread) may move us into the
+/// `service` leaf at any moment (see [`prepare_v2_subtree`]). Reading the path before
+/// that move and confirming the directory after it gave the cgroup's root as the path and
+/// its leaf as the directory: sandbox cgroups were then created below the leaf while
+/// their helpers were told they were below the root, and every helper refused its
+/// placement. So `/proc/self/cgroup` is read again once the directories are confirmed,
+/// and all of it is done again until nothing moved in between.
+fn settled_own_cgroups(
+    version: Version,
+    controllers: &[&'static str],
+    pid: u32,
+    read: impl Fn(&str) -> Result<String>,
+) -> Result<HashMap<&'static str, Own>> {
+    let mountinfo = read("/proc/self/mountinfo")?;
+    let mut seen = read("/proc/self/cgroup")?;
+    for _ in 0..SETTLE_ATTEMPTS {
+        let mut own = own_cgroups(version, &mountinfo, &seen, controllers)?;
+        confirm(&mut own, &mountinfo, pid);
+        let now = read("/proc/self/cgroup")?;
+        if now == seen {
+            return Ok(own);
+        }
+        tracing::debug!(before = %seen.trim(), after = %now.trim(), "moved to another cgroup while finding our own; finding it again");
+        seen = now;
+    }
+    Err(CgroupError::Unsettled)
+}
+
 /// The service's subtree: creates, limits and removes sandbox cgroups.
 #[derive(Debug)]
 pub struct Manager {
@@ -458,21 +496,12 @@ impl Manager {
         } else {
             Version::V1
         };
-        let read_proc = |path: &str| {
-            fs::read_to_string(path).map_err(|source| CgroupError::Read {
-                path: path.into(),
-                source,
-            })
-        };
-        let mountinfo = read_proc("/proc/self/mountinfo")?;
-        let proc_cgroup = read_proc("/proc/self/cgroup")?;
-        let mut own = own_cgroups(
+        let own = settled_own_cgroups(
             version,
-            &mountinfo,
-            &proc_cgroup,
             v1_controllers(cpuset.is_some()),
+            std::process::id(),
+            |path| read(Path::new(path)),
         )?;
-        confirm(&mut own, &mountinfo, std::process::id());
         let manager = Manager::with_own(version, own, cpuset, std::process::id())?;
         tracing::debug!(version = ?manager.version, dirs = ?manager.dirs, "cgroup subtree ready");
         manager.sweep();
@@ -1128,7 +1157,14 @@ fn prepare_v2_subtree(own_dir: &Path, self_pid: u32, cpuset: bool) -> Result<Pat
             .join(" ");
         write(&dir.join("cgroup.subtree_control"), &value)
     };
-    if enable(own_dir).is_err() {
+    // A process our cgroup's other processes fork before they are moved lands in it
+    // after the move: moved in another round.
+    let mut rounds = 0;
+    while let Err(e) = enable(own_dir) {
+        if rounds == 5 {
+            return Err(e);
+        }
+        rounds += 1;
         let leaf = own_dir.join(SERVICE_LEAF);
         fs::create_dir_all(&leaf).map_err(|source| CgroupError::Write {
             path: leaf.clone(),
@@ -1144,7 +1180,6 @@ fn prepare_v2_subtree(own_dir: &Path, self_pid: u32, cpuset: bool) -> Result<Pat
         for pid in pids {
             let _ = write(&leaf.join("cgroup.procs"), &pid);
         }
-        enable(own_dir)?;
     }
     let sub = own_dir.join(SUBTREE);
     fs::create_dir_all(&sub).map_err(|source| CgroupError::Write {
@@ -1639,6 +1674,76 @@ mod tests {
         let err =
             own_cgroups(Version::V1, &mounts, &v1_proc("/"), v1_controllers(false)).unwrap_err();
         assert!(matches!(err, CgroupError::V1Missing("pids")), "{err}");
+    }
+
+    /// Another process of our v2 cgroup moves us into its `service` leaf between our
+    /// reading `/proc/self/cgroup` and confirming the directory it names: the path and
+    /// the directory are read again, and sandboxes are created where their helpers are
+    /// told they are.
+    #[test]
+    fn a_move_while_our_cgroup_is_found_is_read_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let mountinfo = V2_MOUNTS.replace("{T}", t.to_str().unwrap());
+        let root = fake_v2(t, "sys/fs/cgroup/x");
+        fake_v2(t, "sys/fs/cgroup/x/jsheets-runtime");
+        // Already moved: the kernel lists us in the leaf only.
+        fs::write(root.join("cgroup.procs"), "").unwrap();
+        fs::create_dir_all(root.join("service")).unwrap();
+        fs::write(root.join("service/cgroup.procs"), "7\n4242\n").unwrap();
+        // /proc/self/cgroup read before the move, then after it.
+        let reads = std::cell::Cell::new(0);
+        let read = |path: &str| -> Result<String> {
+            Ok(match path {
+                "/proc/self/mountinfo" => mountinfo.clone(),
+                _ => {
+                    reads.set(reads.get() + 1);
+                    if reads.get() == 1 {
+                        "0::/x\n"
+                    } else {
+                        "0::/x/service\n"
+                    }
+                    .to_string()
+                }
+            })
+        };
+
+        // What one reading gives: the root's path with the leaf's directory.
+        let mut once = own_cgroups(Version::V2, &mountinfo, "0::/x\n", &[]).unwrap();
+        confirm(&mut once, &mountinfo, 4242);
+        assert_eq!(once["unified"].proc_path, "/x");
+        assert_eq!(once["unified"].dir, root.join("service"));
+
+        let own = settled_own_cgroups(Version::V2, &[], 4242, read).unwrap();
+        assert_eq!(reads.get(), 3, "read before, after, and after again");
+        assert_eq!(own["unified"].proc_path, "/x/service");
+        assert_eq!(own["unified"].dir, root.join("service"));
+        let manager = Manager::with_own(Version::V2, own, None, 4242).unwrap();
+        assert_eq!(manager.dirs["unified"], root.join("jsheets-runtime"));
+        let (_, path) = &manager.placement("sb-1-1")[0];
+        assert_eq!(path, "/x/jsheets-runtime/sb-1-1");
+        assert_eq!(
+            t.join("sys/fs/cgroup").join(&path[1..]),
+            manager.dirs["unified"].join("sb-1-1"),
+            "the helper is told the cgroup it is put in"
+        );
+
+        // Moved again and again: no guess.
+        let flip = std::cell::Cell::new(false);
+        let restless = |path: &str| -> Result<String> {
+            if path == "/proc/self/mountinfo" {
+                return Ok(mountinfo.clone());
+            }
+            flip.set(!flip.get());
+            Ok(if flip.get() {
+                "0::/x\n"
+            } else {
+                "0::/x/service\n"
+            }
+            .into())
+        };
+        let err = settled_own_cgroups(Version::V2, &[], 4242, restless).unwrap_err();
+        assert!(matches!(err, CgroupError::Unsettled), "{err}");
     }
 
     #[test]
