@@ -335,24 +335,22 @@ impl Pool {
         Some(w)
     }
 
+    /// Whether [`Pool::lane`] may give lanes: the pool forks from a zygote.
+    pub fn has_lanes(&self) -> bool {
+        self.shared.settings.zygote && !self.shared.no_zygote.load(Ordering::Relaxed)
+    }
+
     /// A lane for one many-input request (see `sandbox::zygote`), forked from the
     /// pool's zygote; `None` if the pool has no usable zygote (then each input gets a
-    /// sandbox of the pool's, or a cold one).
+    /// sandbox of the pool's, or a cold one). Never starts a zygote: that is the
+    /// refills' work, off the request path.
     pub async fn lane(&self) -> Option<Arc<Zygote>> {
         let s = &self.shared;
-        if !s.settings.zygote || s.no_zygote.load(Ordering::Relaxed) {
+        if !self.has_lanes() {
             return None;
         }
-        let started = match zygote(s, &waiting_limits(s)).await {
-            Ok(Some(zygote)) => s.sandboxes.start_lane(&zygote, &s.stop).await,
-            Ok(None) => return None,
-            Err(PoolError::Start(e)) => Err(e),
-            Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "starting a zygote");
-                return None;
-            }
-        };
-        match started {
+        let zygote = s.zygote.lock().await.clone().filter(|z| z.usable())?;
+        match s.sandboxes.start_lane(&zygote, &s.stop).await {
             Ok(lane) => {
                 s.lanes.fetch_add(1, Ordering::Relaxed);
                 Some(lane)

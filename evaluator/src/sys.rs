@@ -66,15 +66,24 @@ pub fn fork_single_threaded() -> io::Result<Fork> {
     }
 }
 
-/// fork(2) into new namespaces (`flags`: `CLONE_NEW*` only) for the single-threaded
-/// helper: the child is created in them at once, PID 1 of its own pid namespace with
-/// `CLONE_NEWPID` (which `unshare` could give only one child).
+/// fork(2) into new namespaces (`flags`: `CLONE_NEW*` only, `CLONE_NEWPID` among
+/// them) for a lane's init: the child is created in them at once, PID 1 of a pid
+/// namespace of its own (which `unshare` could give only one child). Refused unless
+/// the caller is PID 1 of its own pid namespace and single-threaded (see the SAFETY
+/// note).
 pub fn fork_into_namespaces(flags: nix::sched::CloneFlags) -> io::Result<Fork> {
+    if !flags.contains(nix::sched::CloneFlags::CLONE_NEWPID) || std::process::id() != 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: raw clone(2) without CLONE_VM and with a null stack is fork(2): the child
     // gets a copy-on-write copy of the address space and continues on its copy of this
-    // stack. Only called by the single-threaded helper, so the child inherits no lock
-    // held by another thread and may allocate. glibc caches no pid to invalidate.
+    // stack. What glibc's fork() would also do, and why it is not needed here: the
+    // caller is single-threaded (a lane's init), so no lock is held by another
+    // thread; glibc's cached thread id, which the raw clone does not update, is 1 in
+    // the parent (PID 1 of its namespace) and right in the child, PID 1 of its own
+    // (checked above); the child registers no robust futex list and runs no atfork
+    // handler, and the payload it forks uses glibc's fork(), which does both.
     match unsafe {
         libc::syscall(
             libc::SYS_clone,

@@ -103,6 +103,9 @@ async fn many_inputs(lanes: bool) {
         inputs.push(input(&i.to_string(), Some(&format!("{} []\n", i * 2))));
     }
     let count = inputs.len();
+    if lanes {
+        common::wait_for_zygote(&pool).await;
+    }
     let program = Program {
         launch: &launch,
         components: &components,
@@ -209,12 +212,26 @@ fn pool_free_stdin(r: &RunReport) -> Vec<u8> {
 }
 
 /// What a run of a lane shows of itself, and what it leaves for the next one: files in
-/// /tmp, /work and /dev/shm, a process left running. (System V and POSIX message
-/// queues are denied by the seccomp filter; each run has an ipc namespace anyway.)
+/// /tmp, /work and /dev/shm, a process left running, a port in TIME_WAIT and traffic
+/// counted on loopback. (System V and POSIX message queues are denied by the seccomp
+/// filter; each run has an ipc namespace anyway.)
 const LANE_PROBE: &str = r#"
-import os, random, sys, time
+import os, random, socket, sys, time
 ns = {n: os.readlink(f"/proc/self/ns/{n}") for n in ("net", "pid", "mnt", "ipc", "uts")}
 print("ns", " ".join(f"{k}={v}" for k, v in sorted(ns.items())))
+lo = [l for l in open("/proc/net/dev") if l.strip().startswith("lo:")]
+print("lo", lo[0].split(":")[1].split()[0])
+server = socket.socket()
+server.bind(("127.0.0.1", 8000))
+server.listen()
+client = socket.create_connection(("127.0.0.1", 8000))
+accepted, _ = server.accept()
+accepted.sendall(b"x" * 1000)
+client.recv(1000)
+# The server's side closes first: port 8000 stays in TIME_WAIT for a minute.
+accepted.close()
+client.close()
+server.close()
 print("pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print("seen", sorted(os.listdir("/tmp")), sorted(os.listdir("/work")), sorted(os.listdir("/dev/shm")))
 print("random", random.random())
@@ -228,7 +245,7 @@ if os.fork() == 0:
 "#;
 
 #[tokio::test]
-async fn the_runs_of_a_lane_share_its_network_namespace_and_nothing_else() {
+async fn the_runs_of_a_lane_share_nothing_a_run_could_change() {
     assert!(
         common::zygote_library().is_some(),
         "the zygote library is not built: cargo build -p zygote-lib"
@@ -242,6 +259,7 @@ async fn the_runs_of_a_lane_share_its_network_namespace_and_nothing_else() {
         common::pool_settings(1, true),
     )
     .unwrap();
+    common::wait_for_zygote(&pool).await;
     let components = vec![Component {
         id: "c".into(),
         code: LANE_PROBE.into(),
@@ -297,8 +315,10 @@ async fn the_runs_of_a_lane_share_its_network_namespace_and_nothing_else() {
             let (kind, id) = pair.split_once('=').unwrap();
             namespaces.entry(kind.into()).or_default().insert(id.into());
         }
-        // Its init and itself: nothing of the lane, nothing an earlier run left.
+        // Its init and itself: nothing of the lane, nothing an earlier run left; a
+        // network namespace of its own (port 8000 free, nothing counted on loopback).
         assert_eq!(line("pids"), "[1, 2]", "{out}");
+        assert_eq!(line("lo"), "0", "{out}");
         assert_eq!(line("seen"), "[] [] []", "{out}");
         assert_eq!(
             line("cgroup"),
@@ -307,11 +327,10 @@ async fn the_runs_of_a_lane_share_its_network_namespace_and_nothing_else() {
         );
         randoms.insert(line("random"));
     }
-    // Two lanes: runs of one lane share its network (and uts) namespace. (The
-    // kernel reuses a freed namespace's number, so only `pids` and `seen` above show
-    // that each run's pid and mount namespaces are new: no earlier run's process or
-    // file is there.) Each run draws its own random numbers.
-    assert!(namespaces["net"].len() <= 2, "{namespaces:?}");
+    // Two lanes: runs of one lane share its uts namespace (a hostname none can
+    // change). (The kernel reuses a freed namespace's number, so `pids`, `seen` and
+    // `lo` above, not the numbers, show that each run's pid, mount and network
+    // namespaces are new.) Each run draws its own random numbers.
     assert!(namespaces["uts"].len() <= 2, "{namespaces:?}");
     assert_eq!(randoms.len(), count, "{randoms:?}");
     pool.shutdown().await;

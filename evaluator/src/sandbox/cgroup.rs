@@ -600,6 +600,7 @@ impl Manager {
             removed: false,
             uid: None,
             helper: None,
+            helper_pidfd: None,
             forked: AtomicBool::new(false),
             teardowns: self.teardowns.clone(),
         };
@@ -724,6 +725,10 @@ pub struct SandboxCgroup {
     /// The helper (host pid) while it is not reaped, so that its pid is its own: it is
     /// killed last (see [`SandboxCgroup::destroy`]).
     helper: Option<u32>,
+    /// A pidfd of the helper when it is not our child (forked from a zygote or a lane,
+    /// whose parent reaps it at once): the last kill goes through it, never to a pid
+    /// that may be another process's by then.
+    helper_pidfd: Option<std::os::fd::OwnedFd>,
     /// Something besides the helper was seen in the cgroup: the helper has forked init
     /// and forks nothing more.
     forked: AtomicBool,
@@ -868,6 +873,11 @@ impl SandboxCgroup {
             })
     }
 
+    /// The helper is not our child: `pidfd` names it for the last kill.
+    pub fn hold_helper_pidfd(&mut self, pidfd: std::os::fd::OwnedFd) {
+        self.helper_pidfd = Some(pidfd);
+    }
+
     /// The helper was reaped (its pid may be another process's from now on).
     pub fn helper_reaped(&mut self) {
         self.helper = None;
@@ -1001,7 +1011,9 @@ impl SandboxCgroup {
         let killed = self.kill();
         let released = killed.is_ok() && self.wait_released();
         // The helper last: it has reaped init by now, or has none (waiting for a plan).
-        if let Some(pid) = self.helper {
+        if let Some(pidfd) = &self.helper_pidfd {
+            let _ = crate::sys::pidfd_kill(pidfd);
+        } else if let Some(pid) = self.helper {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -1095,6 +1107,7 @@ impl Drop for SandboxCgroup {
             removed: false,
             uid: self.uid.take(),
             helper: self.helper.take(),
+            helper_pidfd: self.helper_pidfd.take(),
             forked: AtomicBool::new(self.forked.load(Ordering::Relaxed)),
             teardowns: self.teardowns.clone(),
         };

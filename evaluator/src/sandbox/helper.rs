@@ -489,6 +489,7 @@ fn init(
 ) -> Result<Become, StepError> {
     if lane.is_some() {
         refresh_root(plan)?;
+        sys::loopback_up().step("bringing loopback up")?;
     } else {
         build_root(plan)?;
         sethostname(&plan.hostname).nstep("setting the hostname")?;
@@ -631,10 +632,9 @@ fn init(
 /// A lane's init (see [`Plan::lane`]): root, with its capabilities, in the lane's
 /// namespaces and on its root, running nothing of any request. For each request
 /// (`fork` and the six descriptors a zygote gets), it forks a light sandbox in new
-/// pid, mount and ipc namespaces (see [`lane_sandbox`]) and reaps it before the next:
-/// the sandboxes of a lane never overlap, so none can reach another through the
-/// network namespace they share. Returns in a sandbox's payload; exits when the
-/// supervisor closes the socket.
+/// pid, mount, ipc and network namespaces (see [`lane_sandbox`]) and reaps it before
+/// the next. Returns in a sandbox's payload; exits when the supervisor closes the
+/// socket.
 fn serve_lane(control: &OwnedFd) -> Result<Become, StepError> {
     nix::sys::prctl::set_name(c"lane").nstep("naming the lane")?;
     nix::sys::prctl::set_dumpable(false).nstep("making the lane non-dumpable")?;
@@ -645,7 +645,12 @@ fn serve_lane(control: &OwnedFd) -> Result<Become, StepError> {
     drop(null);
     let filter = payload_filter()?;
     report(control, &Report::Lane);
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC;
+    // A network namespace of its own too: sockets in TIME_WAIT, used ports and the
+    // counters in /proc/net outlive a run's processes.
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
     loop {
         let Some(fds) = receive_request(control)? else {
             return Ok(Become::Exit(0));
@@ -653,6 +658,9 @@ fn serve_lane(control: &OwnedFd) -> Result<Become, StepError> {
         match sys::fork_into_namespaces(flags).step("forking a sandbox of the lane")? {
             sys::Fork::Child => return Ok(lane_sandbox(fds, &filter)),
             sys::Fork::Parent(pid) => {
+                // Before the wait: the supervisor trusts the child's pid only while
+                // the child's end of its control socket is open, which it must hold
+                // alone (see `zygote::fork_from`).
                 drop(fds);
                 loop {
                     match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
@@ -714,13 +722,13 @@ fn receive_request(control: &OwnedFd) -> Result<Option<Vec<OwnedFd>>, StepError>
     Ok(Some(fds))
 }
 
-/// A sandbox of a lane, forked by the lane's init as PID 1 of new pid, mount and ipc
-/// namespaces. It takes the request's descriptors (its control socket replaces the
+/// A sandbox of a lane, forked by the lane's init as PID 1 of new pid, mount, ipc and
+/// network namespaces. It takes the request's descriptors (its control socket replaces the
 /// lane's on fd 3), tells the supervisor its pid, is placed in a cgroup of its own and
 /// gets its plan like any helper forked from a zygote, makes its cgroup namespace, and
 /// is then the sandbox's init on the lane's root with fresh writable filesystems and
-/// `/proc` ([`refresh_root`]): a uid, cgroup, processes, files and System V objects of
-/// its own. Returns only in the payload.
+/// `/proc` ([`refresh_root`]) and loopback up: a uid, cgroup, processes, files,
+/// sockets and System V objects of its own. Returns only in the payload.
 fn lane_sandbox(fds: Vec<OwnedFd>, filter: &seccompiler::BpfProgram) -> Become {
     // Above every target first, and the received ones (low numbers, maybe a target's)
     // closed, so that none is overwritten before it is placed or closed after.

@@ -38,16 +38,15 @@
 //! sets the hostname and brings loopback up as any, then keeps its privileges and runs
 //! nothing: it is a zygote of light sandboxes (`Plan::lane`). For each run the
 //! supervisor sends it what it sends a zygote; the lane's init forks the run as PID 1
-//! of new pid, mount and ipc namespaces on the lane's root, with fresh `/work`, `/tmp`,
-//! `/dev/shm` and `/proc` mounted over the lane's, and from there on the run is a
-//! forked sandbox like any: its own cgroup (with the request's limits) and uid, placed
-//! and checked, its own cgroup namespace, init, payload, seccomp filter and rlimits,
-//! supervised as one. What the runs of a lane share is the lane's root (read-only),
-//! network and uts namespaces, and the zygote's warm interpreter; the lane forks one
-//! run at a time and reaps it (and so everything in its pid namespace) before the
-//! next, so no run can reach another through the network namespace, and a run's
-//! processes, files and System V objects end with it. Not built: its network
-//! namespace, root and overlays, which is most of what a sandbox costs.
+//! of new pid, mount, ipc and network namespaces on the lane's root, with fresh
+//! `/work`, `/tmp`, `/dev/shm` and `/proc` mounted over the lane's and loopback up,
+//! and from there on the run is a forked sandbox like any: its own cgroup (with the
+//! request's limits) and uid, placed and checked, its own cgroup namespace, init,
+//! payload, seccomp filter and rlimits, supervised as one. What the runs of a lane
+//! share is what none of them can change: the lane's root (read-only), its uts
+//! namespace (the hostname) and the zygote's warm interpreter. The lane forks one run
+//! at a time and reaps it (and so everything in its pid namespace) before the next.
+//! Not built per run: the root and its overlays.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -72,6 +71,10 @@ pub const LIBRARY: &str = "/zygote/libjsheets_zygote.so";
 /// once a minute at full load on two CPUs; a replacement holds forks up for one
 /// interpreter start.
 pub const MAX_FORKS: u64 = 10_000;
+/// The memory limit of a lane's own cgroup (its init, and what a run costs it while
+/// it is forked: page tables, namespaces), counted in a many-input request's
+/// admission per lane.
+pub const LANE_MEMORY: u64 = 128 << 20;
 /// How long a fork may take to say which pid it is.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -175,12 +178,15 @@ impl Sandboxes {
         let (uid, lease) = inner.uid_for(&job).map_err(SetupError::from)?;
         let plan = forked_plan(&inner, &job, uid)?;
         let plan = Plan { lane: true, ..plan };
+        // The lane's own limits; its runs get the zygote's job, then the request's.
+        let mut own = job.clone();
+        own.limits.memory_bytes = own.limits.memory_bytes.min(LANE_MEMORY);
         let z = zygote.clone();
         let prepared = tokio::task::spawn_blocking(move || inner.fork_from(&z))
             .await
             .map_err(WaitError::Task)??;
         let requests = prepared.control.try_clone().map_err(SetupError::Fork)?;
-        let sandbox = warm(prepared, lease, plan, job.clone(), Vec::new(), cancel).await?;
+        let sandbox = warm(prepared, lease, plan, own, Vec::new(), cancel).await?;
         Ok(Arc::new(Zygote {
             sandbox: Mutex::new(sandbox),
             requests,
@@ -273,15 +279,18 @@ impl Inner {
         ));
         let pid = forked_pid(&control)?;
         let pidfd = sys::pidfd_open(pid).map_err(SetupError::Fork)?;
-        // The zygote reaps its children at once, so the pid could have been reused
-        // had the child died before the pidfd was opened. It holds the only other end
-        // of the control socket (it forks nothing before it is placed): still open
+        // The zygote (or lane) reaps its children at once, so the pid could have been
+        // reused had the child died before the pidfd was opened. The child holds the
+        // only other end of the control socket (it forks nothing before it is placed;
+        // a lane's init closes its copy before it waits for the child): still open
         // now, the child was alive when its pidfd was opened, which names it for good.
         if peer_gone(&control) {
             return Err(SetupError::Fork(std::io::Error::other(
                 "the forked helper exited at once",
             )));
         }
+        let mut cg = cg;
+        cg.hold_helper_pidfd(pidfd.try_clone().map_err(SetupError::Fork)?);
         let prepared = Prepared {
             cg,
             child: HelperProcess::Forked(Forked {

@@ -79,6 +79,20 @@ pub fn pool_settings(size: usize, zygote: bool) -> evaluator::pool::PoolSettings
     }
 }
 
+/// Waits (two minutes at most) until `pool` has forked from its zygote: lanes are
+/// started only from a zygote that is up.
+pub async fn wait_for_zygote(pool: &evaluator::pool::Pool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while pool.stats().forked == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "no zygote: {:?}",
+            pool.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A waiting sandbox from `pool`, once it has one (two minutes at most).
 pub async fn take_waiting(pool: &evaluator::pool::Pool) -> evaluator::sandbox::Waiting {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -474,8 +474,9 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
     async move {
         let inputs = std::mem::take(&mut p.inputs);
         let count = inputs.len();
-        let parallel = parallelism(&node, count, p.limits.memory_bytes);
-        // Each run at once holds its sandbox and a copy of the files it is given.
+        let pool = node.pools().get(p.runtime.name()).cloned();
+        // Each run at once holds its sandbox, a copy of the files it is given, and,
+        // where the runs go through lanes, its lane.
         let files: u64 = p
             .data
             .files
@@ -483,11 +484,18 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             .iter()
             .map(|f| f.content.len() as u64)
             .sum();
-        let memory = p
+        let lane = if pool.as_ref().is_some_and(|p| p.has_lanes()) && p.data.datasets.is_empty() {
+            evaluator::sandbox::zygote::LANE_MEMORY
+        } else {
+            0
+        };
+        let each = p
             .limits
             .memory_bytes
             .saturating_add(files)
-            .saturating_mul(parallel as u64);
+            .saturating_add(lane);
+        let parallel = parallelism(&node, count, each);
+        let memory = each.saturating_mul(parallel as u64);
         let Some(running) = admit(&node, p.runtime.name(), memory, &tx, &cancel).await else {
             return;
         };
@@ -502,7 +510,6 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             data: std::mem::take(&mut p.data),
             mode: p.mode,
         };
-        let pool = node.pools().get(p.runtime.name()).cloned();
         let take = || {
             let pool = pool.clone();
             async move {
