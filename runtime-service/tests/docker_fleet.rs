@@ -265,10 +265,10 @@ async fn every_node_serves_registers_and_sandboxes() {
         };
         let before = lanes(client::list_runtimes(&ch, EVAL).await.unwrap());
         let mut request = python(
-            "import os, sys
-seen = os.listdir('/tmp') + os.listdir('/work')
-             open('/tmp/t', 'w').write('x')
-open('/work/w', 'w').write('x')
+            "import os, sys\n\
+             seen = os.listdir('/tmp') + os.listdir('/work')\n\
+             open('/tmp/t', 'w').write('x')\n\
+             open('/work/w', 'w').write('x')\n\
              print(int(sys.stdin.read()) * 2, seen)",
         );
         for i in 0..6 {
