@@ -125,14 +125,8 @@ async fn many_inputs(lanes: bool) {
         },
         mode: MatchMode::IgnoreTrailingWhitespace,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<RunReport>(4);
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Some(r) = rx.recv().await {
-            v.push(r);
-        }
-        v
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<RunReport>(4);
+    let collect = common::collect_all(rx);
     let pool_ref = &pool;
     run_inputs(
         &fx.sandboxes,
@@ -273,14 +267,8 @@ async fn the_runs_of_a_lane_share_nothing_a_run_could_change() {
         data: evaluator::evaluate::RequestData::default(),
         mode: MatchMode::Exact,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<RunReport>(4);
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Some(r) = rx.recv().await {
-            v.push(r);
-        }
-        v
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<RunReport>(4);
+    let collect = common::collect_all(rx);
     let pool_ref = &pool;
     run_inputs(
         &fx.sandboxes,

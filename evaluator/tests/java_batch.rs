@@ -60,14 +60,8 @@ async fn batch(
         data,
         mode: MatchMode::Exact,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<RunReport>(4);
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Some(r) = rx.recv().await {
-            v.push(r);
-        }
-        v
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<RunReport>(4);
+    let collect = common::collect_all(rx);
     run_inputs(
         &fx.sandboxes,
         &program,

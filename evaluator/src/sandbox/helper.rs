@@ -801,13 +801,7 @@ fn refresh_root(plan: &Plan) -> Result<(), StepError> {
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .nstep("making mounts private")?;
     let root = Path::new("/");
-    tmpfs(
-        root,
-        "/work",
-        plan.work_bytes,
-        "0700",
-        Some((plan.uid, plan.gid)),
-    )?;
+    mount_work(root, plan)?;
     tmpfs(root, "/tmp", plan.tmp_bytes, "1777", None)?;
     mount_shm(Path::new("/dev/shm"), plan.shm_bytes)?;
     mount_proc(Path::new("/proc"))
@@ -1036,13 +1030,7 @@ fn build_root(plan: &Plan) -> Result<(), StepError> {
                 overlay_readonly(&m.source, &target, &m.target, &empty, MsFlags::MS_NOEXEC)?;
             }
             drop(empty);
-            tmpfs(
-                root,
-                "/work",
-                plan.work_bytes,
-                "0700",
-                Some((plan.uid, plan.gid)),
-            )?;
+            mount_work(root, plan)?;
         }
         RootPlan::HostReadOnly => {
             mount(
@@ -1260,6 +1248,17 @@ fn tmpfs(
         Some(opts.as_str()),
     )
     .nstep(format!("mounting {at}"))
+}
+
+/// A fresh `/work` under `root`, the payload's.
+fn mount_work(root: &Path, plan: &Plan) -> Result<(), StepError> {
+    tmpfs(
+        root,
+        "/work",
+        plan.work_bytes,
+        "0700",
+        Some((plan.uid, plan.gid)),
+    )
 }
 
 /// A `/proc` of the pid namespace we are in.

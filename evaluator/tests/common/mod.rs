@@ -79,6 +79,19 @@ pub fn pool_settings(size: usize, zygote: bool) -> evaluator::pool::PoolSettings
     }
 }
 
+/// Everything `rx` gets until its senders are gone, gathered by a task of its own.
+pub fn collect_all<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> tokio::task::JoinHandle<Vec<T>> {
+    tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(r) = rx.recv().await {
+            v.push(r);
+        }
+        v
+    })
+}
+
 /// Waits (two minutes at most) until `pool` has forked from its zygote: lanes are
 /// started only from a zygote that is up.
 pub async fn wait_for_zygote(pool: &evaluator::pool::Pool) {
