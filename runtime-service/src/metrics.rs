@@ -95,6 +95,8 @@ pub struct PoolGauge {
     pub taken: u64,
     pub misses: u64,
     pub replaced: u64,
+    /// Lanes started for many-input requests.
+    pub lanes: u64,
 }
 
 impl Metrics {
@@ -252,8 +254,8 @@ impl Metrics {
                 "jsheets_runtime_pool",
                 &format!(",runtime={}", tag_value(&p.runtime)),
                 format!(
-                    "size={}i,idle={}i,taken={}i,misses={}i,replaced={}i",
-                    p.size, p.idle, p.taken, p.misses, p.replaced
+                    "size={}i,idle={}i,taken={}i,misses={}i,replaced={}i,lanes={}i",
+                    p.size, p.idle, p.taken, p.misses, p.replaced, p.lanes
                 ),
             );
         }
@@ -508,6 +510,7 @@ mod tests {
             taken: 5,
             misses: 1,
             replaced: 0,
+            lanes: 3,
         }];
         let lines = m.take_points(
             Gauges {
@@ -543,7 +546,7 @@ mod tests {
         assert!(find("jsheets_runtime_sandboxes,").contains("live=3i,idle=1i"));
         assert!(
             find("jsheets_runtime_pool,service_id=node\\ 1,runtime=python-3.11 ")
-                .contains("size=2i,idle=1i,taken=5i,misses=1i,replaced=0i")
+                .contains("size=2i,idle=1i,taken=5i,misses=1i,replaced=0i,lanes=3i")
         );
         // The window starts over.
         let again = m.take_points(Gauges::default(), &[], 1);

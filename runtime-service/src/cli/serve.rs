@@ -280,6 +280,7 @@ fn start_metrics(
                     taken: s.taken,
                     misses: s.misses,
                     replaced: s.replaced,
+                    lanes: s.lanes,
                 }
             })
             .collect();
