@@ -525,7 +525,10 @@ async fn destroy_idle(s: &Shared) {
 /// One sandbox for the pool, at the low warming CPU weight and the waiting memory
 /// limit; given up (and destroyed) as soon as the pool stops.
 async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
-    let mut limits = waiting_limits(s);
+    let mut limits = s.settings.idle_limits.clone();
+    if let Some(bytes) = s.options.waiting_memory_bytes {
+        limits.memory_bytes = limits.memory_bytes.min(bytes);
+    }
     if s.settings.zygote && !s.no_zygote.load(Ordering::Relaxed) {
         // A fork costs a few milliseconds and a request may be waiting for it: at
         // the normal weight.
@@ -552,27 +555,10 @@ async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)
 }
 
-/// What the pool's sandboxes wait with.
-fn waiting_limits(s: &Shared) -> Limits {
-    let mut limits = s.settings.idle_limits.clone();
-    if let Some(bytes) = s.options.waiting_memory_bytes {
-        limits.memory_bytes = limits.memory_bytes.min(bytes);
-    }
-    limits
-}
-
 /// A sandbox forked from the pool's zygote (started, or replaced, first if need be);
 /// `None` if the runtime has no zygote.
+/// Its sandboxes (and the zygote itself) wait with `limits`.
 async fn forked(s: &Shared, limits: &Limits) -> Result<Option<Waiting>, PoolError> {
-    let Some(z) = zygote(s, limits).await? else {
-        return Ok(None);
-    };
-    Ok(Some(s.sandboxes.start_forked(&z, &s.stop).await?))
-}
-
-/// The pool's zygote, started (or replaced) first if need be; `None` if the runtime
-/// has none. Its sandboxes (and the zygote itself) wait with `limits`.
-async fn zygote(s: &Shared, limits: &Limits) -> Result<Option<Arc<Zygote>>, PoolError> {
     let mut zygote = s.zygote.lock().await;
     if !zygote.as_ref().is_some_and(|z| z.usable()) {
         // A used-up zygote lives on until the last sandbox it forked is gone.
@@ -582,5 +568,9 @@ async fn zygote(s: &Shared, limits: &Limits) -> Result<Option<Arc<Zygote>>, Pool
         };
         *zygote = Some(s.sandboxes.start_zygote(job, preface, &s.stop).await?);
     }
-    Ok(zygote.clone())
+    let Some(z) = zygote.clone() else {
+        return Ok(None);
+    };
+    drop(zygote);
+    Ok(Some(s.sandboxes.start_forked(&z, &s.stop).await?))
 }

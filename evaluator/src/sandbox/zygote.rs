@@ -235,7 +235,7 @@ impl Inner {
     /// A helper forked by `zygote`, in a fresh cgroup of its own, told where it is.
     fn fork_from(&self, zygote: &Arc<Zygote>) -> Result<Prepared, SetupError> {
         let fail = |e: nix::Error| SetupError::Fork(e.into());
-        let (id, cg) = self.new_cgroup()?;
+        let (id, mut cg) = self.new_cgroup()?;
         let (control, child_control) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -289,7 +289,6 @@ impl Inner {
                 "the forked helper exited at once",
             )));
         }
-        let mut cg = cg;
         cg.hold_helper_pidfd(pidfd.try_clone().map_err(SetupError::Fork)?);
         let prepared = Prepared {
             cg,
