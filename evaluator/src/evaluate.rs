@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Bounds, Step, Translator};
 use crate::lang::{self, JobError};
+use crate::pool::Pool;
 use crate::sandbox::files::Files;
 use crate::sandbox::{DriverFacts, Event, Job, Limits, Outcome, Sandboxes, Waiting};
 
@@ -118,6 +119,122 @@ pub async fn evaluate_in(
         cancel,
     )
     .await)
+}
+
+/// How [`evaluate_pooled`] ran a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// In a sandbox of the pool's (started ahead, or forked for it).
+    Pooled,
+    /// Compiled by the pool's compile host, replayed in a sandbox of the pool's.
+    Compiled,
+    /// Compiled by the compile host, replayed in a fresh sandbox (the pool was empty).
+    CompiledCold,
+    /// In a fresh sandbox (no pool, an empty one, or the compile host gave no program).
+    Cold,
+}
+
+/// [`evaluate_in`] with a sandbox from `pool` where it has one. A JShell pool with a
+/// compile host (see [`crate::compile_host`]) compiles the request there and replays
+/// the program in a sandbox of the pool's (a replay JVM started ahead), the compile's
+/// diagnostics first; a request the host gives no program for (a denial, a compile
+/// over its time, the host down or busy) runs as a whole JShell in a fresh sandbox,
+/// exactly as without a pool.
+#[allow(clippy::too_many_arguments)]
+pub async fn evaluate_pooled(
+    sandboxes: &Sandboxes,
+    pool: Option<&Pool>,
+    launch: &Launch,
+    components: &[Component],
+    stdin: Vec<u8>,
+    limits: Limits,
+    data: RequestData,
+    out: mpsc::Sender<Output>,
+    cancel: CancellationToken,
+) -> Result<(Outcome, Path), EvaluateError> {
+    // Datasets are mounted as a sandbox is built: never a pooled one.
+    let pool = pool.filter(|_| data.datasets.is_empty());
+    let Some(pool) = pool else {
+        let outcome = evaluate_in(
+            sandboxes, None, launch, components, stdin, limits, data, out, cancel,
+        )
+        .await?;
+        return Ok((outcome, Path::Cold));
+    };
+    if components.is_empty() {
+        return Err(JobError::Empty.into());
+    }
+    let Some(host) = pool.compile_host() else {
+        let waiting = pool.take_soon().await;
+        let path = if waiting.is_some() {
+            Path::Pooled
+        } else {
+            Path::Cold
+        };
+        let outcome = evaluate_in(
+            sandboxes, waiting, launch, components, stdin, limits, data, out, cancel,
+        )
+        .await?;
+        return Ok((outcome, path));
+    };
+    let began = std::time::Instant::now();
+    let compiled = host.compile(launch, components, &limits, &cancel).await;
+    let (program, diagnostics) = match compiled {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "no program from the compile host; a whole JShell runs");
+            let outcome = evaluate_in(
+                sandboxes, None, launch, components, stdin, limits, data, out, cancel,
+            )
+            .await?;
+            return Ok((outcome, Path::Cold));
+        }
+    };
+    tracing::debug!(
+        compile_ms = began.elapsed().as_secs_f64() * 1e3,
+        "compiled by the compile host"
+    );
+    // The compile counts against the request's wall time.
+    let mut limits = limits;
+    limits.wall_time = limits.wall_time.saturating_sub(began.elapsed());
+    let waiting = pool.take_soon().await;
+    let (run, path) = match waiting {
+        Some(w) => (
+            Run::Waiting(Box::new(Handoff {
+                input: lang::jshell::replay_rest(&program, &stdin),
+                waiting: w,
+                stdin: Vec::new(),
+                limits: limits.clone(),
+                files: data.files,
+            })),
+            Path::Compiled,
+        ),
+        None => {
+            let mut job = lang::jshell::replay_job(launch, &program, &stdin, limits.clone());
+            job.files = data.files;
+            (Run::Cold(Box::new(job)), Path::CompiledCold)
+        }
+    };
+    for d in diagnostics {
+        if out.send(d).await.is_err() {
+            break;
+        }
+    }
+    let mut translator =
+        Translator::new(components, Bounds::for_request(components, &limits), false);
+    // Nothing is asked in replay mode: the classes were vetted as they were compiled.
+    let mut no_verdicts: Option<lang::jshell::vetting::Verdicts> = None;
+    let outcome = drive(
+        sandboxes,
+        run,
+        &mut translator,
+        &mut no_verdicts,
+        None,
+        out,
+        cancel,
+    )
+    .await;
+    Ok((outcome, path))
 }
 
 /// What an evaluation does with the driver's steps (see [`Step`]).

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod batch;
 pub mod classfile;
+pub mod compile_host;
 pub mod error;
 pub mod evaluate;
 pub mod events;

@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::lang::{waiting_job, zygote_job, JobError, Launch};
+use crate::compile_host::CompileHost;
+use crate::lang::{self, waiting_job, zygote_job, EvaluatorKind, JobError, Launch};
 use crate::sandbox::zygote::Zygote;
 use crate::sandbox::{Limits, Sandboxes, WaitError, Waiting};
 
@@ -51,8 +52,10 @@ pub struct PoolSettings {
     pub idle_limits: Limits,
     /// A sandbox waiting longer is replaced (its interpreter may have gone stale).
     pub max_age: Duration,
-    /// Fork sandboxes from a zygote where the runtime has one (Python; see
-    /// `sandbox::zygote`) instead of starting each interpreter.
+    /// Keep a warm process that never runs snippet code where the runtime has one, and
+    /// make each sandbox from it: Python forks sandboxes from a zygote (see
+    /// `sandbox::zygote`); JShell compiles in a compile host (see `compile_host`) and
+    /// the pool's sandboxes are replay JVMs waiting for a compiled program.
     pub zygote: bool,
 }
 
@@ -109,6 +112,8 @@ struct Shared {
     /// whether the runtime has none or it failed to start (then: plain starts).
     zygote: tokio::sync::Mutex<Option<Arc<Zygote>>>,
     no_zygote: AtomicBool,
+    /// A JShell pool's compile host: its sandboxes are then replays.
+    host: Option<CompileHost>,
     stop: CancellationToken,
     /// Cancelled once the refilling task has ended, and with it any start it had in
     /// flight (whose sandbox is then destroyed).
@@ -219,6 +224,13 @@ impl Pool {
         }
         let stop = CancellationToken::new();
         let stopped = CancellationToken::new();
+        let host = (settings.zygote && launch.kind == EvaluatorKind::Jshell).then(|| {
+            CompileHost::start(
+                sandboxes.clone(),
+                launch.clone(),
+                settings.idle_limits.clone(),
+            )
+        });
         let shared = Arc::new(Shared {
             sandboxes,
             launch,
@@ -238,6 +250,7 @@ impl Pool {
             lanes: AtomicU64::new(0),
             zygote: tokio::sync::Mutex::new(None),
             no_zygote: AtomicBool::new(false),
+            host,
             stop: stop.clone(),
             stopped: stopped.clone(),
         });
@@ -362,6 +375,12 @@ impl Pool {
         }
     }
 
+    /// The pool's compile host, if it is a JShell pool with one: its sandboxes are
+    /// then replays of a program the host compiled, never whole JShells.
+    pub fn compile_host(&self) -> Option<&CompileHost> {
+        self.shared.host.as_ref()
+    }
+
     /// While paused (the node is busy), no sandbox is started for the pool.
     pub fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Relaxed);
@@ -395,6 +414,9 @@ impl Pool {
         self.shared.stop.cancel();
         self.shared.stopped.cancelled().await;
         destroy_idle(&self.shared).await;
+        if let Some(host) = &self.shared.host {
+            host.shutdown().await;
+        }
     }
 }
 
@@ -550,6 +572,10 @@ async fn start_one(s: &Shared) -> Result<Waiting, PoolError> {
         }
     }
     limits.cpu_shares = WARMING_CPU_SHARES;
+    if s.host.is_some() {
+        let (job, preface) = lang::jshell::replay_waiting_job(&s.launch, limits);
+        return Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?);
+    }
     let (job, preface) = waiting_job(&s.launch, limits)?
         .ok_or_else(|| PoolError::Unsupported(s.launch.kind.to_string()))?;
     Ok(s.sandboxes.start_waiting(job, preface, &s.stop).await?)

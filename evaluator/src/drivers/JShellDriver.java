@@ -57,11 +57,13 @@ import jdk.jshell.spi.ExecutionControlProvider;
 import jdk.jshell.spi.ExecutionEnv;
 
 public final class JShellDriver {
-    private static final int VERSION = 3;
+    private static final int VERSION = 4;
     /** The input's mode byte: run the components, record what they would run, or replay a recording. */
     private static final int MODE_RUN = 0;
     private static final int MODE_RECORD = 1;
     private static final int MODE_REPLAY = 2;
+    /** Compile host: record mode for one job after another, each read from stdin (see PROTOCOL.md). */
+    private static final int MODE_SERVE = 3;
     /** A step of a recorded program (replay input): load a batch of classes, or invoke a snippet. */
     private static final int STEP_LOAD = 1;
     private static final int STEP_INVOKE = 2;
@@ -179,14 +181,14 @@ public final class JShellDriver {
         checkClasses = in.readBoolean();
         boolean warm = in.readBoolean();
         int mode = in.readByte();
-        if (mode == MODE_REPLAY && !warm) {
-            Replay.run(in, maxValueChars);
+        if (mode == MODE_REPLAY) {
+            Replay.run(in, maxValueChars, warm);
             return;
         }
-        if (mode != MODE_RUN && (mode != MODE_RECORD || warm)) {
+        if (mode != MODE_RUN && mode != MODE_SERVE && (mode != MODE_RECORD || warm)) {
             throw new IOException("bad mode " + mode);
         }
-        recording = mode == MODE_RECORD;
+        recording = mode == MODE_RECORD || mode == MODE_SERVE;
 
         // Replies arrive on the real stdin; the snippet reads its stdin from the input.
         verdicts = new BufferedReader(new InputStreamReader(new FileInputStream(FileDescriptor.in), StandardCharsets.US_ASCII));
@@ -196,33 +198,19 @@ public final class JShellDriver {
         System.setErr(err);
         SnippetInput snippetIn = new SnippetInput();
         System.setIn(snippetIn);
+        if (mode == MODE_SERVE) {
+            in.close();
+            serve(out, err, maxStatements, maxValueChars);
+            return;
+        }
 
-        try (JShell shell = JShell.builder()
-                .executionEngine(new Provider(), Map.of())
-                // Pattern matching for switch is a preview feature of Java 17.
-                .compilerOptions("--enable-preview", "--source", Integer.toString(Runtime.version().feature()))
-                .in(System.in)
-                .out(out)
-                .err(err)
-                .build()) {
-            for (String pkg : DEFAULT_IMPORTS) {
-                for (SnippetEvent e : shell.eval("import " + pkg + ".*;")) {
-                    if (e.status() != Snippet.Status.VALID) {
-                        throw new IOException("default import " + pkg + " failed");
-                    }
-                }
-            }
+        try (JShell shell = shell(out, err)) {
             SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
             recordingShell = recording ? shell : null;
             if (warm) {
                 // Started ahead of its request: compile and run a statement now so that
                 // javac and the execution engine are warm, and leave nothing behind.
-                warming = true;
-                for (SnippetEvent e : shell.eval("String.valueOf(1 + 1).length();")) {
-                    shell.drop(e.snippet());
-                }
-                analysis.analyzeCompletion("int x = 1;");
-                warming = false;
+                warmUp(shell, analysis);
                 events.flushOutput();
                 events.write("{\"event\":\"ready\"}");
             }
@@ -237,6 +225,98 @@ public final class JShellDriver {
             for (String[] c : components) {
                 runComponent(shell, analysis, c[0], c[1], maxStatements, maxValueChars);
             }
+        }
+    }
+
+    /** A JShell with this driver's execution engine and jsheets' default imports. */
+    private static JShell shell(PrintStream out, PrintStream err) throws IOException {
+        JShell shell = JShell.builder()
+                .executionEngine(new Provider(), Map.of())
+                // Pattern matching for switch is a preview feature of Java 17.
+                .compilerOptions("--enable-preview", "--source", Integer.toString(Runtime.version().feature()))
+                .in(System.in)
+                .out(out)
+                .err(err)
+                .build();
+        for (String pkg : DEFAULT_IMPORTS) {
+            for (SnippetEvent e : shell.eval("import " + pkg + ".*;")) {
+                if (e.status() != Snippet.Status.VALID) {
+                    shell.close();
+                    throw new IOException("default import " + pkg + " failed");
+                }
+            }
+        }
+        return shell;
+    }
+
+    /** Compiles (and, but in record mode, runs) a statement of the driver's own, leaving nothing behind. */
+    private static void warmUp(JShell shell, SourceCodeAnalysis analysis) {
+        warming = true;
+        for (SnippetEvent e : shell.eval("String.valueOf(1 + 1).length();")) {
+            shell.drop(e.snippet());
+        }
+        analysis.analyzeCompletion("int x = 1;");
+        warming = false;
+    }
+
+    /**
+     * Compile host: warm once, then one compile job after another, each a line
+     * `job BASE64` on stdin (the request of a record-mode input: stdin, ignored, and
+     * the components), compiled in record mode in a JShell of its own and ended with
+     * `done`. Nothing of a job runs; nothing of one job is left for the next: a new
+     * JShell, and every per-job field reset. End of stdin ends the host.
+     */
+    private static void serve(PrintStream out, PrintStream err, int maxStatements, int maxValueChars)
+            throws IOException {
+        // The warm-up statement is the driver's own, and runs (a recording would have
+        // no snippet to record it as).
+        recording = false;
+        try (JShell shell = shell(out, err)) {
+            warmUp(shell, shell.sourceCodeAnalysis());
+        }
+        recording = true;
+        // The next job's JShell, with its default imports, is made before the job
+        // comes: it holds nothing of any job.
+        JShell next = shell(out, err);
+        events.flushOutput();
+        events.write("{\"event\":\"ready\"}");
+        while (true) {
+            String line = verdicts.readLine();
+            if (line == null) {
+                next.close();
+                return;
+            }
+            if (!line.startsWith("job ")) {
+                throw new IOException("compile host: expected a job, got " + line.length() + " bytes");
+            }
+            DataInputStream job = new DataInputStream(new ByteArrayInputStream(Base64.getDecoder().decode(line.substring(4))));
+            bytes(job);
+            int count = job.readInt();
+            List<String[]> components = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                components.add(new String[] {text(job), text(job)});
+            }
+            try (JShell shell = next) {
+                recordingShell = shell;
+                SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
+                for (String[] c : components) {
+                    runComponent(shell, analysis, c[0], c[1], maxStatements, maxValueChars);
+                }
+            } finally {
+                recordingShell = null;
+                component = "";
+                seq = 0;
+                probe = null;
+                refused = false;
+                refusedTruthfully = false;
+                probed.clear();
+                probes.clear();
+                refusedClasses.clear();
+                origins.clear();
+            }
+            events.flushOutput();
+            events.write("{\"event\":\"done\"}");
+            next = shell(out, err);
         }
     }
 
@@ -930,12 +1010,19 @@ public final class JShellDriver {
             }
         }
 
-        static void run(DataInputStream in, int maxValueChars) throws IOException {
+        static void run(DataInputStream in, int maxValueChars, boolean warm) throws IOException {
             PrintStream out = new PrintStream(events.stream("stdout"), true, StandardCharsets.UTF_8);
             PrintStream err = new PrintStream(events.stream("stderr"), true, StandardCharsets.UTF_8);
             System.setOut(out);
             System.setErr(err);
             SnippetInput snippetIn = new SnippetInput();
+            ExecutionControl control = new LocalExecutionControl();
+            if (warm) {
+                // Started ahead of its request: the JVM is up and JShell's execution
+                // engine loaded; the program comes with the rest of the input.
+                events.flushOutput();
+                events.write("{\"event\":\"ready\"}");
+            }
             snippetIn.set(bytes(in));
             System.setIn(snippetIn);
             int count = in.readInt();
@@ -954,7 +1041,6 @@ public final class JShellDriver {
                 // Frames map through the origins as JShell's translated ones do.
                 origins.put("replay:" + comp, new Origin(comp, 1));
             }
-            ExecutionControl control = new LocalExecutionControl();
             int components = in.readInt();
             for (int c = 0; c < components; c++) {
                 String id = text(in);

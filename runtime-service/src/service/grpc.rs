@@ -271,21 +271,10 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
             }
             (finals, last_component)
         };
-        // Datasets are mounted as a sandbox is built: a request with any never takes
-        // a pooled sandbox (which would be destroyed unused, and count as a hit).
-        let pool = node
-            .pools()
-            .get(p.runtime.name())
-            .cloned()
-            .filter(|_| p.data.datasets.is_empty());
-        let waiting = match pool {
-            Some(pool) => pool.take_soon().await,
-            None => None,
-        };
-        let pooled = waiting.is_some();
-        let run = evaluate::evaluate_in(
+        let pool = node.pools().get(p.runtime.name()).cloned();
+        let run = evaluate::evaluate_pooled(
             &node.sandboxes,
-            waiting,
+            pool.as_ref(),
             &launch,
             &p.components,
             p.stdin,
@@ -296,7 +285,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         );
         let (outcome, (mut finals, last_component)) = tokio::join!(run, forward);
         drop(running);
-        let mut outcome = match outcome {
+        let (mut outcome, path) = match outcome {
             Ok(o) => o,
             Err(e) => {
                 let _ = tx.send(Err(ServiceError::from(e).into())).await;
@@ -314,7 +303,7 @@ async fn run_evaluation(node: Arc<Node>, p: Prepared, tx: Reply, cancel: Cancell
         tracing::info!(
             wall_ms = outcome.wall_time.as_millis() as u64,
             cpu_ms = outcome.cpu_time.as_millis() as u64,
-            pooled,
+            path = ?path,
             "evaluation finished"
         );
         finals.completion = Some(wire::completion(

@@ -111,13 +111,16 @@ fn cgroup_memory_limit() -> Option<u64> {
 /// [`idle_memory_estimate`]): two per CPU, at least 4 and at most 16, let every slot
 /// take a warm one at once while as many refill, and absorb a burst. A shell sandbox
 /// starts in about 5 ms: one per CPU, at least 2 so that one waits while the other
-/// refills, at most 8. A JVM takes about 700 ms to get warm and holds over ten times
-/// the memory: one per two CPUs, at least 1, at most 4.
+/// refills, at most 8. A JShell sandbox is a replay JVM waiting for a program the
+/// pool's compile host compiles (no JShell or javac in it, ready in about 150 ms):
+/// one per CPU, at least 2 so that one waits while another starts, at most 8. A Node
+/// sandbox starts its interpreter: one per two CPUs, at least 1, at most 4.
 pub fn default_size(kind: EvaluatorKind, cpus: usize) -> usize {
     match kind {
         EvaluatorKind::Python => (2 * cpus).clamp(4, 16),
         EvaluatorKind::Command => cpus.clamp(2, 8),
-        EvaluatorKind::Jshell | EvaluatorKind::Node => (cpus / 2).clamp(1, 4),
+        EvaluatorKind::Jshell => cpus.clamp(2, 8),
+        EvaluatorKind::Node => (cpus / 2).clamp(1, 4),
     }
 }
 
@@ -157,7 +160,13 @@ pub struct PlannedPool {
 
 impl PlannedPool {
     fn bytes(&self) -> u64 {
-        self.size as u64 * self.idle_memory_bytes
+        // A JShell pool's sandboxes are replays of what its compile host compiles
+        // (see `evaluator::compile_host`): the host comes with any of them.
+        let host = match self.kind {
+            EvaluatorKind::Jshell if self.size > 0 => evaluator::compile_host::HOST_MEMORY,
+            _ => 0,
+        };
+        (self.size as u64 * self.idle_memory_bytes).saturating_add(host)
     }
 }
 

@@ -23,12 +23,13 @@ pub const DRIVER: &str = include_str!("../../drivers/JShellDriver.java");
 pub const DRIVER_SOURCE_FILE: &str = "JShellDriver.java";
 /// Where a JShell runtime carries its compiled driver (inside the sandbox).
 pub const DRIVER_DIR: &str = "/opt/jsheets-runtime/jshell";
-/// Version 3: the driver records (a compile pass) and replays recorded programs.
-const DRIVER_VERSION: i32 = 3;
+/// Version 4: the driver serves compile jobs (the compile host) and replays warm.
+const DRIVER_VERSION: i32 = 4;
 /// The driver's modes (the input's mode byte).
 const MODE_RUN: u8 = 0;
 const MODE_RECORD: u8 = 1;
 const MODE_REPLAY: u8 = 2;
+const MODE_SERVE: u8 = 3;
 /// The method JShell generates to run an executable snippet, the only one a recorded
 /// program invokes.
 pub const DO_IT: &str = "do_it$";
@@ -116,6 +117,45 @@ pub(crate) fn replay_job(
     input.extend(program.input(stdin));
     let args = jvm_args(&limits, false);
     frame(launch, args, input, Vec::new(), true, limits)
+}
+
+/// A replay started ahead of its program (a pooled sandbox for the compile host's
+/// programs): the job and the preface it waits after; [`replay_rest`] is the rest.
+pub(crate) fn replay_waiting_job(launch: &Launch, limits: Limits) -> (Job, Vec<u8>) {
+    let args = jvm_args(&limits, false);
+    let mut job = frame(launch, args, Vec::new(), Vec::new(), true, limits);
+    job.input = None;
+    (job, header(false, true, MODE_REPLAY))
+}
+
+/// The rest of a waiting replay's input: `program` with `stdin` for the snippet.
+pub(crate) fn replay_rest(program: &record::Program, stdin: &[u8]) -> Vec<u8> {
+    program.input(stdin)
+}
+
+/// The compile host (`crate::compile_host`): the driver in serve mode, compiling one
+/// job after another (each [`host_request`]) in record mode, its verdicts and jobs on
+/// its stdin.
+pub(crate) fn host_job(launch: &Launch, limits: Limits) -> Job {
+    let input = header(true, false, MODE_SERVE);
+    let mut args = jvm_args(&limits, true);
+    // A host lives for thousands of compiles: javac fully JIT-compiled (C2 too) is
+    // worth its threads and warm-up there, not in a short-lived JVM.
+    args.retain(|a| a != "-XX:TieredStopAtLevel=1" && a != "-XX:CICompilerCount=1");
+    frame(launch, args, input, Vec::new(), true, limits)
+}
+
+/// One compile job for the host, a line of its stdin.
+pub(crate) fn host_request(components: &[Component]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut line = b"job ".to_vec();
+    line.extend(
+        base64::engine::general_purpose::STANDARD
+            .encode(request(components, &[]))
+            .into_bytes(),
+    );
+    line.push(b'\n');
+    line
 }
 
 /// The JVM's options and the driver, with its agent jar or without.

@@ -1,0 +1,314 @@
+//! The compile host (root required): Java requests through a pool with one are
+//! compiled in its warm JShell, where nothing of them runs, and replayed in a sandbox
+//! of their own with what a whole JShell gives them (the classic path is the oracle);
+//! nothing one request compiled is there for the next; a denial or a compile over its
+//! time goes the classic way, and a host killed for it comes back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, Run};
+use evaluator::access::catalog::Catalog;
+use evaluator::evaluate::{evaluate_pooled, Path};
+use evaluator::lang::Launch;
+use evaluator::pool::Pool;
+use evaluator::sandbox::{Limits, Status};
+use evaluator::snippet::{Component, Output};
+use tokio_util::sync::CancellationToken;
+
+fn components(codes: &[&str]) -> Vec<Component> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component {
+            id: format!("c{}", i + 1),
+            code: (*code).into(),
+        })
+        .collect()
+}
+
+async fn java(fx: &Fixture, list: bool) -> Launch {
+    let mut launch = fx.runtime("openjdk-17").await.launch();
+    launch.access_list = list.then(|| Arc::new(Catalog::new(None).load("java-default").unwrap()));
+    launch
+}
+
+/// A pool of two replays and its compile host, once the host is up and a replay waits.
+async fn pool(fx: &Fixture, launch: &Launch) -> Pool {
+    let pool = Pool::start(
+        fx.sandboxes.clone(),
+        launch.clone(),
+        common::pool_settings(2, true),
+    )
+    .unwrap();
+    wait_until_up(&pool).await;
+    pool
+}
+
+async fn wait_until_up(pool: &Pool) {
+    let host = pool
+        .compile_host()
+        .expect("a JShell pool has a compile host");
+    let end = Instant::now() + Duration::from_secs(120 * u64::from(common::time_scale()));
+    while !(host.is_up().await && pool.idle() > 0) {
+        assert!(
+            Instant::now() < end,
+            "the compile host never got up: {:?}",
+            host.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request through `pool`, and how it ran.
+async fn pooled(
+    fx: &Fixture,
+    pool: &Pool,
+    launch: &Launch,
+    components: &[Component],
+    stdin: &str,
+    limits: Limits,
+) -> (Run, Path) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let collect = common::collect_all(rx);
+    let (outcome, path) = evaluate_pooled(
+        &fx.sandboxes,
+        Some(pool),
+        launch,
+        components,
+        stdin.as_bytes().to_vec(),
+        limits,
+        Default::default(),
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let outputs = collect.await.unwrap();
+    (Run { outcome, outputs }, path)
+}
+
+/// The request the classic way: a whole JShell in a fresh sandbox.
+async fn whole(fx: &Fixture, launch: &Launch, components: &[Component], stdin: &str) -> Run {
+    fx.run_in(
+        None,
+        launch,
+        components.to_vec(),
+        stdin.as_bytes().to_vec(),
+        Limits::default(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+/// Values, exceptions, diagnostics, violations, internal errors: per component, in
+/// order of kind and text (a compiled request's diagnostics come first).
+fn results(outputs: &[Output]) -> Vec<String> {
+    let mut v: Vec<String> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Value { component, text } => Some(format!("{component} value {text}")),
+            Output::Exception {
+                component,
+                kind,
+                message,
+                traceback,
+                line,
+            } => Some(format!(
+                "{component} exception {kind}: {message} at {line:?}\n{traceback}"
+            )),
+            Output::Diagnostic {
+                component,
+                kind,
+                message,
+                ..
+            } => Some(format!("{component} diagnostic {kind} {message}")),
+            Output::Violation {
+                component,
+                reference,
+                ..
+            } => Some(format!("{component} violation {reference}")),
+            Output::Internal { component, message } => {
+                Some(format!("{component} internal {message}"))
+            }
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn compiled(path: Path) -> bool {
+    matches!(path, Path::Compiled | Path::CompiledCold)
+}
+
+#[tokio::test]
+async fn requests_compiled_by_the_host_get_what_a_whole_jshell_gives_them() {
+    let fx = Fixture::new();
+    let launch = java(&fx, true).await;
+    let pool = pool(&fx, &launch).await;
+    let programs: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["System.out.println(1 + 1);"], ""),
+        (
+            vec![
+                "var sc = new Scanner(System.in);\nint sum = 0;\nwhile (sc.hasNextInt()) sum += sc.nextInt();",
+                "System.out.println(\"sum \" + sum);",
+                "sum * 3",
+            ],
+            "4 5 6",
+        ),
+        (
+            vec!["int x = 5;", "x * 2", "String s = \"a\" + x; s"],
+            "",
+        ),
+        (
+            vec!["int f(int d) { return 100 / d; }\nSystem.out.println(\"before\");\nf(0)"],
+            "",
+        ),
+        (
+            vec!["int broken = missing + 1;", "System.out.println(2);"],
+            "",
+        ),
+        (
+            vec!["class Counter { static int n; }\nCounter.n++;\nCounter.n", "record P(int a) {}\nnew P(3).a()"],
+            "",
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (codes, stdin) in &programs {
+        let components = components(codes);
+        let (got, path) = pooled(&fx, &pool, &launch, &components, stdin, Limits::default()).await;
+        let want = whole(&fx, &launch, &components, stdin).await;
+        assert_eq!(
+            got.outcome.status, want.outcome.status,
+            "{codes:?}: {got:#?}"
+        );
+        assert_eq!(got.stdout(), want.stdout(), "{codes:?}");
+        assert_eq!(results(&got.outputs), results(&want.outputs), "{codes:?}");
+        paths.push(path);
+    }
+    assert!(paths.iter().all(|&p| compiled(p)), "{paths:?}");
+    // Pooled replays served them (the pool refills between requests).
+    assert!(paths.contains(&Path::Compiled), "{paths:?}");
+    let stats = pool.compile_host().unwrap().stats();
+    assert_eq!(stats.compiled, programs.len() as u64, "{stats:?}");
+    assert_eq!(stats.starts, 1, "{stats:?}");
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn nothing_one_request_compiled_is_there_for_the_next() {
+    let fx = Fixture::new();
+    let launch = java(&fx, false).await;
+    let pool = pool(&fx, &launch).await;
+    let first = components(&[
+        "class Secret { static int v = 42; }",
+        "int leaked = 7;",
+        "import java.util.concurrent.*;",
+        "int secret() { return 9; }",
+    ]);
+    let (run, path) = pooled(&fx, &pool, &launch, &first, "", Limits::default()).await;
+    assert!(compiled(path), "{path:?}");
+    assert_eq!(run.outcome.status, Status::Ok, "{run:#?}");
+    let next = components(&[
+        "Secret.v",
+        "leaked",
+        "new ConcurrentHashMap<String, Integer>()",
+        "secret()",
+        "System.out.println(\"next ran\");",
+    ]);
+    let (got, path) = pooled(&fx, &pool, &launch, &next, "", Limits::default()).await;
+    assert!(compiled(path), "{path:?}");
+    let want = whole(&fx, &launch, &next, "").await;
+    assert_eq!(got.stdout(), "next ran\n");
+    let got = results(&got.outputs);
+    assert_eq!(got, results(&want.outputs));
+    // Every name of the first request is unknown to the second.
+    for c in ["c1", "c2", "c3", "c4"] {
+        assert!(
+            got.iter()
+                .any(|r| r.starts_with(&format!("{c} diagnostic"))
+                    && r.contains("cannot find symbol")),
+            "{c}: {got:#?}"
+        );
+    }
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_denied_class_runs_the_classic_way() {
+    let fx = Fixture::new();
+    let launch = java(&fx, true).await;
+    let pool = pool(&fx, &launch).await;
+    let components = components(&["System.out.println(\"ran\");", "System.exit(1);"]);
+    let (got, path) = pooled(&fx, &pool, &launch, &components, "", Limits::default()).await;
+    assert_eq!(path, Path::Cold);
+    let want = whole(&fx, &launch, &components, "").await;
+    assert_eq!(got.outcome.status, want.outcome.status);
+    assert_eq!(got.stdout(), "ran\n");
+    let got = results(&got.outputs);
+    assert_eq!(got, results(&want.outputs));
+    assert!(
+        got.iter().any(|r| r.starts_with("c2 violation")),
+        "{got:#?}"
+    );
+    let stats = pool.compile_host().unwrap().stats();
+    assert_eq!((stats.failed, stats.starts), (1, 1), "{stats:?}");
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+/// Nested `List.of` calls: javac's inference takes seconds (about four times longer
+/// per level).
+fn slow_to_compile(levels: usize) -> String {
+    let mut e = "1".to_string();
+    for _ in 0..levels {
+        e = format!("List.of({e}, {})", e.replace('1', "2"));
+    }
+    format!("var v = {e};")
+}
+
+#[tokio::test]
+async fn a_compile_over_its_time_kills_the_host_which_comes_back() {
+    let fx = Fixture::new();
+    let launch = java(&fx, false).await;
+    let pool = pool(&fx, &launch).await;
+    let host = pool.compile_host().unwrap().clone();
+    let limits = Limits {
+        wall_time: Duration::from_secs(2) * common::time_scale(),
+        ..Limits::default()
+    };
+    let slow = components(&[&slow_to_compile(10)]);
+    let began = Instant::now();
+    let (got, path) = pooled(&fx, &pool, &launch, &slow, "", limits.clone()).await;
+    // The host gave up at the request's wall time, and the classic way too.
+    assert_eq!(path, Path::Cold);
+    assert_eq!(got.outcome.status, Status::WallTimeout, "{got:#?}");
+    assert!(
+        began.elapsed() < limits.wall_time * 4,
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(host.stats().failed, 1);
+    // A new host, and requests compiled again.
+    wait_until_up(&pool).await;
+    assert_eq!(host.stats().starts, 2, "{:?}", host.stats());
+    let (got, path) = pooled(
+        &fx,
+        &pool,
+        &launch,
+        &components(&["System.out.println(3);"]),
+        "",
+        Limits::default(),
+    )
+    .await;
+    assert!(compiled(path), "{path:?}");
+    assert_eq!(got.stdout(), "3\n");
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
