@@ -38,7 +38,7 @@ pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 /// JShells stays bounded).
 pub const MAX_JOBS: u64 = 5000;
 /// The host's memory limit (its cgroup's; the JVM's heap is half of it).
-pub const HOST_MEMORY: u64 = 768 << 20;
+pub const HOST_MEMORY: u64 = 512 << 20;
 /// A host's own time limits: it lives for many jobs, each timed on its own.
 const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest the host may take to get warm.

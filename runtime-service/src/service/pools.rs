@@ -127,13 +127,14 @@ pub fn default_size(kind: EvaluatorKind, cpus: usize) -> usize {
 /// Memory a waiting sandbox of `kind` may hold (its cgroup's limit while it waits),
 /// when its pool sets no `idleMemoryBytes`: the peak measured while one starts and
 /// waits (cgroup v1 `memory.max_usage_in_bytes`, 2-CPU development machine, default
-/// access lists: Python 9 to 20 MiB, JShell 150 to 230 MiB, the first sandbox of a
+/// access lists: Python 9 to 20 MiB, a JShell replay 25 MiB, the first sandbox of a
 /// runtime also charged its files' page cache) with room to spare, since a start above
-/// it is killed and retried. Node and shell-like runtimes are not measured: guesses.
+/// it is killed and retried. A JShell pool's compile host has a limit of its own
+/// (`evaluator::compile_host::HOST_MEMORY`, 276 MiB measured after 30 compiles). Node and shell-like runtimes are not measured: guesses.
 pub fn idle_memory_estimate(kind: EvaluatorKind) -> u64 {
     match kind {
         EvaluatorKind::Python => 64 << 20,
-        EvaluatorKind::Jshell => 256 << 20,
+        EvaluatorKind::Jshell => 96 << 20,
         EvaluatorKind::Node => 128 << 20,
         EvaluatorKind::Command => 16 << 20,
     }
@@ -247,13 +248,19 @@ pub fn plan(
 /// The most sandboxes the pools of `config` can hold on `cpus` CPUs, whatever turns
 /// out to be installed (the budget not counted): what the open-files limit must allow
 /// for before the runtimes are loaded. A default runtime of unknown kind counts as
-/// Python, the kind with the largest default pool.
+/// Python, the kind with the largest default pool. Each pool counts one more sandbox:
+/// its zygote or compile host.
 pub fn most_pooled(config: &EvaluationConfig, cpus: usize) -> usize {
     if config.pool_memory_bytes == Some(0) {
         return 0;
     }
     if !config.pool.is_empty() {
-        return config.pool.values().map(|p| p.size).sum();
+        return config
+            .pool
+            .values()
+            .filter(|p| p.size > 0)
+            .map(|p| p.size + 1)
+            .sum();
     }
     if !config.pool_defaults {
         return 0;
@@ -268,7 +275,11 @@ pub fn most_pooled(config: &EvaluationConfig, cpus: usize) -> usize {
     names.extend(DEFAULT_POOLED.iter().map(|(n, _)| *n));
     names.sort_unstable();
     names.dedup();
-    names.iter().map(|n| default_size(kind_of(n), cpus)).sum()
+    // Each pool may also keep a warm process of its own: a zygote or a compile host.
+    names
+        .iter()
+        .map(|n| default_size(kind_of(n), cpus) + 1)
+        .sum()
 }
 
 /// Cuts pool sizes until all waiting sandboxes fit in `budget` bytes: one sandbox at a
@@ -316,12 +327,12 @@ mod tests {
     fn default_sizes_follow_the_cpus() {
         use EvaluatorKind::{Jshell, Python};
         let table = [
-            (1, 4, 1),
-            (2, 4, 1),
-            (4, 8, 2),
-            (8, 16, 4),
-            (16, 16, 4),
-            (64, 16, 4),
+            (1, 4, 2),
+            (2, 4, 2),
+            (4, 8, 4),
+            (8, 16, 8),
+            (16, 16, 8),
+            (64, 16, 8),
         ];
         for (cpus, python, java) in table {
             assert_eq!(default_size(Python, cpus), python, "{cpus} CPUs");
@@ -342,7 +353,7 @@ mod tests {
         let plan = plan(&config, &installed(), machine);
         assert_eq!(
             sizes(&plan),
-            [("shell", 4), ("openjdk-17", 2), ("python-3.11", 8)]
+            [("shell", 4), ("openjdk-17", 4), ("python-3.11", 8)]
         );
         assert_eq!(plan.budget, 4 * GIB);
         assert!(plan
@@ -402,38 +413,42 @@ mod tests {
         assert_eq!(plan.total_size(), 0);
         assert_eq!(most_pooled(&no_budget, 2), 0);
         assert_eq!(most_pooled(&off, 2), 0);
-        assert_eq!(most_pooled(&config, 2), 4);
+        // python-3.11-ml's 3 and the configured one not installed, each with its own
+        // zygote or compile host.
+        assert_eq!(most_pooled(&config, 2), 6);
     }
 
     #[test]
     fn most_pooled_counts_every_default_as_if_installed() {
-        // openjdk-17 is the default runtime: 1 + python-3.11's 4 on 2 CPUs.
-        assert_eq!(most_pooled(&EvaluationConfig::default(), 2), 5);
+        // openjdk-17 is the default runtime: 2 + python-3.11's 4 on 2 CPUs, and a
+        // compile host and a zygote.
+        assert_eq!(most_pooled(&EvaluationConfig::default(), 2), 8);
         let shell = EvaluationConfig {
             default_runtime: "shell".into(),
             ..EvaluationConfig::default()
         };
         // A default runtime of unknown kind counts as the largest pool (Python's).
-        assert_eq!(most_pooled(&shell, 8), 16 + 4 + 16);
+        assert_eq!(most_pooled(&shell, 8), 17 + 9 + 17);
     }
 
     #[test]
     fn the_budget_is_a_quarter_of_the_machine_and_cuts_the_largest_first() {
-        // 2 CPUs: openjdk-17 (the default runtime) 1 × 256 MiB, python-3.11 4 × 64 MiB.
+        // 2 CPUs: openjdk-17 (the default runtime) 2 × 96 MiB and its compile host's
+        // 512 MiB, python-3.11 4 × 64 MiB.
         let machine = |memory_bytes| Machine {
             cpus: 2,
             memory_bytes,
         };
         let config = EvaluationConfig::default();
-        let fits = plan(&config, &installed(), machine(2 * GIB));
-        assert_eq!(sizes(&fits), [("openjdk-17", 1), ("python-3.11", 4)]);
-        assert_eq!(fits.total_bytes(), 512 * MIB);
-        // 1280 MiB: 320 MiB of budget; Python goes down to one before Java goes...
-        let tight = plan(&config, &installed(), machine(1280 * MIB));
-        assert_eq!(sizes(&tight), [("openjdk-17", 1), ("python-3.11", 1)]);
+        let fits = plan(&config, &installed(), machine(4 * GIB));
+        assert_eq!(sizes(&fits), [("openjdk-17", 2), ("python-3.11", 4)]);
+        assert_eq!(fits.total_bytes(), 960 * MIB);
+        // 768 MiB of budget: Java down to one (608), then Python to two (128)...
+        let tight = plan(&config, &installed(), machine(3 * GIB));
+        assert_eq!(sizes(&tight), [("openjdk-17", 1), ("python-3.11", 2)]);
         assert!(tight.total_bytes() <= tight.budget);
-        // ...and with 256 MiB, the JVM, the largest, goes before the last Python one.
-        let tighter = plan(&config, &installed(), machine(GIB));
+        // ...and with 512 MiB, Python down to one, then Java, the largest, goes.
+        let tighter = plan(&config, &installed(), machine(2 * GIB));
         assert_eq!(sizes(&tighter), [("openjdk-17", 0), ("python-3.11", 1)]);
     }
 
