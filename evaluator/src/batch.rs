@@ -28,7 +28,8 @@ use futures_util::stream::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{drive, evaluate_in, EvaluateError, RequestData, Run};
+use crate::compile_host::CompileHost;
+use crate::evaluate::{drive, evaluate_in, replay_run, EvaluateError, RequestData, Run};
 use crate::events::{Bounds, Translator};
 use crate::lang::jshell::record::{Failure, Program as Recorded, Recorder};
 use crate::lang::jshell::vetting::Verdicts;
@@ -117,7 +118,9 @@ pub struct Program<'a> {
 /// lane forks; without a lane (none given, one that fails, a request with datasets,
 /// which a lane's root does not have) each input gets the sandbox `take` gives it, or
 /// a fresh cold one. A JShell program is compiled once and replayed per input (see
-/// the module); neither `take` nor `lane` is called for it.
+/// the module): by `host` when given (a JShell pool's compile host, whose replays
+/// `take` gives), else by a compile pass of its own with each replay in a fresh
+/// sandbox; `lane` is not called for it.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_inputs<F, Fut, L, LFut>(
     sandboxes: &Sandboxes,
@@ -126,6 +129,7 @@ pub async fn run_inputs<F, Fut, L, LFut>(
     parallel: usize,
     take: F,
     lane: L,
+    host: Option<&CompileHost>,
     done: mpsc::Sender<RunReport>,
     cancel: CancellationToken,
 ) -> Result<(), EvaluateError>
@@ -136,7 +140,10 @@ where
     LFut: std::future::Future<Output = Option<Arc<Zygote>>>,
 {
     if program.launch.kind == EvaluatorKind::Jshell {
-        return run_replays(sandboxes, program, inputs, parallel, done, cancel).await;
+        return run_replays(
+            sandboxes, program, inputs, parallel, host, take, done, cancel,
+        )
+        .await;
     }
     let workers = parallel.max(1).min(inputs.len());
     let next = std::sync::Mutex::new(inputs.into_iter().enumerate());
@@ -279,15 +286,41 @@ enum Compiled {
 }
 
 /// A JShell program: compiled once, replayed per input (see the module).
-async fn run_replays(
+#[allow(clippy::too_many_arguments)]
+async fn run_replays<F, Fut>(
     sandboxes: &Sandboxes,
     program: &Program<'_>,
     inputs: Vec<Input>,
     parallel: usize,
+    host: Option<&CompileHost>,
+    take: F,
     done: mpsc::Sender<RunReport>,
     cancel: CancellationToken,
-) -> Result<(), EvaluateError> {
-    let compiled = compile(sandboxes, program, cancel.child_token()).await?;
+) -> Result<(), EvaluateError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Waiting>>,
+{
+    let hosted = match host {
+        Some(host) => match host
+            .compile(program.launch, program.components, &program.limits, &cancel)
+            .await
+        {
+            Ok((recorded, outputs)) => Some(Compiled::Program(recorded, outputs)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no program from the compile host; a compile pass of its own");
+                None
+            }
+        },
+        None => None,
+    };
+    // Replays started ahead are the host's pool's.
+    let pooled = hosted.is_some() && program.data.datasets.is_empty();
+    let compiled = match hosted {
+        Some(c) => c,
+        None => compile(sandboxes, program, cancel.child_token()).await?,
+    };
+    let take = &take;
     let compiled = &compiled;
     let done_ref = &done;
     let cancel_ref = &cancel;
@@ -307,6 +340,7 @@ async fn run_replays(
                     outputs.clone(),
                 ),
                 Compiled::Program(recorded, outputs) => {
+                    let waiting = if pooled { take().await } else { None };
                     replay(
                         sandboxes,
                         program,
@@ -314,6 +348,7 @@ async fn run_replays(
                         outputs,
                         index,
                         input,
+                        waiting,
                         cancel_ref.child_token(),
                     )
                     .await
@@ -377,8 +412,10 @@ async fn compile(
     }
 }
 
-/// One input's run: the recorded program replayed in a fresh cold sandbox with the
-/// input's stdin and files, its outputs after the compile pass's.
+/// One input's run: the recorded program replayed in `waiting` (a replay started
+/// ahead) or a fresh sandbox with the input's stdin and files, its outputs after the
+/// compile pass's.
+#[allow(clippy::too_many_arguments)]
 async fn replay(
     sandboxes: &Sandboxes,
     program: &Program<'_>,
@@ -386,17 +423,19 @@ async fn replay(
     compiled: &[Output],
     index: usize,
     input: Input,
+    waiting: Option<Waiting>,
     cancel: CancellationToken,
 ) -> RunReport {
-    let mut job = lang::jshell::replay_job(
+    let mut data = program.data.clone();
+    data.files.put.extend(input.files.iter().cloned());
+    let run = replay_run(
         program.launch,
         recorded,
         &input.stdin,
         program.limits.clone(),
+        data,
+        waiting,
     );
-    job.files = program.data.files.clone();
-    job.files.put.extend(input.files.iter().cloned());
-    job.datasets = program.data.datasets.clone();
     let components = program.components;
     let mut translator = Translator::new(
         components,
@@ -408,7 +447,7 @@ async fn replay(
     let mut no_verdicts: Option<Verdicts> = None;
     let run = drive(
         sandboxes,
-        Run::Cold(Box::new(job)),
+        run,
         &mut translator,
         &mut no_verdicts,
         None,

@@ -37,8 +37,8 @@ pub const MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
 /// Jobs a host compiles before it is replaced (whatever a JVM accumulates over many
 /// JShells stays bounded).
 pub const MAX_JOBS: u64 = 5000;
-/// The host's memory limit (its cgroup's; the JVM's heap is half of it).
-pub const HOST_MEMORY: u64 = 512 << 20;
+/// The host's memory limit (its cgroup's; the JVM's heap is three fifths of it).
+pub const HOST_MEMORY: u64 = 640 << 20;
 /// A host's own time limits: it lives for many jobs, each timed on its own.
 const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest the host may take to get warm.
@@ -93,6 +93,8 @@ struct Shared {
     running: tokio::sync::Mutex<Option<Running>>,
     /// Set while a start is in flight.
     starting: std::sync::atomic::AtomicBool,
+    /// Set while a host runs (between its start and its end being noticed).
+    up: std::sync::atomic::AtomicBool,
     stop: CancellationToken,
     compiled: AtomicU64,
     failed: AtomicU64,
@@ -143,6 +145,7 @@ impl CompileHost {
                 limits,
                 running: tokio::sync::Mutex::new(None),
                 starting: false.into(),
+                up: false.into(),
                 stop: stop.clone(),
                 compiled: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -168,8 +171,8 @@ impl CompileHost {
     }
 
     /// Whether a host is up (not starting, not replaced).
-    pub async fn is_up(&self) -> bool {
-        self.shared.running.lock().await.is_some()
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
     }
 
     /// Starts a host in the background unless one runs or is starting.
@@ -195,6 +198,7 @@ impl CompileHost {
                 match start(&s).await {
                     Ok(r) => {
                         *s.running.lock().await = Some(r);
+                        s.up.store(true, Ordering::Release);
                         s.starting.store(false, Ordering::Release);
                         return;
                     }
@@ -247,6 +251,7 @@ impl CompileHost {
                 );
                 if running.is_some() && (spent || doubtful) {
                     *running = None;
+                    s.up.store(false, Ordering::Release);
                     drop(running);
                     self.restart();
                 } else if running.is_none() {
@@ -266,6 +271,7 @@ impl CompileHost {
     /// Ends the host and waits until its sandbox is gone.
     pub async fn shutdown(&self) {
         self.shared.stop.cancel();
+        self.shared.up.store(false, Ordering::Release);
         let running = self.shared.running.lock().await.take();
         if let Some(mut r) = running {
             r.kill.cancel();

@@ -198,23 +198,12 @@ pub async fn evaluate_pooled(
     let mut limits = limits;
     limits.wall_time = limits.wall_time.saturating_sub(began.elapsed());
     let waiting = pool.take_soon().await;
-    let (run, path) = match waiting {
-        Some(w) => (
-            Run::Waiting(Box::new(Handoff {
-                input: lang::jshell::replay_rest(&program, &stdin),
-                waiting: w,
-                stdin: Vec::new(),
-                limits: limits.clone(),
-                files: data.files,
-            })),
-            Path::Compiled,
-        ),
-        None => {
-            let mut job = lang::jshell::replay_job(launch, &program, &stdin, limits.clone());
-            job.files = data.files;
-            (Run::Cold(Box::new(job)), Path::CompiledCold)
-        }
+    let path = if waiting.is_some() {
+        Path::Compiled
+    } else {
+        Path::CompiledCold
     };
+    let run = replay_run(launch, &program, &stdin, limits.clone(), data, waiting);
     for d in diagnostics {
         if out.send(d).await.is_err() {
             break;
@@ -235,6 +224,34 @@ pub async fn evaluate_pooled(
     )
     .await;
     Ok((outcome, path))
+}
+
+/// A replay of `program` with `stdin` for the snippet: in `waiting` (a replay started
+/// ahead) if given, else in a fresh sandbox with `data` (files, and datasets, which a
+/// sandbox started ahead never has).
+pub(crate) fn replay_run(
+    launch: &Launch,
+    program: &lang::jshell::record::Program,
+    stdin: &[u8],
+    limits: Limits,
+    data: RequestData,
+    waiting: Option<Waiting>,
+) -> Run {
+    match waiting.filter(|_| data.datasets.is_empty()) {
+        Some(w) => Run::Waiting(Box::new(Handoff {
+            input: lang::jshell::replay_rest(program, stdin),
+            waiting: w,
+            stdin: Vec::new(),
+            limits,
+            files: data.files,
+        })),
+        None => {
+            let mut job = lang::jshell::replay_job(launch, program, stdin, limits);
+            job.files = data.files;
+            job.datasets = data.datasets;
+            Run::Cold(Box::new(job))
+        }
+    }
 }
 
 /// What an evaluation does with the driver's steps (see [`Step`]).

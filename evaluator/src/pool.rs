@@ -389,7 +389,12 @@ impl Pool {
         }
     }
 
+    /// Sandboxes ready for a request. A JShell pool's replays are ready only while
+    /// its compile host is up (without it, a request runs a whole JShell).
     pub fn idle(&self) -> usize {
+        if self.shared.host.as_ref().is_some_and(|h| !h.is_up()) {
+            return 0;
+        }
         self.shared.lock_idle().len()
     }
 

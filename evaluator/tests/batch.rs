@@ -146,6 +146,7 @@ async fn many_inputs(lanes: bool) {
                 None
             }
         },
+        None,
         tx,
         CancellationToken::new(),
     )
@@ -281,6 +282,7 @@ async fn the_runs_of_a_lane_share_nothing_a_run_could_change() {
             assert!(lane.is_some(), "no lane");
             lane
         },
+        None,
         tx,
         CancellationToken::new(),
     )

@@ -53,7 +53,7 @@ async fn wait_until_up(pool: &Pool) {
         .compile_host()
         .expect("a JShell pool has a compile host");
     let end = Instant::now() + Duration::from_secs(120 * u64::from(common::time_scale()));
-    while !(host.is_up().await && pool.idle() > 0) {
+    while !(host.is_up() && pool.idle() > 0) {
         assert!(
             Instant::now() < end,
             "the compile host never got up: {:?}",
@@ -311,4 +311,92 @@ async fn a_compile_over_its_time_kills_the_host_which_comes_back() {
     assert_eq!(got.stdout(), "3\n");
     pool.shutdown().await;
     fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn many_inputs_compile_in_the_host_and_replay_in_the_pools_sandboxes() {
+    use evaluator::batch::{MatchMode, Program};
+    let fx = Fixture::new();
+    let launch = java(&fx, true).await;
+    let pool = pool(&fx, &launch).await;
+    let components = components(&[
+        "var sc = new Scanner(System.in);\nint sum = 0;\nwhile (sc.hasNextInt()) sum += sc.nextInt();",
+        "System.out.println(\"sum \" + sum);",
+        "sum * 3",
+        "int f(int d) { return 100 / d; }\nf(sum - 6)",
+    ]);
+    let stdins = ["1 2 3", "4 5", "", "6", "7 8 9 10"];
+    let inputs = |expected: bool| -> Vec<evaluator::batch::Input> {
+        stdins
+            .iter()
+            .map(|s| evaluator::batch::Input {
+                stdin: s.as_bytes().to_vec(),
+                files: Vec::new(),
+                expected: expected.then(Vec::new),
+            })
+            .collect()
+    };
+    let program = Program {
+        launch: &launch,
+        components: &components,
+        limits: Limits::default(),
+        data: Default::default(),
+        mode: MatchMode::Exact,
+    };
+    let before = pool.stats().taken;
+    let hosted = batch(&fx, &program, inputs(false), Some(&pool)).await;
+    assert_eq!(pool.compile_host().unwrap().stats().compiled, 1);
+    // The replays were the pool's (as many as it had ready as they came, at least one).
+    assert!(pool.stats().taken > before, "{:?}", pool.stats());
+    let own = batch(&fx, &program, inputs(false), None).await;
+    assert_eq!(hosted.len(), stdins.len());
+    for (h, o) in hosted.iter().zip(&own) {
+        assert_eq!(h.outcome.status, o.outcome.status, "{h:#?}");
+        assert_eq!(h.stdout, o.stdout, "input {}", h.index);
+        assert_eq!(
+            results(&h.outputs),
+            results(&o.outputs),
+            "input {}",
+            h.index
+        );
+    }
+    assert!(String::from_utf8_lossy(&hosted[0].stdout).contains("sum 6"));
+    assert!(results(&hosted[0].outputs)
+        .iter()
+        .any(|r| r.starts_with("c4 exception java.lang.ArithmeticException")));
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+/// The runs of `program` against `inputs`, in order: compiled by `host`'s compile host
+/// and replayed in its sandboxes if given, else by a compile pass of their own.
+async fn batch(
+    fx: &Fixture,
+    program: &evaluator::batch::Program<'_>,
+    inputs: Vec<evaluator::batch::Input>,
+    host: Option<&Pool>,
+) -> Vec<evaluator::batch::RunReport> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let collect = common::collect_all(rx);
+    evaluator::batch::run_inputs(
+        &fx.sandboxes,
+        program,
+        inputs,
+        2,
+        || async move {
+            match host {
+                Some(p) => p.take_soon().await,
+                None => None,
+            }
+        },
+        || async { None },
+        host.and_then(|p| p.compile_host()),
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let mut reports: Vec<evaluator::batch::RunReport> = collect.await.unwrap();
+    reports.sort_by_key(|r| r.index);
+    reports
 }

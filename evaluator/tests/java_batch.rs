@@ -69,6 +69,7 @@ async fn batch(
         2,
         || async { panic!("a JShell program takes no pre-started sandbox") as Option<Waiting> },
         || async { panic!("a JShell program takes no lane") as Option<std::sync::Arc<Zygote>> },
+        None,
         tx,
         CancellationToken::new(),
     )

@@ -80,6 +80,18 @@ public final class JShellDriver {
     /** The method JShell generates to run an executable snippet (statement, expression, variable). */
     private static final String DO_IT = "do_it$";
     private static final int FLUSH_BYTES = 8192;
+    /** Compile host: rounds of its warm-up, and the statements of each (printing nothing). */
+    private static final int HOST_WARM_ROUNDS = 25;
+    private static final String[] HOST_WARM_UP = {
+        "int x = 20 + 22;",
+        "String s = \"a\" + x; s.length()",
+        "record P(int a, int b) {}",
+        "var ps = List.of(new P(1, 2), new P(3, 4));",
+        "ps.stream().map(p -> p.a() * 2).collect(Collectors.toList())",
+        "class C { int f(int y) { return 10 / (y + 1); } }",
+        "Map<String, Integer> m = new HashMap<>(); m.put(\"k\", new C().f(x));",
+        "String.valueOf(1 + 1).length();",
+    };
     private static final long FLUSH_MILLIS = 20;
 
     private static Events events;
@@ -268,12 +280,21 @@ public final class JShellDriver {
      */
     private static void serve(PrintStream out, PrintStream err, int maxStatements, int maxValueChars)
             throws IOException {
-        // The warm-up statement is the driver's own, and runs (a recording would have
-        // no snippet to record it as).
+        // The warm-up statements are the driver's own, print nothing, and run (a
+        // recording would have no snippet to record them as). A JShell per round, as
+        // jobs have, so that javac is JIT-compiled before the first request comes.
         recording = false;
-        try (JShell shell = shell(out, err)) {
-            warmUp(shell, shell.sourceCodeAnalysis());
+        warming = true;
+        for (int round = 0; round < HOST_WARM_ROUNDS; round++) {
+            try (JShell shell = shell(out, err)) {
+                SourceCodeAnalysis analysis = shell.sourceCodeAnalysis();
+                for (String statement : HOST_WARM_UP) {
+                    analysis.analyzeCompletion(statement);
+                    shell.eval(statement);
+                }
+            }
         }
+        warming = false;
         recording = true;
         // The next job's JShell, with its default imports, is made before the job
         // comes: it holds nothing of any job.
@@ -1018,8 +1039,16 @@ public final class JShellDriver {
             SnippetInput snippetIn = new SnippetInput();
             ExecutionControl control = new LocalExecutionControl();
             if (warm) {
-                // Started ahead of its request: the JVM is up and JShell's execution
-                // engine loaded; the program comes with the rest of the input.
+                // Started ahead of its request: the JVM is up, and JShell's execution
+                // engine has loaded and invoked a class of the driver's own; the
+                // program comes with the rest of the input.
+                try {
+                    control.load(new ExecutionControl.ClassBytecodes[] {
+                        new ExecutionControl.ClassBytecodes(WARM_CLASS, warmClass())});
+                    control.invoke(WARM_CLASS, DO_IT);
+                } catch (ExecutionControl.ExecutionControlException e) {
+                    throw new IOException("replay: warm-up: " + e.getMessage(), e);
+                }
                 events.flushOutput();
                 events.write("{\"event\":\"ready\"}");
             }
@@ -1077,6 +1106,59 @@ public final class JShellDriver {
                 events.write("{\"event\":\"end\",\"id\":" + json(id) + ",\"ok\":" + ok + "}");
             }
             in.close();
+        }
+
+        /** The class a replay started ahead loads and invokes (no snippet is named so). */
+        private static final String WARM_CLASS = "REPL.$JShell$Warm";
+
+        /** `REPL.$JShell$Warm`, whose `do_it$()` returns "", as a class file (Java 17). */
+        static byte[] warmClass() throws IOException {
+            java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+            java.io.DataOutputStream out = new java.io.DataOutputStream(bytes);
+            out.writeInt(0xCAFEBABE);
+            out.writeShort(0);
+            out.writeShort(61);
+            // Constant pool: #1 the class's name, #2 its class, #3 Object's name, #4 its
+            // class, #5 do_it$, #6 its descriptor, #7 "Code", #8 "", #9 the string "".
+            out.writeShort(10);
+            out.writeByte(1);
+            out.writeUTF("REPL/$JShell$Warm");
+            out.writeByte(7);
+            out.writeShort(1);
+            out.writeByte(1);
+            out.writeUTF("java/lang/Object");
+            out.writeByte(7);
+            out.writeShort(3);
+            for (String utf8 : new String[] {DO_IT, "()Ljava/lang/String;", "Code", ""}) {
+                out.writeByte(1);
+                out.writeUTF(utf8);
+            }
+            out.writeByte(8);
+            out.writeShort(8);
+            // public class, this #2, super #4, no interfaces or fields, one method:
+            // public static do_it$ with a Code attribute (ldc #9; areturn).
+            out.writeShort(0x0021);
+            out.writeShort(2);
+            out.writeShort(4);
+            out.writeShort(0);
+            out.writeShort(0);
+            out.writeShort(1);
+            out.writeShort(0x0009);
+            out.writeShort(5);
+            out.writeShort(6);
+            out.writeShort(1);
+            out.writeShort(7);
+            byte[] code = {0x12, 9, (byte) 0xB0};
+            out.writeInt(2 + 2 + 4 + code.length + 2 + 2);
+            out.writeShort(1);
+            out.writeShort(0);
+            out.writeInt(code.length);
+            out.write(code);
+            out.writeShort(0);
+            out.writeShort(0);
+            out.writeShort(0);
+            out.flush();
+            return bytes.toByteArray();
         }
 
         /** Invokes one snippet as JShell's evaluation does, and reports its value or exception. */

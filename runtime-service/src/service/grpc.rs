@@ -525,6 +525,7 @@ async fn run_inputs(node: Arc<Node>, mut p: Prepared, tx: Reply, cancel: Cancell
             parallel,
             take,
             lane,
+            pool.as_ref().and_then(|p| p.compile_host()),
             done_tx,
             cancel.clone(),
         );

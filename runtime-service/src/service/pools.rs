@@ -130,7 +130,7 @@ pub fn default_size(kind: EvaluatorKind, cpus: usize) -> usize {
 /// access lists: Python 9 to 20 MiB, a JShell replay 25 MiB, the first sandbox of a
 /// runtime also charged its files' page cache) with room to spare, since a start above
 /// it is killed and retried. A JShell pool's compile host has a limit of its own
-/// (`evaluator::compile_host::HOST_MEMORY`, 276 MiB measured after 30 compiles). Node and shell-like runtimes are not measured: guesses.
+/// (`evaluator::compile_host::HOST_MEMORY`). Node and shell-like runtimes are not measured: guesses.
 pub fn idle_memory_estimate(kind: EvaluatorKind) -> u64 {
     match kind {
         EvaluatorKind::Python => 64 << 20,
@@ -434,21 +434,21 @@ mod tests {
     #[test]
     fn the_budget_is_a_quarter_of_the_machine_and_cuts_the_largest_first() {
         // 2 CPUs: openjdk-17 (the default runtime) 2 × 96 MiB and its compile host's
-        // 512 MiB, python-3.11 4 × 64 MiB.
+        // 640 MiB, python-3.11 4 × 64 MiB.
         let machine = |memory_bytes| Machine {
             cpus: 2,
             memory_bytes,
         };
         let config = EvaluationConfig::default();
-        let fits = plan(&config, &installed(), machine(4 * GIB));
+        let fits = plan(&config, &installed(), machine(8 * GIB));
         assert_eq!(sizes(&fits), [("openjdk-17", 2), ("python-3.11", 4)]);
-        assert_eq!(fits.total_bytes(), 960 * MIB);
-        // 768 MiB of budget: Java down to one (608), then Python to two (128)...
-        let tight = plan(&config, &installed(), machine(3 * GIB));
-        assert_eq!(sizes(&tight), [("openjdk-17", 1), ("python-3.11", 2)]);
+        assert_eq!(fits.total_bytes(), 1088 * MIB);
+        // 1 GiB of budget: Java, the largest, down to one replay (736)...
+        let tight = plan(&config, &installed(), machine(4 * GIB));
+        assert_eq!(sizes(&tight), [("openjdk-17", 1), ("python-3.11", 4)]);
         assert!(tight.total_bytes() <= tight.budget);
-        // ...and with 512 MiB, Python down to one, then Java, the largest, goes.
-        let tighter = plan(&config, &installed(), machine(2 * GIB));
+        // ...and with 768 MiB, Python down to one, then Java goes.
+        let tighter = plan(&config, &installed(), machine(3 * GIB));
         assert_eq!(sizes(&tighter), [("openjdk-17", 0), ("python-3.11", 1)]);
     }
 
