@@ -95,6 +95,10 @@ struct Shared {
     starting: std::sync::atomic::AtomicBool,
     /// Set while a host runs (between its start and its end being noticed).
     up: std::sync::atomic::AtomicBool,
+    /// When the running host got up, and how many hosts in a row ended within a
+    /// minute of that.
+    last_start: std::sync::Mutex<Option<std::time::Instant>>,
+    short_lives: std::sync::atomic::AtomicU32,
     stop: CancellationToken,
     compiled: AtomicU64,
     failed: AtomicU64,
@@ -146,6 +150,8 @@ impl CompileHost {
                 running: tokio::sync::Mutex::new(None),
                 starting: false.into(),
                 up: false.into(),
+                last_start: std::sync::Mutex::new(None),
+                short_lives: 0.into(),
                 stop: stop.clone(),
                 compiled: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -188,6 +194,35 @@ impl CompileHost {
         let weak = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
             let mut failures = 0u32;
+            // A host that lived less than a minute was killed by its requests (a
+            // compile over its time, too much output, its memory): each such end in a
+            // row doubles the wait before the next start, up to a minute, so that
+            // requests built to kill it cannot keep the node busy starting hosts.
+            let wait = weak.upgrade().map_or(Duration::ZERO, |s| {
+                let mut last = s.last_start.lock().unwrap_or_else(|p| p.into_inner());
+                let short = last.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+                let n = if short {
+                    s.short_lives.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    s.short_lives.store(0, Ordering::Relaxed);
+                    0
+                };
+                *last = None;
+                restart_wait(n)
+            });
+            if !wait.is_zero() {
+                let Some(stop) = weak.upgrade().map(|s| s.stop.clone()) else {
+                    return;
+                };
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "the compile host ended soon after its start again; waiting before the next"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
             loop {
                 let Some(s) = weak.upgrade() else { return };
                 if s.stop.is_cancelled() {
@@ -197,6 +232,8 @@ impl CompileHost {
                 s.starts.fetch_add(1, Ordering::Relaxed);
                 match start(&s).await {
                     Ok(r) => {
+                        *s.last_start.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(std::time::Instant::now());
                         *s.running.lock().await = Some(r);
                         s.up.store(true, Ordering::Release);
                         s.starting.store(false, Ordering::Release);
@@ -279,6 +316,16 @@ impl CompileHost {
                 let _ = task.await;
             }
         }
+    }
+}
+
+/// How long to wait before starting a host after `short_lives` hosts in a row ended
+/// within a minute of their start: nothing after one (a request killed it), then
+/// half a second, doubling up to a minute.
+fn restart_wait(short_lives: u32) -> Duration {
+    match short_lives {
+        0 | 1 => Duration::ZERO,
+        n => (Duration::from_millis(500) * 2u32.pow(n.min(9) - 2)).min(Duration::from_secs(60)),
     }
 }
 
@@ -401,5 +448,21 @@ async fn job(
         Ok(program) => Ok((program, outputs)),
         Err(lang::jshell::record::Failure::Denied) => Err(HostError::Denied),
         Err(lang::jshell::record::Failure::Invalid(e)) => Err(HostError::Invalid(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_killed_soon_after_their_start_are_started_ever_later() {
+        let waits: Vec<u64> = (0..12)
+            .map(|n| restart_wait(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [0, 0, 500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
     }
 }

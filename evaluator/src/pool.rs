@@ -198,6 +198,11 @@ pub struct PoolStats {
     pub on_demand: u64,
     /// Lanes started for many-input requests (see [`Pool::lane`]).
     pub lanes: u64,
+    /// A JShell pool's compile host: requests it compiled, requests it gave no
+    /// program for, hosts started (see `compile_host`).
+    pub compiled: u64,
+    pub compile_fallbacks: u64,
+    pub compile_host_starts: u64,
 }
 
 impl Pool {
@@ -399,6 +404,12 @@ impl Pool {
     }
 
     pub fn stats(&self) -> PoolStats {
+        let host = self
+            .shared
+            .host
+            .as_ref()
+            .map(CompileHost::stats)
+            .unwrap_or_default();
         PoolStats {
             size: self.shared.settings.size,
             idle: self.idle(),
@@ -408,6 +419,9 @@ impl Pool {
             forked: self.shared.forked.load(Ordering::Relaxed),
             on_demand: self.shared.on_demand.load(Ordering::Relaxed),
             lanes: self.shared.lanes.load(Ordering::Relaxed),
+            compiled: host.compiled,
+            compile_fallbacks: host.failed,
+            compile_host_starts: host.starts,
         }
     }
 

@@ -97,6 +97,10 @@ pub struct PoolGauge {
     pub replaced: u64,
     /// Lanes started for many-input requests.
     pub lanes: u64,
+    /// Java: compiled by the compile host, given no program by it, hosts started.
+    pub compiled: u64,
+    pub compile_fallbacks: u64,
+    pub compile_host_starts: u64,
 }
 
 impl Metrics {
@@ -254,8 +258,17 @@ impl Metrics {
                 "jsheets_runtime_pool",
                 &format!(",runtime={}", tag_value(&p.runtime)),
                 format!(
-                    "size={}i,idle={}i,taken={}i,misses={}i,replaced={}i,lanes={}i",
-                    p.size, p.idle, p.taken, p.misses, p.replaced, p.lanes
+                    "size={}i,idle={}i,taken={}i,misses={}i,replaced={}i,lanes={}i,\
+                     compiled={}i,compile_fallbacks={}i,compile_host_starts={}i",
+                    p.size,
+                    p.idle,
+                    p.taken,
+                    p.misses,
+                    p.replaced,
+                    p.lanes,
+                    p.compiled,
+                    p.compile_fallbacks,
+                    p.compile_host_starts
                 ),
             );
         }
@@ -511,6 +524,9 @@ mod tests {
             misses: 1,
             replaced: 0,
             lanes: 3,
+            compiled: 7,
+            compile_fallbacks: 2,
+            compile_host_starts: 1,
         }];
         let lines = m.take_points(
             Gauges {
@@ -545,8 +561,10 @@ mod tests {
         assert!(find("jsheets_runtime_admission,").contains("rejected=1i"));
         assert!(find("jsheets_runtime_sandboxes,").contains("live=3i,idle=1i"));
         assert!(
-            find("jsheets_runtime_pool,service_id=node\\ 1,runtime=python-3.11 ")
-                .contains("size=2i,idle=1i,taken=5i,misses=1i,replaced=0i,lanes=3i")
+            find("jsheets_runtime_pool,service_id=node\\ 1,runtime=python-3.11 ").contains(
+                "size=2i,idle=1i,taken=5i,misses=1i,replaced=0i,lanes=3i,\
+                     compiled=7i,compile_fallbacks=2i,compile_host_starts=1i"
+            )
         );
         // The window starts over.
         let again = m.take_points(Gauges::default(), &[], 1);

@@ -1413,6 +1413,31 @@ async fn default_config_pools_the_installed_runtimes_and_serves_from_them() {
     assert_eq!(t.stdout(), "42\n", "{t:#?}");
     assert_eq!(t.status_name(), "Ok");
     assert_eq!(pooled_counts(&server), (1, 0), "served from the pool");
+    // Java: compiled by the pool's compile host once it is up (the pool counts no
+    // replay ready before), replayed in one of the pool's sandboxes.
+    wait_pool_full(&mut client, "openjdk-17").await;
+    let t = evaluate(
+        &mut client,
+        start_code("openjdk-17", "System.out.println(6 * 7);"),
+        NET,
+    )
+    .await;
+    assert_eq!(t.stdout(), "42\n", "{t:#?}");
+    assert_eq!(pooled_counts(&server), (2, 0), "served from the pool");
+    let java = list_runtimes(&mut client)
+        .await
+        .into_iter()
+        .find(|r| r.name == "openjdk-17")
+        .unwrap();
+    assert_eq!(
+        (
+            java.pool_compiled,
+            java.pool_compile_fallbacks,
+            java.pool_compile_host_starts
+        ),
+        (1, 0, 1),
+        "{java:?}"
+    );
 }
 
 #[tokio::test]

@@ -281,6 +281,9 @@ fn start_metrics(
                     misses: s.misses,
                     replaced: s.replaced,
                     lanes: s.lanes,
+                    compiled: s.compiled,
+                    compile_fallbacks: s.compile_fallbacks,
+                    compile_host_starts: s.compile_host_starts,
                 }
             })
             .collect();

@@ -691,6 +691,9 @@ pub fn runtime_info(
         pool_taken: stats.taken,
         pool_misses: stats.misses,
         pool_lanes: stats.lanes,
+        pool_compiled: stats.compiled,
+        pool_compile_fallbacks: stats.compile_fallbacks,
+        pool_compile_host_starts: stats.compile_host_starts,
     }
 }
 
