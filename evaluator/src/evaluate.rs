@@ -152,50 +152,67 @@ pub async fn evaluate_pooled(
     out: mpsc::Sender<Output>,
     cancel: CancellationToken,
 ) -> Result<(Outcome, Path), EvaluateError> {
-    // Datasets are mounted as a sandbox is built: never a pooled one.
-    let pool = pool.filter(|_| data.datasets.is_empty());
-    let Some(pool) = pool else {
-        let outcome = evaluate_in(
-            sandboxes, None, launch, components, stdin, limits, data, out, cancel,
-        )
-        .await?;
-        return Ok((outcome, Path::Cold));
-    };
     if components.is_empty() {
         return Err(JobError::Empty.into());
     }
-    let Some(host) = pool.compile_host() else {
-        let waiting = pool.take_soon().await;
-        let path = if waiting.is_some() {
-            Path::Pooled
-        } else {
-            Path::Cold
-        };
-        let outcome = evaluate_in(
-            sandboxes, waiting, launch, components, stdin, limits, data, out, cancel,
-        )
-        .await?;
-        return Ok((outcome, path));
+    // Datasets are mounted as a sandbox is built: never a pooled one.
+    let waiting = match pool.filter(|_| data.datasets.is_empty()) {
+        None => None,
+        Some(pool) => match pool.compile_host() {
+            None => pool.take_soon().await,
+            Some(host) => {
+                let began = std::time::Instant::now();
+                match host.compile(launch, components, &limits, &cancel).await {
+                    Ok(compiled) => {
+                        let ran = replay_compiled(
+                            sandboxes, pool, launch, components, compiled, began, stdin, limits,
+                            data, out, cancel,
+                        );
+                        return Ok(ran.await);
+                    }
+                    // A whole JShell in a fresh sandbox: the pool's are replays.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no program from the compile host; a whole JShell runs");
+                        None
+                    }
+                }
+            }
+        },
     };
-    let began = std::time::Instant::now();
-    let compiled = host.compile(launch, components, &limits, &cancel).await;
-    let (program, diagnostics) = match compiled {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(error = %e, "no program from the compile host; a whole JShell runs");
-            let outcome = evaluate_in(
-                sandboxes, None, launch, components, stdin, limits, data, out, cancel,
-            )
-            .await?;
-            return Ok((outcome, Path::Cold));
-        }
+    let path = if waiting.is_some() {
+        Path::Pooled
+    } else {
+        Path::Cold
     };
+    let outcome = evaluate_in(
+        sandboxes, waiting, launch, components, stdin, limits, data, out, cancel,
+    )
+    .await?;
+    Ok((outcome, path))
+}
+
+/// A request the compile host compiled (`compiled`: the program and the compile's
+/// diagnostics, begun at `began`), replayed in a sandbox of `pool`'s if one is ready,
+/// else in a fresh one.
+#[allow(clippy::too_many_arguments)]
+async fn replay_compiled(
+    sandboxes: &Sandboxes,
+    pool: &Pool,
+    launch: &Launch,
+    components: &[Component],
+    (program, diagnostics): (lang::jshell::record::Program, Vec<Output>),
+    began: std::time::Instant,
+    stdin: Vec<u8>,
+    mut limits: Limits,
+    data: RequestData,
+    out: mpsc::Sender<Output>,
+    cancel: CancellationToken,
+) -> (Outcome, Path) {
     tracing::debug!(
         compile_ms = began.elapsed().as_secs_f64() * 1e3,
         "compiled by the compile host"
     );
     // The compile counts against the request's wall time.
-    let mut limits = limits;
     limits.wall_time = limits.wall_time.saturating_sub(began.elapsed());
     let waiting = pool.take_soon().await;
     let path = if waiting.is_some() {
@@ -203,14 +220,14 @@ pub async fn evaluate_pooled(
     } else {
         Path::CompiledCold
     };
-    let run = replay_run(launch, &program, &stdin, limits.clone(), data, waiting);
     for d in diagnostics {
         if out.send(d).await.is_err() {
             break;
         }
     }
-    let mut translator =
-        Translator::new(components, Bounds::for_request(components, &limits), false);
+    let bounds = Bounds::for_request(components, &limits);
+    let run = replay_run(launch, &program, &stdin, limits, data, waiting);
+    let mut translator = Translator::new(components, bounds, false);
     // Nothing is asked in replay mode: the classes were vetted as they were compiled.
     let mut no_verdicts: Option<lang::jshell::vetting::Verdicts> = None;
     let outcome = drive(
@@ -223,7 +240,7 @@ pub async fn evaluate_pooled(
         cancel,
     )
     .await;
-    Ok((outcome, path))
+    (outcome, path)
 }
 
 /// A replay of `program` with `stdin` for the snippet: in `waiting` (a replay started

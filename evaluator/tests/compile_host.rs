@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, Run};
-use evaluator::access::catalog::Catalog;
 use evaluator::evaluate::{evaluate_pooled, Path};
 use evaluator::lang::Launch;
 use evaluator::pool::Pool;
@@ -19,22 +17,7 @@ use evaluator::sandbox::{Limits, Status};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
-fn components(codes: &[&str]) -> Vec<Component> {
-    codes
-        .iter()
-        .enumerate()
-        .map(|(i, code)| Component {
-            id: format!("c{}", i + 1),
-            code: (*code).into(),
-        })
-        .collect()
-}
-
-async fn java(fx: &Fixture, list: bool) -> Launch {
-    let mut launch = fx.runtime("openjdk-17").await.launch();
-    launch.access_list = list.then(|| Arc::new(Catalog::new(None).load("java-default").unwrap()));
-    launch
-}
+use common::components;
 
 /// A pool of two replays and its compile host, once the host is up and a replay waits.
 async fn pool(fx: &Fixture, launch: &Launch) -> Pool {
@@ -104,39 +87,10 @@ async fn whole(fx: &Fixture, launch: &Launch, components: &[Component], stdin: &
     .await
 }
 
-/// Values, exceptions, diagnostics, violations, internal errors: per component, in
-/// order of kind and text (a compiled request's diagnostics come first).
+/// [`common::results`] in order of component, kind and text (a compiled request's
+/// diagnostics come first).
 fn results(outputs: &[Output]) -> Vec<String> {
-    let mut v: Vec<String> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Value { component, text } => Some(format!("{component} value {text}")),
-            Output::Exception {
-                component,
-                kind,
-                message,
-                traceback,
-                line,
-            } => Some(format!(
-                "{component} exception {kind}: {message} at {line:?}\n{traceback}"
-            )),
-            Output::Diagnostic {
-                component,
-                kind,
-                message,
-                ..
-            } => Some(format!("{component} diagnostic {kind} {message}")),
-            Output::Violation {
-                component,
-                reference,
-                ..
-            } => Some(format!("{component} violation {reference}")),
-            Output::Internal { component, message } => {
-                Some(format!("{component} internal {message}"))
-            }
-            _ => None,
-        })
-        .collect();
+    let mut v = common::results(outputs);
     v.sort();
     v
 }
@@ -148,7 +102,7 @@ fn compiled(path: Path) -> bool {
 #[tokio::test]
 async fn requests_compiled_by_the_host_get_what_a_whole_jshell_gives_them() {
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     let pool = pool(&fx, &launch).await;
     let programs: Vec<(Vec<&str>, &str)> = vec![
         (vec!["System.out.println(1 + 1);"], ""),
@@ -203,7 +157,7 @@ async fn requests_compiled_by_the_host_get_what_a_whole_jshell_gives_them() {
 #[tokio::test]
 async fn nothing_one_request_compiled_is_there_for_the_next() {
     let fx = Fixture::new();
-    let launch = java(&fx, false).await;
+    let launch = common::java(&fx, false).await;
     let pool = pool(&fx, &launch).await;
     let first = components(&[
         "class Secret { static int v = 42; }",
@@ -243,7 +197,7 @@ async fn nothing_one_request_compiled_is_there_for_the_next() {
 #[tokio::test]
 async fn a_denied_class_runs_the_classic_way() {
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     let pool = pool(&fx, &launch).await;
     let components = components(&["System.out.println(\"ran\");", "System.exit(1);"]);
     let (got, path) = pooled(&fx, &pool, &launch, &components, "", Limits::default()).await;
@@ -276,7 +230,7 @@ fn slow_to_compile(levels: usize) -> String {
 #[tokio::test]
 async fn a_compile_over_its_time_kills_the_host_which_comes_back() {
     let fx = Fixture::new();
-    let launch = java(&fx, false).await;
+    let launch = common::java(&fx, false).await;
     let pool = pool(&fx, &launch).await;
     let host = pool.compile_host().unwrap().clone();
     let limits = Limits {
@@ -317,7 +271,7 @@ async fn a_compile_over_its_time_kills_the_host_which_comes_back() {
 async fn many_inputs_compile_in_the_host_and_replay_in_the_pools_sandboxes() {
     use evaluator::batch::{MatchMode, Program};
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     let pool = pool(&fx, &launch).await;
     let components = components(&[
         "var sc = new Scanner(System.in);\nint sum = 0;\nwhile (sc.hasNextInt()) sum += sc.nextInt();",

@@ -8,30 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{Fixture, Run};
-use evaluator::access::catalog::Catalog;
 use evaluator::access::AccessList;
-use evaluator::lang::Launch;
 use evaluator::sandbox::{Limits, Status};
-use evaluator::snippet::{Component, Output};
+use evaluator::snippet::Output;
 use tokio_util::sync::CancellationToken;
 
-fn components(codes: &[&str]) -> Vec<Component> {
-    codes
-        .iter()
-        .enumerate()
-        .map(|(i, code)| Component {
-            id: format!("c{}", i + 1),
-            code: (*code).into(),
-        })
-        .collect()
-}
-
-async fn java(fx: &Fixture) -> Launch {
-    let runtime = fx.runtime("openjdk-17").await;
-    let mut launch = runtime.launch();
-    launch.access_list = Some(Arc::new(Catalog::new(None).load("java-default").unwrap()));
-    launch
-}
+use common::components;
 
 /// What `pick` takes from the outputs of `component`.
 fn of<T>(run: &Run, component: &str, pick: impl Fn(&Output) -> Option<(&str, T)>) -> Vec<T> {
@@ -89,7 +71,7 @@ fn assert_clean(run: &Run, component: &str) {
 #[tokio::test]
 async fn the_language_works_under_the_default_list() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let run = fx
         .eval_launch(
             &launch,
@@ -135,7 +117,7 @@ async fn the_language_works_under_the_default_list() {
 #[tokio::test]
 async fn diagnostics_point_into_the_component_and_exceptions_are_reported() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let second = "int ok = 1;\nint bad = ok + missing;";
     let run = fx
         .eval_launch(
@@ -202,7 +184,7 @@ async fn diagnostics_point_into_the_component_and_exceptions_are_reported() {
 #[tokio::test]
 async fn denied_references_are_reported_and_never_run() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let exit = "java.lang.System#exit(int):void";
     let run = fx
         .eval_launch(
@@ -259,7 +241,7 @@ async fn denied_references_are_reported_and_never_run() {
 #[tokio::test]
 async fn a_denied_class_is_not_loaded_for_later_components() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let run = fx
         .eval_launch(
             &launch,
@@ -286,7 +268,7 @@ async fn a_denied_class_is_not_loaded_for_later_components() {
 #[tokio::test]
 async fn limits_end_java_snippets_with_the_right_status() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let run = fx
         .eval_launch(
             &launch,
@@ -321,7 +303,7 @@ async fn limits_end_java_snippets_with_the_right_status() {
 #[tokio::test]
 async fn statements_per_component_are_capped() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let code = "int i = 0;\n".to_owned() + &"i++;\n".repeat(120);
     let run = fx
         .eval_launch(&launch, components(&[&code, "i"]), Limits::default())
@@ -393,7 +375,7 @@ const STUB: &str = "jdk.jshell.spi.SPIResolutionException#<init>(int):void";
 #[tokio::test]
 async fn forward_references_pass_the_list_through_jshells_own_stub() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let run = fx
         .eval_launch(
             &launch,
@@ -426,7 +408,7 @@ async fn forward_references_pass_the_list_through_jshells_own_stub() {
 #[tokio::test]
 async fn a_snippets_own_jdk_jshell_references_stay_denied() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     // Each alone: JShell's stub is allowed in these evaluations, the snippet's own
     // references to the same class and constructor are not.
     for (code, denied) in [
@@ -477,7 +459,7 @@ async fn a_snippets_own_jdk_jshell_references_stay_denied() {
 #[tokio::test]
 async fn a_denied_redefinition_is_not_installed_and_the_old_code_stays() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let exit = "java.lang.System#exit(int):void";
     let run = fx
         .eval_launch(
@@ -522,7 +504,7 @@ async fn a_denied_redefinition_is_not_installed_and_the_old_code_stays() {
 #[tokio::test]
 async fn a_denied_variable_redeclaration_is_checked_again_each_time() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let denied = "int v = Runtime.getRuntime().availableProcessors();";
     let run = fx
         .eval_launch(
@@ -555,7 +537,7 @@ const START: &str = "java.lang.Thread#start():void";
 #[tokio::test]
 async fn members_inherited_through_the_snippets_classes_are_checked() {
     let fx = Fixture::new();
-    let mut launch = java(&fx).await;
+    let mut launch = common::java(&fx, true).await;
     launch.access_list = Some(inheritance_list());
     let run = fx
         .eval_launch(
@@ -633,7 +615,7 @@ async fn members_inherited_through_the_snippets_classes_are_checked() {
 #[tokio::test]
 async fn the_jdk_instantiates_no_class_named_by_the_snippets_data() {
     let fx = Fixture::new();
-    let launch = java(&fx).await;
+    let launch = common::java(&fx, true).await;
     let config = b"handlers=java.util.logging.FileHandler\njava.util.logging.FileHandler.pattern=%t/jsheets-%u.log\n".to_vec();
     let logging = [
         "java.util.logging.LogManager.getLogManager().readConfiguration(System.in);",

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, Run};
-use evaluator::access::catalog::Catalog;
 use evaluator::batch::{run_inputs, Input, MatchMode, Program, RunReport};
 use evaluator::evaluate::RequestData;
 use evaluator::lang::Launch;
@@ -19,22 +18,7 @@ use evaluator::sandbox::{Limits, Status, Waiting};
 use evaluator::snippet::{Component, Output};
 use tokio_util::sync::CancellationToken;
 
-fn components(codes: &[&str]) -> Vec<Component> {
-    codes
-        .iter()
-        .enumerate()
-        .map(|(i, code)| Component {
-            id: format!("c{}", i + 1),
-            code: (*code).into(),
-        })
-        .collect()
-}
-
-async fn java(fx: &Fixture, list: bool) -> Launch {
-    let mut launch = fx.runtime("openjdk-17").await.launch();
-    launch.access_list = list.then(|| Arc::new(Catalog::new(None).load("java-default").unwrap()));
-    launch
-}
+use common::components;
 
 fn input(stdin: &str) -> Input {
     Input {
@@ -81,36 +65,7 @@ async fn batch(
     reports
 }
 
-/// Values and exceptions (kind, message, traceback, line), per component.
-fn results(outputs: &[Output]) -> Vec<String> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Value { component, text } => Some(format!("{component} value {text}")),
-            Output::Exception {
-                component,
-                kind,
-                message,
-                traceback,
-                line,
-            } => Some(format!(
-                "{component} exception {kind}: {message} at {line:?}\n{traceback}"
-            )),
-            Output::Diagnostic {
-                component, kind, ..
-            } => Some(format!("{component} diagnostic {kind}")),
-            Output::Violation {
-                component,
-                reference,
-                ..
-            } => Some(format!("{component} violation {reference}")),
-            Output::Internal { component, message } => {
-                Some(format!("{component} internal {message}"))
-            }
-            _ => None,
-        })
-        .collect()
-}
+use common::results;
 
 const READER: &str = r#"
 var sc = new Scanner(System.in);
@@ -123,7 +78,7 @@ System.out.println("sum " + sum + " " + doubled);
 #[tokio::test]
 async fn each_input_gets_what_a_whole_jshell_gives_it() {
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     let components = components(&[
         READER,
         "sum * 3",
@@ -187,7 +142,7 @@ async fn each_input_gets_what_a_whole_jshell_gives_it() {
 #[tokio::test]
 async fn a_denied_call_stops_every_run_before_anything_runs() {
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     for program in [
         vec!["System.out.println(\"ran\");", "System.exit(1);"],
         vec![
@@ -221,7 +176,7 @@ async fn a_denied_call_stops_every_run_before_anything_runs() {
 async fn runs_end_alone_and_share_nothing() {
     let fx = Fixture::new();
     // Without a list, so that a run can halt its JVM.
-    let launch = java(&fx, false).await;
+    let launch = common::java(&fx, false).await;
     let code = r#"
 import java.nio.file.*;
 class Seen { static int runs; }
@@ -294,7 +249,7 @@ System.out.println(what + " " + Seen.runs + " " + traces);
 #[ignore]
 async fn timing_twenty_inputs() {
     let fx = Fixture::new();
-    let launch = java(&fx, true).await;
+    let launch = common::java(&fx, true).await;
     let components = components(&[READER, "sum * 3"]);
     let inputs: Vec<Input> = (0..20).map(|i| input(&format!("{i} {i} 1"))).collect();
     let start = Instant::now();

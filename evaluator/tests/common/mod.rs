@@ -343,3 +343,63 @@ impl Fixture {
         assert_eq!(self.busy_cgroups().await, 0, "sandbox cgroups left behind");
     }
 }
+
+/// Components `c1`, `c2`, ... with `codes`, in order.
+pub fn components(codes: &[&str]) -> Vec<Component> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| Component {
+            id: format!("c{}", i + 1),
+            code: (*code).into(),
+        })
+        .collect()
+}
+
+/// The `openjdk-17` runtime's launch, held to `java-default` if `list`.
+pub async fn java(fx: &Fixture, list: bool) -> Launch {
+    let mut launch = fx.runtime("openjdk-17").await.launch();
+    launch.access_list = list.then(|| {
+        std::sync::Arc::new(
+            evaluator::access::catalog::Catalog::new(None)
+                .load("java-default")
+                .unwrap(),
+        )
+    });
+    launch
+}
+
+/// Values, exceptions (kind, message, traceback, line), diagnostics, violations and
+/// internal errors, per component, in order.
+pub fn results(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Value { component, text } => Some(format!("{component} value {text}")),
+            Output::Exception {
+                component,
+                kind,
+                message,
+                traceback,
+                line,
+            } => Some(format!(
+                "{component} exception {kind}: {message} at {line:?}\n{traceback}"
+            )),
+            Output::Diagnostic {
+                component,
+                kind,
+                message,
+                ..
+            } => Some(format!("{component} diagnostic {kind} {message}")),
+            Output::Violation {
+                component,
+                reference,
+                ..
+            } => Some(format!("{component} violation {reference}")),
+            Output::Internal { component, message } => {
+                Some(format!("{component} internal {message}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
