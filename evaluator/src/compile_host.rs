@@ -43,8 +43,15 @@ pub const HOST_MEMORY: u64 = 640 << 20;
 const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest the host may take to get warm.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest line the host may write: a class batch of the largest request.
-const HOST_LINE_BYTES: usize = 64 << 20;
+/// The longest line the host may write (a class batch of a large request is a few
+/// MiB; a longer line is skipped, and its batch denied), and what one job may write in
+/// all: more is no compile, and the host is killed.
+const HOST_LINE_BYTES: usize = 8 << 20;
+const HOST_JOB_BYTES: u64 = 256 << 20;
+const HOST_JOB_LINES: u64 = 1 << 20;
+/// Lines in flight from the host's sandbox to its job (with the line bound, what the
+/// node may hold of them).
+const HOST_QUEUE: usize = 8;
 
 /// Why a job gave no program (the caller runs the request the classic way).
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,8 @@ pub enum HostError {
     Denied,
     #[error("the recorded program does not check: {0}")]
     Invalid(String),
+    #[error("the program redefines a class, which a replay would replace")]
+    Redefined,
     #[error("the compile host did not get warm: {0}")]
     Start(String),
 }
@@ -74,8 +83,6 @@ struct Running {
     stdin: mpsc::Sender<Vec<u8>>,
     events: mpsc::Receiver<Event>,
     kill: CancellationToken,
-    /// The sandbox's task: ends once the host's sandbox is gone.
-    task: Option<tokio::task::JoinHandle<()>>,
     jobs: u64,
 }
 
@@ -90,7 +97,9 @@ struct Shared {
     sandboxes: Sandboxes,
     launch: Launch,
     limits: Limits,
-    running: tokio::sync::Mutex<Option<Running>>,
+    running: Arc<tokio::sync::Mutex<Option<Running>>>,
+    /// The hosts' sandbox tasks and jobs in flight, which shutdown waits for.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set while a start is in flight.
     starting: std::sync::atomic::AtomicBool,
     /// Set while a host runs (between its start and its end being noticed).
@@ -147,7 +156,8 @@ impl CompileHost {
                 sandboxes,
                 launch,
                 limits,
-                running: tokio::sync::Mutex::new(None),
+                running: Arc::new(tokio::sync::Mutex::new(None)),
+                tasks: std::sync::Mutex::new(Vec::new()),
                 starting: false.into(),
                 up: false.into(),
                 last_start: std::sync::Mutex::new(None),
@@ -261,7 +271,10 @@ impl CompileHost {
 
     /// Compiles `components` for a request on `launch` (its access list) with the
     /// request's `limits` bounding what the host may say: the recorded program and the
-    /// compile's outputs (its diagnostics), or why there is none.
+    /// compile's outputs (its diagnostics), or why there is none. The job runs in a
+    /// task of its own, to its end: a request that gives up (its wall time, `cancel`)
+    /// gets its answer at once, and the host finishes the job before the next (or is
+    /// killed at [`MAX_COMPILE`]), so no request can leave the host in doubt.
     pub async fn compile(
         &self,
         launch: &Launch,
@@ -270,32 +283,46 @@ impl CompileHost {
         cancel: &CancellationToken,
     ) -> Result<(Program, Vec<Output>), HostError> {
         let s = &self.shared;
-        let result = match tokio::time::timeout(MAX_QUEUE_WAIT, s.running.lock()).await {
+        let result = match tokio::time::timeout(MAX_QUEUE_WAIT, s.running.clone().lock_owned())
+            .await
+        {
             Err(_) => Err(HostError::Busy),
-            Ok(mut running) => {
-                let result = match running.as_mut() {
-                    None => Err(HostError::NotRunning),
-                    Some(r) => job(r, launch, components, limits, cancel).await,
-                };
-                // A job that did not end cleanly leaves the host in doubt: it goes.
-                let spent = running.as_ref().is_some_and(|r| r.jobs >= MAX_JOBS);
-                let doubtful = matches!(
-                    result,
-                    Err(HostError::Died
-                        | HostError::Timeout(_)
-                        | HostError::Cancelled
-                        | HostError::Protocol(_))
-                );
-                if running.is_some() && (spent || doubtful) {
-                    *running = None;
-                    s.up.store(false, Ordering::Release);
-                    drop(running);
-                    self.restart();
-                } else if running.is_none() {
-                    drop(running);
-                    self.restart();
+            Ok(running) if running.is_none() => {
+                drop(running);
+                self.restart();
+                Err(HostError::NotRunning)
+            }
+            Ok(running) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let host = self.clone();
+                let (launch, components, limits2) =
+                    (launch.clone(), components.to_vec(), limits.clone());
+                let task = tokio::spawn(async move {
+                    let mut running = running;
+                    let result = match running.as_mut() {
+                        Some(r) => job(r, &launch, &components, &limits2).await,
+                        None => Err(HostError::NotRunning),
+                    };
+                    // A job that did not end cleanly leaves the host in doubt: it goes.
+                    let spent = running.as_ref().is_some_and(|r| r.jobs >= MAX_JOBS);
+                    let doubtful = matches!(
+                        result,
+                        Err(HostError::Died | HostError::Timeout(_) | HostError::Protocol(_))
+                    );
+                    if spent || doubtful {
+                        *running = None;
+                        host.shared.up.store(false, Ordering::Release);
+                        drop(running);
+                        host.restart();
+                    }
+                    let _ = tx.send(result);
+                });
+                s.track(task);
+                tokio::select! {
+                    r = rx => r.unwrap_or(Err(HostError::Died)),
+                    () = tokio::time::sleep(limits.wall_time) => Err(HostError::Timeout(limits.wall_time)),
+                    () = cancel.cancelled() => Err(HostError::Cancelled),
                 }
-                result
             }
         };
         match &result {
@@ -305,17 +332,34 @@ impl CompileHost {
         result
     }
 
-    /// Ends the host and waits until its sandbox is gone.
+    /// Ends the host and waits until its sandbox is gone, and every job and start in
+    /// flight has ended.
     pub async fn shutdown(&self) {
-        self.shared.stop.cancel();
-        self.shared.up.store(false, Ordering::Release);
-        let running = self.shared.running.lock().await.take();
-        if let Some(mut r) = running {
-            r.kill.cancel();
-            if let Some(task) = r.task.take() {
-                let _ = task.await;
+        let s = &self.shared;
+        s.stop.cancel();
+        s.up.store(false, Ordering::Release);
+        loop {
+            let tasks = std::mem::take(&mut *s.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            if tasks.is_empty() && !s.starting.load(Ordering::Acquire) {
+                break;
             }
+            for t in tasks {
+                let _ = t.await;
+            }
+            if let Some(r) = s.running.lock().await.take() {
+                drop(r);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+impl Shared {
+    /// Keeps `task` for shutdown to wait for (dropping those that ended).
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 }
 
@@ -333,7 +377,7 @@ fn restart_wait(short_lives: u32) -> Duration {
 async fn start(s: &Shared) -> Result<Running, HostError> {
     let job = lang::jshell::host_job(&s.launch, s.limits.clone());
     let (stdin, stdin_rx) = mpsc::channel::<Vec<u8>>(16);
-    let (events_tx, events) = mpsc::channel::<Event>(64);
+    let (events_tx, events) = mpsc::channel::<Event>(HOST_QUEUE);
     let kill = s.stop.child_token();
     let framing = Framing {
         line_bytes: HOST_LINE_BYTES,
@@ -347,11 +391,11 @@ async fn start(s: &Shared) -> Result<Running, HostError> {
             .run_with_stdin(job, framing, Some(stdin_rx), events_tx, killed)
             .await;
     });
+    s.track(task);
     let mut running = Running {
         stdin,
         events,
         kill,
-        task: Some(task),
         jobs: 0,
     };
     let ready = async {
@@ -374,81 +418,116 @@ async fn start(s: &Shared) -> Result<Running, HostError> {
 }
 
 /// One job on a running host: the request's components in, its events through a
-/// translator and recorder of the request's own, until `done`.
+/// translator and recorder of the request's own, until `done`. Only what a job cannot
+/// do is the host's failure (an error that leaves the host in doubt): output, an
+/// internal error, a memory limit, more than [`HOST_JOB_BYTES`] or [`MAX_COMPILE`];
+/// what a request's bounds refuse is the request's (a batch over its line bound is
+/// denied), and the job runs to its end.
 async fn job(
     r: &mut Running,
     launch: &Launch,
     components: &[Component],
     limits: &Limits,
-    cancel: &CancellationToken,
 ) -> Result<(Program, Vec<Output>), HostError> {
     r.jobs += 1;
     let bounds = Bounds::for_request(components, limits);
     let (mut recorder, mut verdicts) = Recorder::new(launch, components);
     let mut translator = Translator::new(components, bounds, true).recording();
-    if r.stdin
-        .send(lang::jshell::host_request(components))
-        .await
-        .is_err()
-    {
-        return Err(HostError::Died);
-    }
+    let deadline = tokio::time::Instant::now() + MAX_COMPILE;
+    let send = |stdin: &mpsc::Sender<Vec<u8>>, line: Vec<u8>| {
+        let stdin = stdin.clone();
+        async move {
+            match tokio::time::timeout_at(deadline, stdin.send(line)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(HostError::Died),
+                Err(_) => Err(HostError::Timeout(MAX_COMPILE)),
+            }
+        }
+    };
+    send(&r.stdin, lang::jshell::host_request(components)).await?;
     let mut outputs = Vec::new();
     let (mut bytes, mut lines) = (0u64, 0u64);
-    let deadline = tokio::time::sleep(MAX_COMPILE.min(limits.wall_time));
-    tokio::pin!(deadline);
-    loop {
-        let event = tokio::select! {
-            e = r.events.recv() => e,
-            () = &mut deadline => return Err(HostError::Timeout(MAX_COMPILE.min(limits.wall_time))),
-            () = cancel.cancelled() => return Err(HostError::Cancelled),
+    let redefined = loop {
+        let event = match tokio::time::timeout_at(deadline, r.events.recv()).await {
+            Err(_) => return Err(HostError::Timeout(MAX_COMPILE)),
+            Ok(None) => return Err(HostError::Died),
+            Ok(Some(e)) => e,
         };
-        let Some(event) = event else {
-            return Err(HostError::Died);
-        };
-        let line = match &event {
+        let line = match event {
             Event::Driver(line) => line,
             // Nothing of a job runs: output is the host's own failure.
             Event::Stdout(_) | Event::Stderr(_) | Event::DriverDropped(_) => {
-                return Err(HostError::Protocol("output or a dropped line"));
+                return Err(HostError::Protocol(
+                    "output or a line over the host's bound",
+                ));
             }
         };
-        if line == b"{\"event\":\"done\"}" {
-            break;
+        match line.as_slice() {
+            b"{\"event\":\"done\"}" => break false,
+            b"{\"event\":\"done\",\"redefined\":true}" => break true,
+            l if l.starts_with(b"{\"event\":\"output\"")
+                || l.starts_with(b"{\"event\":\"internal\"")
+                || l.starts_with(b"{\"event\":\"memory_limit\"") =>
+            {
+                return Err(HostError::Protocol(
+                    "output, an internal error or a memory limit",
+                ));
+            }
+            _ => {}
         }
-        // The request's own bounds on its events.
         bytes = bytes.saturating_add(line.len() as u64 + 1);
         lines += 1;
-        let framing = bounds.framing;
-        if line.len() > framing.line_bytes || bytes > framing.channel_bytes || lines > framing.lines
-        {
-            return Err(HostError::Protocol("more than the request's bounds"));
+        if bytes > HOST_JOB_BYTES || lines > HOST_JOB_LINES {
+            return Err(HostError::Protocol("more than a compile job writes"));
         }
+        let event = if line.len() > bounds.framing.line_bytes {
+            // Over the request's line bound: a batch this large is denied (the
+            // driver waits for its answer), and the request is no program.
+            if let Some(seq) = classes_seq(&line) {
+                send(&r.stdin, format!("{seq} deny\n").into_bytes()).await?;
+            }
+            let prefix = line[..line.len().min(64)].to_vec();
+            Event::DriverDropped(crate::sandbox::framing::Dropped::Overlong { prefix })
+        } else {
+            Event::Driver(line)
+        };
         if let Some(step) = translator.event(event) {
             recorder.step(step, &mut translator, &mut outputs);
         }
         while let Ok(answer) = verdicts.try_recv() {
-            if r.stdin.send(answer).await.is_err() {
-                return Err(HostError::Died);
-            }
+            send(&r.stdin, answer).await?;
         }
-    }
+    };
     let d = translator.drops();
     if d.unreadable > 0
         || d.overlong > 0
         || d.foreign > 0
         || d.class_batches > 0
         || d.verdicts > 0
+        || d.records > 0
         || d.over_budget
         || translator.output_exceeded()
     {
-        return Err(HostError::Protocol("events that do not check"));
+        return Err(HostError::Invalid(
+            "events over the request's bounds".into(),
+        ));
+    }
+    if redefined {
+        return Err(HostError::Redefined);
     }
     match recorder.finish() {
         Ok(program) => Ok((program, outputs)),
         Err(lang::jshell::record::Failure::Denied) => Err(HostError::Denied),
         Err(lang::jshell::record::Failure::Invalid(e)) => Err(HostError::Invalid(e.to_string())),
     }
+}
+
+/// The batch number of a `classes` event line, read from its head as the driver
+/// writes it (`{"event":"classes","seq":N,...`).
+fn classes_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"event\":\"classes\",\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -463,6 +542,20 @@ mod tests {
         assert_eq!(
             waits,
             [0, 0, 500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+    }
+
+    #[test]
+    fn a_batch_number_is_read_from_the_head_of_its_line_only() {
+        assert_eq!(
+            classes_seq(br#"{"event":"classes","seq":17,"id":"c1","classes":[]}"#),
+            Some(17)
+        );
+        assert_eq!(classes_seq(br#"{"event":"classes","seq":x}"#), None);
+        assert_eq!(classes_seq(br#"{"event":"invoke","seq":3}"#), None);
+        assert_eq!(
+            classes_seq(br#"{"event":"classes","seq":99999999999999999999999}"#),
+            None
         );
     }
 }

@@ -249,7 +249,12 @@ async fn a_compile_over_its_time_kills_the_host_which_comes_back() {
         began.elapsed()
     );
     assert_eq!(host.stats().failed, 1);
-    // A new host, and requests compiled again.
+    // The host compiled on, to its own limit: killed then, and a new one started.
+    let end = Instant::now() + Duration::from_secs(120 * u64::from(common::time_scale()));
+    while host.stats().starts < 2 {
+        assert!(Instant::now() < end, "{:?}", host.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_until_up(&pool).await;
     assert_eq!(host.stats().starts, 2, "{:?}", host.stats());
     let (got, path) = pooled(
@@ -353,4 +358,71 @@ async fn batch(
     let mut reports: Vec<evaluator::batch::RunReport> = collect.await.unwrap();
     reports.sort_by_key(|r| r.index);
     reports
+}
+
+#[tokio::test]
+async fn a_request_that_gives_up_leaves_the_host_to_finish_its_job() {
+    let fx = Fixture::new();
+    let launch = common::java(&fx, false).await;
+    let pool = pool(&fx, &launch).await;
+    let host = pool.compile_host().unwrap().clone();
+    // A wall time too short for any compile: the request ends, the host goes on.
+    let limits = Limits {
+        wall_time: Duration::from_millis(1),
+        ..Limits::default()
+    };
+    let (got, path) = pooled(
+        &fx,
+        &pool,
+        &launch,
+        &components(&["System.out.println(1);"]),
+        "",
+        limits,
+    )
+    .await;
+    assert_eq!(path, Path::Cold);
+    assert_eq!(got.outcome.status, Status::WallTimeout, "{got:#?}");
+    let (got, path) = pooled(
+        &fx,
+        &pool,
+        &launch,
+        &components(&["System.out.println(2);"]),
+        "",
+        Limits::default(),
+    )
+    .await;
+    assert!(compiled(path), "{path:?}");
+    assert_eq!(got.stdout(), "2\n");
+    let stats = host.stats();
+    assert_eq!(
+        (stats.failed, stats.compiled, stats.starts),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    pool.shutdown().await;
+    fx.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_program_that_redefines_a_class_runs_as_a_whole_jshell() {
+    let fx = Fixture::new();
+    let launch = common::java(&fx, true).await;
+    let pool = pool(&fx, &launch).await;
+    // JShell redefines A in place and `a` keeps its object; a replay would replace A.
+    let components = components(&[
+        "class A { int f() { return 1; } }",
+        "A a = new A();",
+        "class A { int f() { return 2; } }",
+        "a.f()",
+    ]);
+    let (got, path) = pooled(&fx, &pool, &launch, &components, "", Limits::default()).await;
+    assert_eq!(path, Path::Cold);
+    let want = whole(&fx, &launch, &components, "").await;
+    assert_eq!(results(&got.outputs), results(&want.outputs));
+    assert!(
+        results(&got.outputs).contains(&"c4 value 2".to_owned()),
+        "{got:#?}"
+    );
+    pool.shutdown().await;
+    fx.assert_clean().await;
 }

@@ -112,6 +112,8 @@ public final class JShellDriver {
     private static StackTraceElement[] probe;
     private static String component = "";
     private static long seq;
+    /** Compile host: set when the job's JShell asked to redefine a class. */
+    private static boolean redefined;
     /** Set when the supervisor refused the classes of the statement being evaluated. */
     private static boolean refused;
     /**
@@ -336,7 +338,8 @@ public final class JShellDriver {
                 origins.clear();
             }
             events.flushOutput();
-            events.write("{\"event\":\"done\"}");
+            events.write(redefined ? "{\"event\":\"done\",\"redefined\":true}" : "{\"event\":\"done\"}");
+            redefined = false;
             next = shell(out, err);
         }
     }
@@ -908,7 +911,10 @@ public final class JShellDriver {
                 throws ClassInstallException, NotImplementedException, EngineTerminationException {
             if (recording) {
                 // Nothing was loaded to redefine: JShell replaces the classes with newly
-                // named ones (through load), so that a replay only ever loads.
+                // named ones (through load), so that a replay only ever loads. A replay
+                // then differs from a run (which redefines in place): a compile host's
+                // job says so, and the request runs as a whole JShell instead.
+                redefined = true;
                 throw new ClassInstallException("redefine: recording", new boolean[classes.length]);
             }
             if (instrumentation == null) {
