@@ -1397,10 +1397,24 @@ async fn default_config_pools_the_installed_runtimes_and_serves_from_them() {
     let mut client = server.client().await;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = wait_pool_full(&mut client, "python-3.11").await;
-    assert_eq!(size as usize, (2 * cpus).clamp(4, 16));
+    let log = server.stderr();
+    // The default size, unless the budget (a quarter of the machine's memory, with the
+    // Java pool's compile host in it) cut it, which the node says.
+    if log.contains("pool cut to fit the memory budget runtime=python-3.11") {
+        assert!(
+            (1..(2 * cpus).clamp(4, 16)).contains(&(size as usize)),
+            "{size}"
+        );
+    } else {
+        assert_eq!(size as usize, (2 * cpus).clamp(4, 16));
+    }
     // Java too (installed and a default); `shell` is no default runtime here.
     let (java, _) = pool_of(&mut client, "openjdk-17").await.unwrap();
-    assert_eq!(java as usize, cpus.clamp(2, 8));
+    if log.contains("pool cut to fit the memory budget runtime=openjdk-17") {
+        assert!((0..cpus.clamp(2, 8)).contains(&(java as usize)), "{java}");
+    } else {
+        assert_eq!(java as usize, cpus.clamp(2, 8));
+    }
     assert_eq!(pool_of(&mut client, "shell").await, Some((0, 0)));
     let log = server.stderr();
     assert!(

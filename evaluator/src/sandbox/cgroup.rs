@@ -1020,8 +1020,10 @@ impl SandboxCgroup {
             );
         }
         killed?;
-        // Removal can race the kernel's last exit bookkeeping: retry briefly.
-        let mut attempt = 0;
+        // Removal can race the kernel's last exit bookkeeping (the helper's exit, which
+        // takes a while on a loaded or emulated machine after a large sandbox, a JVM of
+        // many threads, was killed): retry for up to 5 s.
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let deleted = match &self.cg {
                 Some(cg) => cg.delete(),
@@ -1039,13 +1041,13 @@ impl SandboxCgroup {
                     }
                     return Ok(());
                 }
-                Err(source) if attempt >= 200 => {
+                Err(source) if Instant::now() > deadline => {
                     return Err(CgroupError::Cgroups {
                         op: "removing the sandbox cgroup",
                         source,
                     })
                 }
-                Err(_) => attempt += 1,
+                Err(_) => {}
             }
             std::thread::sleep(Duration::from_millis(5));
         }
