@@ -313,6 +313,44 @@ async fn every_node_serves_registers_and_sandboxes() {
         );
         report.push("  java-default denies System.exit".into());
 
+        // Java through the pool's compile host once it is up (until then the pool
+        // counts no replay ready, and requests run as whole JShells, as above).
+        let java = |runtimes: Vec<proto::jsheets::RuntimeInfo>| {
+            runtimes
+                .into_iter()
+                .find(|r| r.name == "openjdk-17")
+                .expect("openjdk-17 is installed")
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            let j = java(client::list_runtimes(&ch, EVAL).await.unwrap());
+            if j.pool_idle > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "the Java pool's compile host never got up: {j:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let before = java(client::list_runtimes(&ch, EVAL).await.unwrap()).pool_compiled;
+        let e = run(
+            &ch,
+            &EvalRequest::new("openjdk-17").component("c1", "System.out.println(6 * 7);"),
+        )
+        .await;
+        assert_eq!(e.status(), Status::Ok, "{e:#?}");
+        assert!(stdout(&e).contains("42"), "{e:#?}");
+        let after = java(client::list_runtimes(&ch, EVAL).await.unwrap()).pool_compiled;
+        assert!(
+            after > before,
+            "not compiled by the compile host: {before} then {after}"
+        );
+        report.push(format!(
+            "  java compiled by the pool's compile host: {}",
+            usage(&e)
+        ));
+
         // A memory hog, at the limit, with its peak.
         let e = run(
             &ch,
